@@ -1,0 +1,308 @@
+"""Sans-I/O sync engine: Binance's "How to manage a local order book correctly", as a plain object.
+
+Feed it diffs (`on_diff`) and REST snapshots (`on_snapshot`); it answers with an `Action` and records
+every state change as a `SyncEvent` in `events`. It owns no socket, clock, file or book: the recorder,
+the validator and replay all drive the same object, so there is one implementation of the rules.
+
+Rules (spot: continuity by `U == previous u + 1`; futures: by `pu == previous u`):
+- While not synced, diffs are buffered (bounded; overflow drops the buffer and asks for a resync).
+  A buffered diff that does not chain onto the previous one starts the buffer afresh.
+- A snapshot whose `lastUpdateId` is older than the first buffered diff can never be bridged: STALE,
+  fetch another. Otherwise buffered diffs it already contains are dropped (spot `u <= lastUpdateId`,
+  futures `u < lastUpdateId`) and the rest are applied after it, never discarded. If none remain, the
+  engine holds the snapshot and waits for the diff that bridges it (spot `U <= lastUpdateId+1 <= u`,
+  futures `U <= lastUpdateId <= u`).
+- Once synced, a diff continues the chain (APPLY), is already contained in the book (`u <= local id`,
+  IGNORED: duplicates and late re-deliveries), or is a gap (RESYNC: the book is invalid from here; the
+  diff is kept in the buffer so that the next snapshot is bridged from it).
+
+One deliberate tightening of Binance's spot text: its stale test is "lastUpdateId < first U"; the exact
+condition for a snapshot that cannot be bridged is "lastUpdateId + 1 < first U" (a snapshot at `U - 1`
+is bridged by that very diff), and that is what is used. Both yield the same books.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import IntEnum
+from typing import Any, NamedTuple
+
+from recorder.book import BookError, OrderBook
+from recorder.markets import SequenceRule
+from recorder.protocol import DepthSnapshot, DepthUpdate
+
+
+class Action(IntEnum):
+    APPLY = 0  # synced: apply this diff to the book now
+    BUFFERED = 1  # not synced: kept until a snapshot bridges it
+    IGNORED = 2  # stale or duplicate: already contained in the book / snapshot
+    RESYNC = 3  # gap, overflow or reset: the book is invalid now; fetch a snapshot
+    SYNCED = 4  # just became synced: `take_sync()` gives the snapshot and the diffs to apply after it
+    WAIT = 5  # snapshot held; waiting for the diff that bridges it
+    STALE = 6  # snapshot older than the buffered diffs: fetch a new one
+
+
+class State(IntEnum):
+    NEED_SNAPSHOT = 0
+    BRIDGING = 1  # holding a snapshot, no diff bridges it yet
+    SYNCED = 2
+
+
+class SyncEvent(NamedTuple):
+    """A state change worth writing down; `kind` is one of the `events` table kinds."""
+
+    kind: str
+    detail: dict[str, Any]
+
+
+class _Diff(NamedTuple):
+    first: int  # U
+    final: int  # u
+    prev: int | None  # pu
+    item: Any
+
+
+DEFAULT_MAX_BUFFER = 50_000
+
+
+class SyncEngine:
+    """Decides, diff by diff, whether a local book built from snapshot + diffs is valid."""
+
+    __slots__ = (
+        "futures",
+        "max_buffer",
+        "state",
+        "local_id",
+        "events",
+        "_buffer",
+        "_snapshot",
+        "_sync",
+    )
+
+    def __init__(self, rule: SequenceRule | str, max_buffer: int = DEFAULT_MAX_BUFFER) -> None:
+        self.futures = SequenceRule(rule) is SequenceRule.FUTURES
+        self.max_buffer = max_buffer
+        self.state = State.NEED_SNAPSHOT
+        self.local_id: int | None = None  # update id the synced book is at
+        self.events: list[SyncEvent] = [SyncEvent("need_snapshot", {"reason": "start"})]
+        self._buffer: deque[_Diff] = deque()
+        self._snapshot: tuple[int, Any] | None = None
+        self._sync: tuple[Any, list[Any]] | None = None
+
+    @property
+    def synced(self) -> bool:
+        return self.state is State.SYNCED
+
+    @property
+    def needs_snapshot(self) -> bool:
+        return self.state is State.NEED_SNAPSHOT
+
+    def drain_events(self) -> list[SyncEvent]:
+        events, self.events = self.events, []
+        return events
+
+    # ---- diffs ----------------------------------------------------------------------------------
+
+    def on_diff(self, first_id: int, final_id: int, prev_final_id: int | None, item: Any = None) -> Action:
+        if self.state is State.SYNCED:
+            local = self.local_id
+            if (prev_final_id == local) if self.futures else (first_id == local + 1):
+                self.local_id = final_id
+                return Action.APPLY
+            if final_id <= local:
+                self.events.append(
+                    SyncEvent("ignored_stale", {"U": first_id, "u": final_id, "local_id": local})
+                )
+                return Action.IGNORED
+            if self.futures:
+                detail = {"expected_pu": local, "got_pu": prev_final_id, "U": first_id, "u": final_id}
+            else:
+                detail = {"expected_U": local + 1, "got_U": first_id, "u": final_id}
+            self.events.append(SyncEvent("gap", detail))
+            self._need_snapshot("gap")
+            self._buffer.append(_Diff(first_id, final_id, prev_final_id, item))
+            return Action.RESYNC
+        if self.state is State.BRIDGING:
+            return self._bridge(_Diff(first_id, final_id, prev_final_id, item))
+        return self._buffer_diff(_Diff(first_id, final_id, prev_final_id, item))
+
+    def _chains(self, prev: _Diff, diff: _Diff) -> bool:
+        return diff.prev == prev.final if self.futures else diff.first == prev.final + 1
+
+    def _buffer_diff(self, diff: _Diff) -> Action:
+        buffer = self._buffer
+        if buffer:
+            last = buffer[-1]
+            if diff.final <= last.final:
+                return Action.IGNORED  # duplicate or late copy of something already buffered
+            if not self._chains(last, diff):
+                self.events.append(
+                    SyncEvent(
+                        "gap",
+                        {"while": "buffering", "after_u": last.final, "U": diff.first, "u": diff.final,
+                         "pu": diff.prev, "dropped": len(buffer)},
+                    )
+                )
+                buffer.clear()
+        buffer.append(diff)
+        if len(buffer) > self.max_buffer:
+            self.events.append(SyncEvent("buffer_overflow", {"size": len(buffer)}))
+            buffer.clear()
+            self._need_snapshot("buffer_overflow")
+            return Action.RESYNC
+        return Action.BUFFERED
+
+    def _bridges(self, snapshot_id: int, diff: _Diff) -> bool:
+        if self.futures:
+            return diff.first <= snapshot_id <= diff.final
+        return diff.first <= snapshot_id + 1 <= diff.final
+
+    def _contained(self, snapshot_id: int, diff: _Diff) -> bool:
+        """Diff already reflected in a snapshot at `snapshot_id` (Binance's drop rule per market)."""
+        return diff.final < snapshot_id if self.futures else diff.final <= snapshot_id
+
+    def _bridge(self, diff: _Diff) -> Action:
+        snapshot_id, snapshot = self._snapshot
+        if self._contained(snapshot_id, diff):
+            return Action.IGNORED
+        if self._bridges(snapshot_id, diff):
+            self._become_synced(snapshot_id, snapshot, [diff], dropped=0)
+            return Action.SYNCED
+        self.events.append(
+            SyncEvent("gap", {"while": "bridging", "last_update_id": snapshot_id, "U": diff.first, "u": diff.final})
+        )
+        self._need_snapshot("gap")
+        self._buffer.append(diff)
+        return Action.RESYNC
+
+    # ---- snapshots ------------------------------------------------------------------------------
+
+    def on_snapshot(self, last_update_id: int, item: Any = None) -> Action:
+        if self.state is State.SYNCED:
+            return Action.IGNORED  # a checkpoint snapshot: the synced book does not need it
+        if self.state is State.BRIDGING:
+            if last_update_id <= self._snapshot[0]:
+                return Action.WAIT
+            self._snapshot = None  # a newer snapshot replaces the held one
+        buffer = self._buffer
+        if buffer and buffer[0].first > last_update_id + (0 if self.futures else 1):
+            self.events.append(
+                SyncEvent("snapshot_stale", {"last_update_id": last_update_id, "first_buffered_U": buffer[0].first})
+            )
+            self.state = State.NEED_SNAPSHOT
+            return Action.STALE
+        dropped = 0
+        while buffer and self._contained(last_update_id, buffer[0]):
+            buffer.popleft()
+            dropped += 1
+        if buffer and not self._bridges(last_update_id, buffer[0]):
+            # futures only: the id fell between two events (pu < lastUpdateId < U); Binance's rule wants U <= it
+            self.events.append(
+                SyncEvent("snapshot_stale", {"last_update_id": last_update_id, "first_buffered_U": buffer[0].first})
+            )
+            self.state = State.NEED_SNAPSHOT
+            return Action.STALE
+        if not buffer:
+            self._snapshot = (last_update_id, item)
+            self.state = State.BRIDGING
+            self.events.append(SyncEvent("snapshot_waiting", {"last_update_id": last_update_id, "dropped": dropped}))
+            return Action.WAIT
+        diffs = list(buffer)
+        buffer.clear()
+        self._become_synced(last_update_id, item, diffs, dropped)
+        return Action.SYNCED
+
+    def _become_synced(self, snapshot_id: int, snapshot: Any, diffs: list[_Diff], dropped: int) -> None:
+        self.local_id = diffs[-1].final
+        self.state = State.SYNCED
+        self._snapshot = None
+        self._sync = (snapshot, [d.item for d in diffs])
+        self.events.append(
+            SyncEvent(
+                "synced",
+                {"last_update_id": snapshot_id, "first_U": diffs[0].first, "first_u": diffs[0].final,
+                 "applied_from_buffer": len(diffs), "dropped": dropped, "local_id": self.local_id},
+            )
+        )
+
+    def take_sync(self) -> tuple[Any, list[Any]]:
+        """After SYNCED: the snapshot item and the diff items to apply after it, in order."""
+        sync, self._sync = self._sync, None
+        if sync is None:
+            raise RuntimeError("take_sync() called without a pending sync")
+        return sync
+
+    # ---- resets ---------------------------------------------------------------------------------
+
+    def reset(self, reason: str) -> None:
+        """Forget everything (disconnect, bad data): the book is invalid until the next sync."""
+        self._buffer.clear()
+        self._need_snapshot(reason)
+
+    def _need_snapshot(self, reason: str) -> None:
+        self.state = State.NEED_SNAPSHOT
+        self.local_id = None
+        self._snapshot = None
+        self._sync = None
+        self.events.append(SyncEvent("need_snapshot", {"reason": reason}))
+
+
+class LocalBook:
+    """A sync engine driving an `OrderBook`: the book is exposed only while the engine says synced."""
+
+    __slots__ = ("engine", "book", "symbol")
+
+    def __init__(self, rule: SequenceRule | str, symbol: str | None = None, max_buffer: int = DEFAULT_MAX_BUFFER):
+        self.engine = SyncEngine(rule, max_buffer)
+        self.book = OrderBook()
+        self.symbol = symbol
+
+    @property
+    def synced(self) -> bool:
+        return self.engine.state is State.SYNCED
+
+    @property
+    def update_id(self) -> int | None:
+        return self.engine.local_id
+
+    def valid_book(self) -> OrderBook | None:
+        """The book if it is known to be correct, else None: never a stale book."""
+        return self.book if self.engine.state is State.SYNCED else None
+
+    def on_diff(self, diff: DepthUpdate) -> Action:
+        action = self.engine.on_diff(diff.first_update_id, diff.final_update_id, diff.prev_final_update_id, diff)
+        if action is Action.APPLY:
+            try:
+                self.book.apply(diff.bids, diff.asks)
+            except BookError as exc:
+                return self._bad_data(exc)
+        elif action is Action.SYNCED:
+            return self._load()
+        elif action is Action.RESYNC:
+            self.book.clear()
+        return action
+
+    def on_snapshot(self, snapshot: DepthSnapshot) -> Action:
+        action = self.engine.on_snapshot(snapshot.last_update_id, snapshot)
+        if action is Action.SYNCED:
+            return self._load()
+        return action
+
+    def reset(self, reason: str) -> None:
+        self.engine.reset(reason)
+        self.book.clear()
+
+    def _load(self) -> Action:
+        snapshot, diffs = self.engine.take_sync()
+        try:
+            self.book.load(snapshot.bids, snapshot.asks)
+            for diff in diffs:
+                self.book.apply(diff.bids, diff.asks)
+        except BookError as exc:
+            return self._bad_data(exc)
+        return Action.SYNCED
+
+    def _bad_data(self, exc: BookError) -> Action:
+        self.engine.events.append(SyncEvent("error", {"reason": str(exc)}))
+        self.reset("bad_levels")
+        return Action.RESYNC
