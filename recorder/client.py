@@ -1,0 +1,262 @@
+"""Thin I/O shell around the sync engine: one WebSocket connection, REST snapshots, local books.
+
+`BookClient` subscribes to the depth streams (and optional other channels) of some symbols over one
+combined-stream connection, fetches snapshots with httpx whenever a symbol's engine asks for one, and
+keeps a `LocalBook` per symbol. All decisions are the engine's; this module only moves bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+import websockets
+
+from recorder.markets import Market
+from recorder.protocol import (
+    DepthSnapshot,
+    DepthUpdate,
+    ErrorPayload,
+    ParseError,
+    ServerShutdown,
+    parse_frame,
+    parse_snapshot,
+)
+from recorder.sync import Action, LocalBook
+
+log = logging.getLogger(__name__)
+
+
+class RestError(Exception):
+    """A REST request that failed for good (after retries) or was refused."""
+
+
+@dataclass
+class RestLimiter:
+    """One request-weight budget per process, fed by Binance's `X-MBX-USED-WEIGHT-1M` header.
+
+    Also remembers a back-off deadline from 429/418 `Retry-After`, during which no request is sent.
+    """
+
+    limit_per_minute: int
+    headroom: float = 0.8  # keep 20 % of the budget free for other clients of the same IP
+    used: int = 0
+    used_at: float = 0.0
+    blocked_until: float = 0.0
+
+    def observe(self, headers: httpx.Headers, now: float) -> None:
+        used = headers.get("x-mbx-used-weight-1m")
+        if used is not None and used.isdigit():
+            self.used, self.used_at = int(used), now
+
+    def delay_for(self, weight: int, now: float) -> float:
+        """Seconds to wait before a request of this weight fits the budget."""
+        if now < self.blocked_until:
+            return self.blocked_until - now
+        minute_start = now - (now % 60.0)
+        used = self.used if self.used_at >= minute_start else 0
+        if used + weight <= self.limit_per_minute * self.headroom:
+            return 0.0
+        return 60.0 - (now % 60.0) + 0.05
+
+    def back_off(self, seconds: float, now: float) -> None:
+        self.blocked_until = max(self.blocked_until, now + seconds)
+
+
+@dataclass
+class SnapshotFetcher:
+    """GET depth snapshots politely: weight budget, Retry-After on 429/418, retries on 5xx and timeouts."""
+
+    market: Market
+    rest_url: str
+    limit: int = 1000
+    timeout: float = 10.0
+    max_attempts: int = 5
+    limiter: RestLimiter | None = None
+    http: httpx.AsyncClient | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.market.check_limit(self.limit)
+        if self.limiter is None:
+            self.limiter = RestLimiter(self.market.weight_limit_per_minute)
+
+    def _count(self, key: str) -> None:
+        self.counters[key] = self.counters.get(key, 0) + 1
+
+    async def fetch(self, symbol: str) -> tuple[DepthSnapshot, int]:
+        """Return the snapshot and its local receive time (ns)."""
+        own_client = self.http is None
+        http = self.http or httpx.AsyncClient(timeout=self.timeout)
+        try:
+            return await self._fetch(http, symbol)
+        finally:
+            if own_client:
+                await http.aclose()
+
+    async def _fetch(self, http: httpx.AsyncClient, symbol: str) -> tuple[DepthSnapshot, int]:
+        weight = self.market.depth_weight(self.limit)
+        url = f"{self.rest_url.rstrip('/')}{self.market.depth_path}"
+        params = {"symbol": symbol, "limit": self.limit}
+        backoff = 0.5
+        for attempt in range(1, self.max_attempts + 1):
+            delay = self.limiter.delay_for(weight, time.time())
+            if delay > 0:
+                self._count("waited_for_budget")
+                await asyncio.sleep(delay)
+            try:
+                response = await http.get(url, params=params, timeout=self.timeout)
+            except httpx.TimeoutException:
+                self._count("timeout")
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                backoff *= 2
+                continue
+            except httpx.TransportError as exc:
+                self._count("transport_error")
+                if attempt == self.max_attempts:
+                    raise RestError(f"depth {symbol}: {exc}") from None
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                backoff *= 2
+                continue
+            recv_ts = time.time_ns()
+            self.limiter.observe(response.headers, time.time())
+            status = response.status_code
+            if status in (429, 418):
+                self._count(f"http{status}")
+                retry_after = float(response.headers.get("retry-after", "60") or 60)
+                self.limiter.back_off(retry_after, time.time())
+                continue
+            if status >= 500:
+                self._count("http5xx")
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                backoff *= 2
+                continue
+            result = parse_snapshot(response.content, symbol)
+            if isinstance(result, DepthSnapshot):
+                return result, recv_ts
+            if isinstance(result, ErrorPayload):
+                raise RestError(f"depth {symbol}: HTTP {status} code {result.code}: {result.msg}")
+            self._count("bad_snapshot")
+            await asyncio.sleep(backoff)
+        raise RestError(f"depth {symbol}: no usable snapshot after {self.max_attempts} attempts")
+
+
+FrameHandler = Callable[[int, object], None]
+
+
+class BookClient:
+    """Keeps local books of `symbols` in sync over one connection; reconnects with backoff and jitter."""
+
+    def __init__(
+        self,
+        market: Market,
+        symbols: list[str],
+        rest_url: str | None = None,
+        ws_url: str | None = None,
+        depth_stream: str | None = None,
+        extra_channels: tuple[str, ...] = (),
+        limit: int = 1000,
+        on_message: FrameHandler | None = None,
+    ) -> None:
+        self.market = market
+        self.symbols = [s.upper() for s in symbols]
+        self.ws_url = (ws_url or market.ws_url).rstrip("/")
+        self.fetcher = SnapshotFetcher(market, rest_url or market.rest_url, limit)
+        self.depth_suffix = depth_stream or market.depth_streams[0]
+        self.streams = [market.depth_stream(s, self.depth_suffix) for s in self.symbols]
+        self.streams += [f"{s.lower()}@{c}" for s in self.symbols for c in extra_channels]
+        self.books = {s: LocalBook(market.sequence_rule, s) for s in self.symbols}
+        self.on_message = on_message
+        self.counters: dict[str, int] = {"frames": 0, "parse_errors": 0, "reconnects": 0, "resyncs": 0}
+        self._snapshot_tasks: dict[str, asyncio.Task] = {}
+
+    @property
+    def url(self) -> str:
+        return f"{self.ws_url}/stream?streams={'/'.join(self.streams)}"
+
+    async def run(self, duration: float | None = None, stop: asyncio.Event | None = None) -> None:
+        """Run until `duration` seconds have passed or `stop` is set."""
+        stop = stop or asyncio.Event()
+        deadline = None if duration is None else time.monotonic() + duration
+        backoff = 0.2
+        async with httpx.AsyncClient(timeout=self.fetcher.timeout) as http:
+            self.fetcher.http = http
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                try:
+                    await self._connection(stop, deadline)
+                    backoff = 0.2
+                except (OSError, websockets.ConnectionClosed, websockets.InvalidHandshake) as exc:
+                    log.info("connection lost: %s", exc)
+                    await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                    backoff = min(backoff * 2, 30.0)
+                finally:
+                    self._reset_all("disconnect")
+                if not stop.is_set():
+                    self.counters["reconnects"] += 1
+            self.counters["reconnects"] = max(0, self.counters["reconnects"] - 1)
+
+    async def _connection(self, stop: asyncio.Event, deadline: float | None) -> None:
+        async with websockets.connect(self.url, max_size=None, ping_interval=None) as ws:
+            for symbol in self.symbols:
+                self._request_snapshot(symbol)
+            while not stop.is_set():
+                timeout = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+                if deadline is not None and timeout == 0.0:
+                    return
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), timeout)
+                except TimeoutError:
+                    continue
+                if self.handle_frame(time.time_ns(), raw):
+                    return  # server announced shutdown: reconnect
+
+    def handle_frame(self, recv_ts: int, raw: bytes | str) -> bool:
+        """Process one frame; True if the server announced it will close the connection."""
+        self.counters["frames"] += 1
+        message = parse_frame(raw)
+        if isinstance(message, DepthUpdate):
+            local_book = self.books.get(message.symbol)
+            if local_book is not None:
+                action = local_book.on_diff(message)
+                if action is Action.RESYNC:
+                    self.counters["resyncs"] += 1
+                    self._request_snapshot(message.symbol)
+        elif isinstance(message, ParseError):
+            self.counters["parse_errors"] += 1
+        elif isinstance(message, ServerShutdown):
+            return True
+        if self.on_message is not None:
+            self.on_message(recv_ts, message)
+        return False
+
+    def _request_snapshot(self, symbol: str) -> None:
+        task = self._snapshot_tasks.get(symbol)
+        if task is None or task.done():
+            self._snapshot_tasks[symbol] = asyncio.create_task(self._snapshot(symbol))
+
+    async def _snapshot(self, symbol: str) -> None:
+        local_book = self.books[symbol]
+        while local_book.engine.needs_snapshot:
+            try:
+                snapshot, recv_ts = await self.fetcher.fetch(symbol)
+            except RestError as exc:
+                log.warning("%s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            if self.on_message is not None:
+                self.on_message(recv_ts, snapshot)
+            action = local_book.on_snapshot(snapshot)
+            if action is Action.STALE:
+                await asyncio.sleep(0.05)
+
+    def _reset_all(self, reason: str) -> None:
+        for task in self._snapshot_tasks.values():
+            task.cancel()
+        self._snapshot_tasks.clear()
+        for local_book in self.books.values():
+            local_book.reset(reason)

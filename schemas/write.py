@@ -1,0 +1,251 @@
+"""Building tables that match the contract and writing them so a reader never sees a partial file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from schemas.layout import CONNECTION_WIDE_SYMBOL, check_exchange, partition_dir
+from schemas.tables import (
+    DECIMAL,
+    EVENT_KINDS,
+    LEVEL_COLUMNS,
+    META_EXCHANGE,
+    META_SCHEMA_VERSION,
+    META_TABLE,
+    SCHEMA_VERSION,
+    SIDES,
+    schema_of,
+)
+
+DEFAULT_ROW_GROUP_SIZE = 256 * 1024  # bounds what a streaming reader holds in memory at once
+_UNSCALED = pa.decimal128(38, 0)
+
+ColumnValues = Sequence | pa.Array | pa.ChunkedArray
+
+
+def _units_to_decimal(units: pa.Array) -> pa.Array:
+    """Integers in 1e-8 units -> decimal128(38, 8) with the same unscaled integer (exact, zero rounding)."""
+    return units.cast(_UNSCALED).view(DECIMAL)
+
+
+def _decimal_from_arrow(array: pa.Array) -> pa.Array:
+    kind = array.type
+    if pa.types.is_integer(kind):
+        return _units_to_decimal(array)
+    if pa.types.is_floating(kind):
+        raise TypeError("floats are inexact; give prices/quantities as ints in 1e-8 units or decimal strings")
+    if pa.types.is_decimal(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return pc.cast(array, DECIMAL)  # safe cast: raises rather than drop digits beyond 1e-8
+    if pa.types.is_null(kind):
+        return pa.nulls(len(array), DECIMAL)
+    raise TypeError(f"cannot make a decimal column from {kind}")
+
+
+def to_decimal_array(values: ColumnValues) -> pa.Array | pa.ChunkedArray:
+    """Price/quantity column -> decimal128(38, 8), exactly, in one vectorised step.
+
+    Integers (Python ints, numpy or Arrow ints) are 1e-8 units, as the recorder keeps them; strings are
+    decimal text as Binance sends it ('61737.63000000'); Decimals and Arrow decimals are values. None is
+    null. Floats raise TypeError. Digits beyond 1e-8 raise pa.ArrowInvalid.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        return pa.chunked_array([_decimal_from_arrow(chunk) for chunk in values.chunks], type=DECIMAL)
+    if isinstance(values, pa.Array):
+        return _decimal_from_arrow(values)
+    if not isinstance(values, (list, tuple)):
+        return _decimal_from_arrow(pa.array(values))  # numpy and other array-likes
+    sample = next((value for value in values if value is not None), None)
+    if sample is None:
+        return pa.nulls(len(values), DECIMAL)
+    if isinstance(sample, bool):
+        raise TypeError("booleans are not prices or quantities")
+    if isinstance(sample, int):
+        try:
+            units = pa.array(values, pa.int64())
+        except OverflowError:  # beyond 9.2e10 whole units: exact but slower route through decimal128(38, 0)
+            return pa.array(values, _UNSCALED).view(DECIMAL)
+        return _units_to_decimal(units)
+    if isinstance(sample, str):
+        return pc.cast(pa.array(values, pa.string()), DECIMAL)
+    if isinstance(sample, decimal.Decimal):
+        return pa.array(values, DECIMAL)
+    raise TypeError(
+        f"cannot make a decimal column from {type(sample).__name__}; use ints in 1e-8 units or strings"
+    )
+
+
+def _conform_column(field: pa.Field, column: pa.ChunkedArray) -> pa.ChunkedArray:
+    if field.type == DECIMAL:
+        column = to_decimal_array(column)
+    elif pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type).cast(field.type)
+    elif pa.types.is_floating(column.type) and not pa.types.is_floating(field.type):
+        raise TypeError(f"column {field.name!r} is {column.type}; expected {field.type}")
+    else:
+        column = column.cast(field.type)  # safe cast: overflow and lossy conversions raise
+    if not field.nullable and column.null_count:
+        raise ValueError(f"column {field.name!r} has {column.null_count} nulls but is not nullable")
+    return column
+
+
+def _check_values(table_name: str, table: pa.Table) -> None:
+    if "side" in table.column_names:
+        side = table.column("side")
+        bad = pc.sum(pc.invert(pc.is_in(side.drop_null(), pa.array(SIDES)))).as_py()
+        if bad:
+            raise ValueError(f"column 'side' has {bad} values other than {SIDES}")
+    if table_name == "events":
+        kinds = pc.unique(table.column("kind")).to_pylist()
+        unknown = sorted(set(kinds) - set(EVENT_KINDS))
+        if unknown:
+            raise ValueError(f"unknown event kinds {unknown}; add them to EVENT_KINDS with a minor version")
+    columns = LEVEL_COLUMNS.get(table_name)
+    if columns:
+        nulls = [pc.is_null(table.column(name)) for name in columns]
+        for name, mask in zip(columns[1:], nulls[1:]):
+            if not pc.all(pc.equal(mask, nulls[0])).as_py():
+                raise ValueError(f"{columns} must be null together (empty-update row); {name!r} differs")
+
+
+def conform(table: pa.Table, table_name: str) -> pa.Table:
+    """Cast `table` to the schema of `table_name`: columns in schema order, exact types, nulls only where
+    allowed. Missing nullable columns become null; unknown or missing required columns raise ValueError.
+    """
+    schema = schema_of(table_name)
+    extra = sorted(set(table.column_names) - set(schema.names))
+    if extra:
+        raise ValueError(f"columns {extra} are not in table {table_name!r}")
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            columns.append(_conform_column(field, table.column(field.name)))
+        elif field.nullable:
+            columns.append(pa.chunked_array([pa.nulls(table.num_rows, field.type)]))
+        else:
+            raise ValueError(f"table {table_name!r} needs column {field.name!r}")
+    conformed = pa.Table.from_arrays(columns, schema=schema)
+    _check_values(table_name, conformed)
+    return conformed
+
+
+def table_from_columns(table_name: str, columns: Mapping[str, ColumnValues]) -> pa.Table:
+    """Python lists (or Arrow/numpy arrays) per column -> a conforming table, one vectorised step per column.
+
+    Price/quantity columns take ints in 1e-8 units or decimal strings (see `to_decimal_array`).
+    """
+    schema = schema_of(table_name)
+    arrays = {}
+    for name, values in columns.items():
+        field = schema.field(name) if name in schema.names else None
+        if field is not None and field.type == DECIMAL:
+            arrays[name] = to_decimal_array(values)
+        elif isinstance(values, (pa.Array, pa.ChunkedArray)) or field is None:
+            arrays[name] = values
+        else:
+            arrays[name] = pa.array(values, field.type)
+    return conform(pa.table(arrays), table_name)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dirs_durable(directory: Path) -> None:
+    """mkdir -p, fsyncing each new directory's parent so the directory entry survives a crash too."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for new_dir in reversed(missing):
+        new_dir.mkdir(exist_ok=True)
+        _fsync_dir(new_dir.parent)
+
+
+def write_parquet(
+    table: pa.Table,
+    path: str | Path,
+    *,
+    table_name: str,
+    exchange: str,
+    compression: str = "zstd",
+    row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+) -> Path:
+    """Conform `table` to `table_name`'s schema, tag it with the contract metadata and write it atomically.
+
+    Writes a hidden temp file in the target directory, fsyncs it, renames it over `path` and fsyncs the
+    directory: readers see either no file or the complete file, even across a crash. Returns `path`.
+    """
+    path = Path(path)
+    if path.suffix != ".parquet" or path.name.startswith("."):
+        raise ValueError(f"{path}: dataset files are named <stem>.parquet (no leading dot)")
+    metadata = {
+        META_SCHEMA_VERSION: SCHEMA_VERSION,
+        META_TABLE: table_name,
+        META_EXCHANGE: check_exchange(exchange),
+    }
+    tagged = conform(table, table_name).replace_schema_metadata(metadata)
+    _make_dirs_durable(path.parent)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # not *.parquet: globs never match it
+    try:
+        with open(temp, "wb") as sink:
+            pq.write_table(tagged, sink, compression=compression, row_group_size=row_group_size)
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _check_symbol_column(table_name: str, table: pa.Table, symbol: str | None) -> None:
+    """A symbol stored in the file must agree with its partition, since hive readers show the partition."""
+    if "symbol" not in table.column_names or table.num_rows == 0:
+        return
+    column = table.column("symbol")
+    if symbol is None or symbol == CONNECTION_WIDE_SYMBOL:
+        if column.null_count != table.num_rows:
+            raise ValueError(f"{table_name}: rows in symbol={CONNECTION_WIDE_SYMBOL} must have a null symbol")
+        return
+    values = set(pc.unique(column).to_pylist())
+    if values != {symbol}:
+        raise ValueError(
+            f"{table_name}: symbol column {sorted(values, key=str)} does not match partition {symbol!r}"
+        )
+
+
+def write_partition(
+    root: str | Path,
+    exchange: str,
+    table_name: str,
+    date: str | dt.date,
+    symbol: str | None,
+    table: pa.Table,
+    file_stem: str,
+    **options,
+) -> Path:
+    """Write `table` as <root>/<exchange>/<table>/date=<date>/symbol=<symbol>/<file_stem>.parquet.
+
+    symbol None stands for connection-wide events (symbol=_all). `options` go to `write_parquet`.
+    """
+    if not file_stem or "/" in file_stem or file_stem.startswith("."):
+        raise ValueError(f"invalid file stem {file_stem!r}")
+    directory = partition_dir(root, exchange, table_name, date, symbol)
+    _check_symbol_column(table_name, table, symbol)
+    return write_parquet(
+        table, directory / f"{file_stem}.parquet", table_name=table_name, exchange=exchange, **options
+    )
