@@ -28,7 +28,7 @@ def convert_levels(levels: list[list[str]]) -> list[Level]:
 class OrderBook:
     """Bids and asks as sorted maps price -> qty. Best bid is the highest key, best ask the lowest."""
 
-    __slots__ = ("bids", "asks")
+    __slots__ = ("asks", "bids")
 
     def __init__(self) -> None:
         self.bids: SortedDict = SortedDict()

@@ -69,14 +69,14 @@ class SyncEngine:
     """Decides, diff by diff, whether a local book built from snapshot + diffs is valid."""
 
     __slots__ = (
-        "futures",
-        "max_buffer",
-        "state",
-        "local_id",
-        "events",
         "_buffer",
         "_snapshot",
         "_sync",
+        "events",
+        "futures",
+        "local_id",
+        "max_buffer",
+        "state",
     )
 
     def __init__(self, rule: SequenceRule | str, max_buffer: int = DEFAULT_MAX_BUFFER) -> None:
@@ -250,7 +250,7 @@ class SyncEngine:
 class LocalBook:
     """A sync engine driving an `OrderBook`: the book is exposed only while the engine says synced."""
 
-    __slots__ = ("engine", "book", "symbol")
+    __slots__ = ("book", "engine", "symbol")
 
     def __init__(self, rule: SequenceRule | str, symbol: str | None = None, max_buffer: int = DEFAULT_MAX_BUFFER):
         self.engine = SyncEngine(rule, max_buffer)

@@ -104,7 +104,7 @@ def test_gap_resyncs_and_buffered_newer_diffs_are_applied_not_dropped():
     assert lb.on_diff(diff(11, 20)) is Action.APPLY
     assert lb.on_diff(diff(31, 40, bids=[("100.00", "7")])) is Action.RESYNC  # 21..30 lost
     assert lb.valid_book() is None
-    gap = [e for e in lb.engine.drain_events() if e.kind == "gap"][0]
+    gap = next(e for e in lb.engine.drain_events() if e.kind == "gap")
     assert gap.detail["expected_U"] == 21 and gap.detail["got_U"] == 31
     lb.on_diff(diff(41, 50, asks=[("101.00", "9")]))
     assert lb.on_snapshot(snap(35, bids=[("100.00", "6")])) is Action.SYNCED
@@ -119,7 +119,7 @@ def test_futures_gap_by_pu():
     engine.on_snapshot(110)
     assert engine.on_diff(130, 140, 120) is Action.APPLY
     assert engine.on_diff(150, 160, 145) is Action.RESYNC
-    gap = [e for e in engine.drain_events() if e.kind == "gap"][0]
+    gap = next(e for e in engine.drain_events() if e.kind == "gap")
     assert gap.detail == {"expected_pu": 140, "got_pu": 145, "U": 150, "u": 160}
 
 
@@ -235,7 +235,7 @@ class TrueMarket:
                     side.pop(price, None)
                 changes[price] = qty
                 self.id_states.append((update_id, dict(bids), dict(asks)))
-            fmt = lambda ch: [[format_units(p, 8), format_units(q, 8)] for p, q in ch.items()]  # noqa: E731
+            fmt = lambda ch: [[format_units(p, 8), format_units(q, 8)] for p, q in ch.items()]
             self.events.append(
                 DepthUpdate("X", 0, first, update_id, fmt(changes_b), fmt(changes_a), None,
                             last_u if futures else None)
@@ -245,7 +245,7 @@ class TrueMarket:
 
     def snapshot_at(self, id_index: int) -> DepthSnapshot:
         update_id, bids, asks = self.id_states[id_index] if id_index >= 0 else self.initial
-        fmt = lambda side: [[format_units(p, 8), format_units(q, 8)] for p, q in side.items()]  # noqa: E731
+        fmt = lambda side: [[format_units(p, 8), format_units(q, 8)] for p, q in side.items()]
         return DepthSnapshot(update_id, fmt(bids), fmt(asks))
 
 
