@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sortedcontainers import SortedDict
 
-from recorder.numbers import format_units, parse_units
+from recorder.numbers import format_units, units_cached
 
 Level = tuple[int, int]  # (price, qty) in 1e-8 units
 
@@ -18,9 +18,9 @@ class BookError(ValueError):
 
 
 def convert_levels(levels: list[list[str]]) -> list[Level]:
-    """Convert Binance's [[price, qty], ...] strings to exact integers, all or nothing."""
+    """Convert Binance's [[price, qty], ...] strings to exact integers."""
     try:
-        return [(parse_units(level[0]), parse_units(level[1])) for level in levels]
+        return [(units_cached(level[0]), units_cached(level[1])) for level in levels]
     except (ValueError, TypeError, IndexError) as exc:
         raise BookError(f"bad level in {levels[:3]!r}...: {exc}") from None
 
@@ -45,11 +45,26 @@ class OrderBook:
         self.asks = SortedDict((p, q) for p, q in ask_levels if q)
 
     def apply(self, bids: list[list[str]], asks: list[list[str]]) -> None:
-        """Apply a diff: set each level to its absolute qty, qty 0 removes (a missing level is fine)."""
-        bid_levels, ask_levels = convert_levels(bids), convert_levels(asks)
-        self.apply_levels(bid_levels, ask_levels)
+        """Apply a diff: set each level to its absolute qty, qty 0 removes (a missing level is fine).
+
+        Converts and applies in one pass. A bad level raises BookError with the diff half applied: the
+        caller must discard the book (`LocalBook` does: it resyncs), as it must after any lost diff.
+        """
+        units = units_cached
+        try:
+            for side, levels in ((self.bids, bids), (self.asks, asks)):
+                for level in levels:
+                    price = units(level[0])
+                    qty = units(level[1])
+                    if qty:
+                        side[price] = qty
+                    else:
+                        side.pop(price, None)
+        except (ValueError, TypeError, IndexError) as exc:
+            raise BookError(f"bad level in {levels[:3]!r}...: {exc}") from None
 
     def apply_levels(self, bid_levels: list[Level], ask_levels: list[Level]) -> None:
+        """Apply already converted (price, qty) integer levels."""
         for side, levels in ((self.bids, bid_levels), (self.asks, ask_levels)):
             for price, qty in levels:
                 if qty:

@@ -7,6 +7,8 @@ fixed scale represents every price and quantity exactly, as a Python int in the 
 
 from __future__ import annotations
 
+import functools
+
 SCALE = 8
 UNIT = 10**SCALE
 _POW10 = [10**i for i in range(SCALE + 1)]
@@ -15,6 +17,12 @@ _POW10 = [10**i for i in range(SCALE + 1)]
 def parse_units(text: str) -> int:
     """'61737.63000000' -> 6173763000000. Raises ValueError if not a plain decimal or finer than 1e-8."""
     dot = text.find(".")
+    if dot > 0:  # fast path: Binance's own form, digits '.' at most 8 decimals
+        decimals = len(text) - dot - 1
+        if decimals <= SCALE:
+            digits = text[:dot] + text[dot + 1 :]
+            if digits.isdigit():
+                return int(digits) * _POW10[SCALE - decimals]
     if dot < 0:
         digits, decimals = text, 0
     else:
@@ -56,3 +64,8 @@ def decimals_of(step: str) -> int:
         units //= 10
         decimals -= 1
     return decimals
+
+
+# Books see the same price and quantity strings over and over: a bounded cache of conversions makes the
+# common case a C-level dict hit. Only successful conversions are cached, so errors still raise.
+units_cached = functools.lru_cache(maxsize=1 << 18)(parse_units)
