@@ -277,8 +277,8 @@ def _bool(value: Any) -> bool:
 
 def _check_levels(levels: Any) -> None:
     """Only the container is checked here, to keep the hot path per frame, not per level: each level is
-    validated where it is converted (`Book.apply` converts a whole diff before touching the book, and the
-    writers convert whole columns at flush)."""
+    checked where it is converted (`OrderBook.apply` resyncs on a bad level; the writers cast whole
+    columns at flush and set aside, with an event, any message whose levels do not convert)."""
     if type(levels) is not list:
         raise TypeError("levels are not a list")
 

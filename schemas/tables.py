@@ -36,6 +36,9 @@ EVENT_KINDS = (
     "parse_error",
     "server_shutdown",
     "journal_recovered",
+    "need_snapshot",
+    "snapshot_waiting",
+    "rollover",
 )
 
 

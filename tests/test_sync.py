@@ -337,3 +337,18 @@ def test_every_injected_gap_resyncs():
 
 if __name__ == "__main__":
     pytest.main([__file__])
+
+
+def test_futures_snapshot_at_previous_u_is_continued_by_pu():
+    """Futures ids jump: a snapshot taken right after an event (lastUpdateId == its u) is continued by the
+    next event, whose pu equals lastUpdateId although its U is larger."""
+    lb = LocalBook(FUTURES)
+    assert lb.on_snapshot(snap(200)) is Action.WAIT
+    assert lb.on_diff(diff(205, 210, pu=200, bids=[("100.00", "8")])) is Action.SYNCED
+    assert lb.book.best_bid() == (parse_units("100"), parse_units("8"))
+    lb2 = LocalBook(FUTURES)
+    lb2.on_diff(diff(205, 210, pu=200))
+    assert lb2.on_snapshot(snap(200)) is Action.SYNCED
+    lb3 = LocalBook(FUTURES)
+    lb3.on_diff(diff(205, 210, pu=201))
+    assert lb3.on_snapshot(snap(200)) is Action.STALE  # an id between pu and U, not continued exactly

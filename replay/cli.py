@@ -1,0 +1,137 @@
+"""`replay` command line.
+
+    replay serve --synthetic --market spot --symbols BTCUSDT,ETHUSDT [--port 9443] [--speed 10x]
+                 [--faults SPEC] [--seed N] [--debug]
+
+The app has a default callback so that a later `replay --date ...` (replay of a recorded day) can live
+next to subcommands such as `serve`. Bad input gives one line on stderr and exit code 2 (a traceback only
+with --debug).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import typer
+
+from replay.venue.clock import parse_speed
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=False,
+    help="Replay recorded Binance market data, or serve a synthetic Binance venue.",
+    pretty_exceptions_enable=False,
+)
+
+EXIT_BAD_INPUT = 2
+
+
+class BadInput(Exception):
+    """A user error: reported as one line on stderr, exit code 2."""
+
+
+def _fail(message: str, debug: bool, exc: BaseException | None = None) -> None:
+    if debug and exc is not None:
+        import traceback
+
+        traceback.print_exception(exc)
+    message = " ".join(str(message).split())  # one line
+    print(f"replay: error: {message}", file=sys.stderr)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+@app.callback(invoke_without_command=True)
+def _root(ctx: typer.Context) -> None:
+    """Replay service. Use `replay serve --synthetic ...` to run a synthetic Binance venue."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+@app.command()
+def serve(
+    synthetic: bool = typer.Option(False, "--synthetic", help="Serve the synthetic market."),
+    market: str = typer.Option("spot", "--market", help="spot | usdm | coinm"),
+    symbols: str = typer.Option("BTCUSDT", "--symbols", help="Comma-separated symbols."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(9443, "--port", help="One port for REST and WebSocket (0: any free port)."),
+    speed: str = typer.Option("1x", "--speed", help="Market time per wall time: 1x, 10x, 0.25x, max."),
+    faults: str | None = typer.Option(None, "--faults", help="Fault spec, e.g. drop=0.02,delay=0.01:300ms."),
+    seed: int = typer.Option(1, "--seed", help="Seed of the synthetic market."),
+    ping_interval: float | None = typer.Option(None, "--ping-interval", help="Server ping interval (s)."),
+    lifetime: float | None = typer.Option(None, "--lifetime", help="WS connection lifetime (s)."),
+    debug: bool = typer.Option(False, "--debug", help="Debug logging and tracebacks."),
+) -> None:
+    """Serve a Binance-compatible venue (REST + WebSocket) on one local port."""
+    from recorder.markets import get_market
+    from replay.venue.faults import FaultSpec
+    from replay.venue.server import VenueServer
+    from replay.venue.synthetic import check_symbols
+
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if not synthetic:
+            raise BadInput("only --synthetic is available for now (recorded days: not yet)")
+        mk = get_market(market)
+        syms = check_symbols(mk, symbols.split(","))
+        spd = parse_speed(speed)
+        spec = FaultSpec.parse(faults)
+        if not 0 <= port <= 65535:
+            raise BadInput(f"bad port {port}")
+        venue = VenueServer(
+            mk,
+            syms,
+            host=host,
+            port=port,
+            speed=spd,
+            faults=spec,
+            seed=seed,
+            ping_interval=ping_interval,
+            lifetime=lifetime,
+        )
+    except (ValueError, BadInput) as e:
+        _fail(str(e), debug, e)
+        return
+    try:
+        asyncio.run(_serve(venue))
+    except OSError as e:
+        import errno
+
+        if e.errno == errno.EADDRINUSE:
+            _fail(f"cannot listen on {host}:{port}: address already in use", debug, e)
+        _fail(f"cannot listen on {host}:{port}: {e.strerror or e}", debug, e)
+    except KeyboardInterrupt:
+        pass
+
+
+async def _serve(venue) -> None:  # type: ignore[no-untyped-def]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-unix
+            pass
+    await venue.start()
+    from replay.venue.clock import format_speed
+
+    print(
+        f"venue ready: market={venue.market.name} symbols={','.join(venue.symbols)} speed={format_speed(venue.speed)} "
+        f"faults={venue.faults} rest={venue.rest_url} ws={venue.ws_url}",
+        flush=True,
+    )
+    await venue.serve_forever(stop)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
