@@ -4,37 +4,28 @@ Grammar (comma separated `key=value`, whitespace ignored, empty string or `none`
 
     drop=P  duplicate=P  reorder=P  malformed=P      per depth diff frame, per WS connection
     delay=P:DUR                                      per depth diff frame: deliver it DUR later
-    stale_snapshot=P  http429=P  http418=P  http5xx=P  per REST depth (stale) / REST request
+    stale_snapshot=P  http5xx=P                      per REST depth (stale) / REST request
+    http429=P[:DUR]  http418=P[:DUR]                 per REST request, DUR = Retry-After (2s / 120s)
     slow_rest=P:DUR                                  per REST request: answer DUR later
     disconnect=DUR                                   drop every WS connection after DUR of wall time
     lifetime=DUR                                     WS connection lifetime (normal close at the end)
     seed=N                                           seed of the fault decisions
 
-P is a probability in [0, 1]; DUR is a number with unit ms, s or m (bare number = seconds).
+P is a probability in [0, 1]; DUR is a duration such as 300ms, 1.5s, 2m, 1h (bare number = seconds).
 """
 
 from __future__ import annotations
 
 import random
-import re
 from collections import Counter
 from dataclasses import dataclass, fields
 
-PROB_KEYS = ("drop", "duplicate", "reorder", "malformed", "stale_snapshot", "http429", "http418", "http5xx")
-PROB_DUR_KEYS = ("delay", "slow_rest")
+from recorder.config import parse_duration
+
+PROB_KEYS = ("drop", "duplicate", "reorder", "malformed", "stale_snapshot", "http5xx")
+PROB_DUR_KEYS = ("delay", "slow_rest", "http429", "http418")  # http429/418: DUR is Retry-After, optional
+RETRY_AFTER_DEFAULT_S = {"http429": 2.0, "http418": 120.0}
 DUR_KEYS = ("disconnect", "lifetime")
-
-_DUR_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?|\.[0-9]+)(ms|s|m)?$")
-
-
-def parse_duration(text: str) -> float:
-    """'300ms' -> 0.3, '3s' -> 3.0, '2m' -> 120.0, '5' -> 5.0 (seconds). ValueError otherwise."""
-    m = _DUR_RE.match(text.strip())
-    if not m:
-        raise ValueError(f"bad duration {text!r} (use e.g. 300ms, 3s, 2m)")
-    value = float(m.group(1))
-    return value * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[m.group(2)]
-
 
 def _prob(key: str, text: str) -> float:
     try:
@@ -56,7 +47,9 @@ class FaultSpec:
     delay_s: float = 0.0
     stale_snapshot: float = 0.0
     http429: float = 0.0
+    http429_s: float = RETRY_AFTER_DEFAULT_S["http429"]
     http418: float = 0.0
+    http418_s: float = RETRY_AFTER_DEFAULT_S["http418"]
     http5xx: float = 0.0
     slow_rest: float = 0.0
     slow_rest_s: float = 0.0
@@ -89,6 +82,8 @@ class FaultSpec:
                 values[key] = _prob(key, value)
             elif key in PROB_DUR_KEYS:
                 p, colon, dur = value.partition(":")
+                if not colon and key in RETRY_AFTER_DEFAULT_S:
+                    colon, dur = ":", f"{RETRY_AFTER_DEFAULT_S[key]}s"
                 if not colon:
                     raise ValueError(f"fault {key} needs probability:duration, e.g. {key}=0.01:300ms")
                 values[key] = _prob(key, p)

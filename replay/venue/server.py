@@ -876,13 +876,17 @@ class VenueServer:
                     418,
                     {
                         "code": -1003,
-                        "msg": f"Way too much request weight used; IP banned until {int((now + 120) * 1000)}. Please use WebSocket Streams for live updates to avoid bans.",
+                        "msg": f"Way too much request weight used; IP banned until "
+                        f"{int((now + self.faults.http418_s) * 1000)}. Please use WebSocket Streams for live "
+                        "updates to avoid bans.",
                     },
-                    wh + [("Retry-After", "120")],
+                    wh + [("Retry-After", str(max(1, round(self.faults.http418_s))))],
                 )
             if f.hit("http429"):
                 return self._response(
-                    429, {"code": -1003, "msg": self._too_many_msg(ip)}, wh + [("Retry-After", "2")]
+                    429,
+                    {"code": -1003, "msg": self._too_many_msg(ip)},
+                    wh + [("Retry-After", str(max(1, round(self.faults.http429_s))))],
                 )
             if f.hit("http5xx"):
                 return self._response(
