@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean lock
+.PHONY: install demo test bench lint clean lock docker-base docker-build docker-test
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,23 @@ lock:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# --- Docker (see Dockerfile, docker/, config/crontab.example, config/compose.example.yaml) -------------
+# No registry serves base images here, so the image is built on a local debootstrap base; elsewhere:
+#   make docker-build DOCKER_BASE_IMAGE=python:3.11-slim-bookworm
+DOCKER_IMAGE ?= avellaneda-mm:latest
+DOCKER_BASE_IMAGE ?= avellaneda-base:bookworm
+
+# Local Debian bookworm base (debootstrap from this machine's mirror); skipped when it already exists.
+docker-base:
+	bash -c '. docker/common.sh && ensure_docker'
+	BASE_IMAGE=$(DOCKER_BASE_IMAGE) docker/make-base.sh
+
+docker-build:
+	bash -c '. docker/common.sh && ensure_docker'
+	@if [ "$(DOCKER_BASE_IMAGE)" = avellaneda-base:bookworm ]; then BASE_IMAGE=$(DOCKER_BASE_IMAGE) docker/make-base.sh; fi
+	IMAGE=$(DOCKER_IMAGE) BASE_IMAGE=$(DOCKER_BASE_IMAGE) docker/build.sh
+
+# Builds base + image, records 20 s from the synthetic venue in the container, checks the Parquet output.
+docker-test: $(STAMP)
+	IMAGE=$(DOCKER_IMAGE) BASE_IMAGE=$(DOCKER_BASE_IMAGE) docker/docker-test.sh

@@ -40,7 +40,9 @@ class OrderBook:
 
     def load(self, bids: list[list[str]], asks: list[list[str]]) -> None:
         """Replace the whole book with a snapshot's levels (zero quantities are skipped)."""
-        bid_levels, ask_levels = convert_levels(bids), convert_levels(asks)
+        self.load_levels(convert_levels(bids), convert_levels(asks))
+
+    def load_levels(self, bid_levels: list[Level], ask_levels: list[Level]) -> None:
         self.bids = SortedDict((p, q) for p, q in bid_levels if q)
         self.asks = SortedDict((p, q) for p, q in ask_levels if q)
 

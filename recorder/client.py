@@ -8,6 +8,7 @@ keeps a `LocalBook` per symbol. All decisions are the engine's; this module only
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -89,8 +90,8 @@ class SnapshotFetcher:
     def _count(self, key: str) -> None:
         self.counters[key] = self.counters.get(key, 0) + 1
 
-    async def fetch(self, symbol: str) -> tuple[DepthSnapshot, int]:
-        """Return the snapshot and its local receive time (ns)."""
+    async def fetch(self, symbol: str) -> tuple[DepthSnapshot, bytes, int]:
+        """Return the snapshot, the raw response body and its local receive time (ns)."""
         own_client = self.http is None
         http = self.http or httpx.AsyncClient(timeout=self.timeout)
         try:
@@ -99,7 +100,7 @@ class SnapshotFetcher:
             if own_client:
                 await http.aclose()
 
-    async def _fetch(self, http: httpx.AsyncClient, symbol: str) -> tuple[DepthSnapshot, int]:
+    async def _fetch(self, http: httpx.AsyncClient, symbol: str) -> tuple[DepthSnapshot, bytes, int]:
         weight = self.market.depth_weight(self.limit)
         url = f"{self.rest_url.rstrip('/')}{self.market.depth_path}"
         params = {"symbol": symbol, "limit": self.limit}
@@ -126,6 +127,7 @@ class SnapshotFetcher:
             recv_ts = time.time_ns()
             self.limiter.observe(response.headers, time.time())
             status = response.status_code
+            self._count(f"status_{status}")
             if status in (429, 418):
                 self._count(f"http{status}")
                 retry_after = float(response.headers.get("retry-after", "60") or 60)
@@ -138,7 +140,7 @@ class SnapshotFetcher:
                 continue
             result = parse_snapshot(response.content, symbol)
             if isinstance(result, DepthSnapshot):
-                return result, recv_ts
+                return result, response.content, recv_ts
             if isinstance(result, ErrorPayload):
                 raise RestError(f"depth {symbol}: HTTP {status} code {result.code}: {result.msg}")
             self._count("bad_snapshot")
@@ -182,37 +184,40 @@ class BookClient:
     async def run(self, duration: float | None = None, stop: asyncio.Event | None = None) -> None:
         """Run until `duration` seconds have passed or `stop` is set."""
         stop = stop or asyncio.Event()
-        deadline = None if duration is None else time.monotonic() + duration
+        worker = asyncio.create_task(self._run_connections())
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({worker, stopper}, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (worker, stopper):
+                task.cancel()
+            for task in (worker, stopper):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self._reset_all("stop")
+
+    async def _run_connections(self) -> None:
         backoff = 0.2
         async with httpx.AsyncClient(timeout=self.fetcher.timeout) as http:
             self.fetcher.http = http
-            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            while True:
                 try:
-                    await self._connection(stop, deadline)
+                    await self._connection()
                     backoff = 0.2
                 except (OSError, websockets.ConnectionClosed, websockets.InvalidHandshake) as exc:
                     log.info("connection lost: %s", exc)
+                    self._reset_all("disconnect")
                     await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
                     backoff = min(backoff * 2, 30.0)
-                finally:
-                    self._reset_all("disconnect")
-                if not stop.is_set():
-                    self.counters["reconnects"] += 1
-            self.counters["reconnects"] = max(0, self.counters["reconnects"] - 1)
+                self._reset_all("reconnect")
+                self.counters["reconnects"] += 1
 
-    async def _connection(self, stop: asyncio.Event, deadline: float | None) -> None:
+    async def _connection(self) -> None:
         async with websockets.connect(self.url, max_size=None, ping_interval=None) as ws:
             for symbol in self.symbols:
                 self._request_snapshot(symbol)
-            while not stop.is_set():
-                timeout = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
-                if deadline is not None and timeout == 0.0:
-                    return
-                try:
-                    raw = await asyncio.wait_for(ws.recv(), timeout)
-                except TimeoutError:
-                    continue
-                if self.handle_frame(time.time_ns(), raw):
+            while True:
+                if self.handle_frame(time.time_ns(), await ws.recv(decode=False)):
                     return  # server announced shutdown: reconnect
 
     def handle_frame(self, recv_ts: int, raw: bytes | str) -> bool:
@@ -243,7 +248,7 @@ class BookClient:
         local_book = self.books[symbol]
         while local_book.engine.needs_snapshot:
             try:
-                snapshot, recv_ts = await self.fetcher.fetch(symbol)
+                snapshot, _, recv_ts = await self.fetcher.fetch(symbol)
             except RestError as exc:
                 log.warning("%s", exc)
                 await asyncio.sleep(1.0)

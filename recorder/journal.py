@@ -63,11 +63,11 @@ class Journal:
         if self._fd is None:
             return
         if self._pending:
-            view = memoryview(self._pending)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            data = bytes(self._pending)
             self._pending.clear()
+            offset = 0
+            while offset < len(data):
+                offset += os.write(self._fd, data[offset:] if offset else data)
         os.fsync(self._fd)
 
     def rotate(self, segment_id: str) -> Path | None:

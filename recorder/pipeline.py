@@ -55,6 +55,8 @@ class Pipeline:
         self.snapshot_wanted: set[str] = set()  # symbols whose engine needs a REST snapshot
         self.shutdown_announced = False
         self.last_feed_latency_ns: dict[str, int] = {}
+        self.depth_counts: dict[str, int] = {}
+        self.gaps: dict[str, int] = {}
         self.counts: dict[str, int] = {"frames": 0, "parse_errors": 0, "errors": 0}
         self._day: dt.date | None = None
         self._day_start = self._day_end = 0
@@ -71,17 +73,20 @@ class Pipeline:
         self._rows = self.buffers.setdefault(day, TableBuffers())
         return self._rows
 
-    def engine(self, symbol: str) -> SyncEngine:
+    def engine(self, symbol: str, ts: int) -> SyncEngine:
+        """The symbol's engine, created (with its `need_snapshot` start event at `ts`) on first use."""
         engine = self.engines.get(symbol)
         if engine is None:
             engine = self.engines[symbol] = SyncEngine(self.market.sequence_rule, self.max_buffer)
-            self._drain(engine, symbol, 0)
+            self._drain(engine, symbol, ts)
         return engine
 
     def _drain(self, engine: SyncEngine, symbol: str, ts: int) -> None:
         for event in engine.drain_events():
             if event.kind == "need_snapshot":
                 self.snapshot_wanted.add(symbol)
+            elif event.kind == "gap":
+                self.gaps[symbol] = self.gaps.get(symbol, 0) + 1
             self.event(ts, symbol, event.kind, event.detail)
 
     @property
@@ -105,9 +110,11 @@ class Pipeline:
         if kind is DepthUpdate:
             rows = self._buffers_for(recv_ts)
             rows.depth(seq, recv_ts, message)
-            self.last_feed_latency_ns[message.symbol] = recv_ts - message.event_ts * 1_000_000
+            symbol = message.symbol
+            self.last_feed_latency_ns[symbol] = recv_ts - message.event_ts * 1_000_000
+            self.depth_counts[symbol] = self.depth_counts.get(symbol, 0) + 1
             if self.use_engine:
-                engine = self.engine(message.symbol)
+                engine = self.engine(symbol, recv_ts)
                 action = engine.on_diff(message.first_update_id, message.final_update_id,
                                         message.prev_final_update_id)
                 if action is Action.APPLY:
@@ -156,7 +163,7 @@ class Pipeline:
         self._buffers_for(recv_ts).snapshot(seq, recv_ts, symbol, snapshot, limit)
         if not self.use_engine:
             return None
-        engine = self.engine(symbol)
+        engine = self.engine(symbol, recv_ts)
         action = engine.on_snapshot(snapshot.last_update_id)
         if action is Action.SYNCED:
             engine.take_sync()
@@ -188,7 +195,7 @@ class Pipeline:
 
     def reset(self, symbol: str, ts: int, reason: str) -> None:
         """The symbol's book is invalid from here (disconnect, bad data): ask for a snapshot."""
-        engine = self.engine(symbol)
+        engine = self.engine(symbol, ts)
         engine.reset(reason)
         self._drain(engine, symbol, ts)
 

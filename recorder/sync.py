@@ -243,14 +243,21 @@ class SyncEngine:
 
 
 class LocalBook:
-    """A sync engine driving an `OrderBook`: the book is exposed only while the engine says synced."""
+    """A sync engine driving an `OrderBook`: the book is exposed only while the engine says synced.
 
-    __slots__ = ("book", "engine", "symbol")
+    Levels are Binance's decimal strings, or with `units=True` (price, qty) ints in 1e-8 units, as read
+    back from the dataset.
+    """
 
-    def __init__(self, rule: SequenceRule | str, symbol: str | None = None, max_buffer: int = DEFAULT_MAX_BUFFER):
+    __slots__ = ("_apply", "_load_levels", "book", "engine", "symbol")
+
+    def __init__(self, rule: SequenceRule | str, symbol: str | None = None, max_buffer: int = DEFAULT_MAX_BUFFER,
+                 units: bool = False):
         self.engine = SyncEngine(rule, max_buffer)
         self.book = OrderBook()
         self.symbol = symbol
+        self._apply = self.book.apply_levels if units else self.book.apply
+        self._load_levels = self.book.load_levels if units else self.book.load
 
     @property
     def synced(self) -> bool:
@@ -268,7 +275,7 @@ class LocalBook:
         action = self.engine.on_diff(diff.first_update_id, diff.final_update_id, diff.prev_final_update_id, diff)
         if action is Action.APPLY:
             try:
-                self.book.apply(diff.bids, diff.asks)
+                self._apply(diff.bids, diff.asks)
             except BookError as exc:
                 return self._bad_data(exc)
         elif action is Action.SYNCED:
@@ -290,9 +297,9 @@ class LocalBook:
     def _load(self) -> Action:
         snapshot, diffs = self.engine.take_sync()
         try:
-            self.book.load(snapshot.bids, snapshot.asks)
+            self._load_levels(snapshot.bids, snapshot.asks)
             for diff in diffs:
-                self.book.apply(diff.bids, diff.asks)
+                self._apply(diff.bids, diff.asks)
         except BookError as exc:
             return self._bad_data(exc)
         return Action.SYNCED

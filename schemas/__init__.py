@@ -33,15 +33,24 @@ from schemas.read import (
     available,
     check_file,
     check_partition,
+    decimal_units,
     iter_batches,
     list_files,
     read_table,
     scan,
 )
 from schemas.tables import DECIMAL, EVENT_KINDS, SCHEMA_VERSION, SIDES, TABLES, schema_of
-from schemas.write import conform, table_from_columns, to_decimal_array, write_parquet, write_partition
+from schemas.write import (
+    AtomicParquetWriter,
+    conform,
+    table_from_columns,
+    to_decimal_array,
+    write_parquet,
+    write_partition,
+)
 
 __all__ = [
+    "AtomicParquetWriter",
     "BERLIN",
     "CONNECTION_WIDE_SYMBOL",
     "DECIMAL",
@@ -57,6 +66,7 @@ __all__ = [
     "berlin_day_bounds",
     "check_file",
     "check_partition",
+    "decimal_units",
     "conform",
     "iter_batches",
     "list_files",

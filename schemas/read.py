@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -249,3 +250,29 @@ def iter_batches(
         check_file(path)
         with pq.ParquetFile(path) as parquet:
             yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
+
+
+def decimal_units(column: pa.Array | pa.ChunkedArray) -> list[int | None]:
+    """decimal128(38, 8) column -> Python ints in 1e-8 units (the unscaled integers), exactly, vectorised.
+
+    Arrow prints decimals like zero as '0E-8', so text is no way back; the 16-byte two's-complement
+    storage is read directly instead.
+    """
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    out: list[int | None] = []
+    for chunk in chunks:
+        if len(chunk) == 0:
+            continue
+        words = np.frombuffer(chunk.buffers()[1], dtype="<u8", count=2 * (chunk.offset + len(chunk)))
+        words = words[2 * chunk.offset :].reshape(-1, 2)
+        low, high = words[:, 0], words[:, 1].view(np.int64)
+        fits = (high == 0) & (low < 2**63) | (high == -1) & (low >= 2**63)
+        values = low.view(np.int64).tolist()
+        if not fits.all():
+            for i in np.flatnonzero(~fits).tolist():
+                values[i] = (int(high[i]) << 64) | int(low[i])
+        if chunk.null_count:
+            valid = chunk.is_valid().to_numpy(zero_copy_only=False)
+            values = [v if ok else None for v, ok in zip(values, valid.tolist())]
+        out.extend(values)
+    return out

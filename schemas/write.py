@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import os
@@ -249,3 +250,72 @@ def write_partition(
     return write_parquet(
         table, directory / f"{file_stem}.parquet", table_name=table_name, exchange=exchange, **options
     )
+
+
+class AtomicParquetWriter:
+    """Stream record batches into one Parquet file that appears atomically (temp, fsync, rename) on close.
+
+    For files too large to build as one table (compaction of a whole day): row groups are written as
+    they fill, so memory stays bounded by one row group.
+    """
+
+    def __init__(self, path: str | Path, *, table_name: str, exchange: str, compression: str = "zstd",
+                 row_group_size: int = DEFAULT_ROW_GROUP_SIZE) -> None:
+        self.path = Path(path)
+        self.table_name = table_name
+        self.row_group_size = row_group_size
+        metadata = {
+            META_SCHEMA_VERSION: SCHEMA_VERSION,
+            META_TABLE: table_name,
+            META_EXCHANGE: check_exchange(exchange),
+        }
+        self.schema = schema_of(table_name).with_metadata(metadata)
+        _make_dirs_durable(self.path.parent)
+        self._temp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
+        self._sink = open(self._temp, "wb")  # noqa: SIM115 - closed in close()/abort()
+        self._writer = pq.ParquetWriter(self._sink, self.schema, compression=compression)
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        table = conform(table, self.table_name).replace_schema_metadata(self.schema.metadata)
+        for batch in table.to_batches():
+            self._pending.append(batch)
+            self._pending_rows += batch.num_rows
+            while self._pending_rows >= self.row_group_size:
+                self._write_group(self.row_group_size)
+
+    def _write_group(self, rows: int) -> None:
+        combined = pa.Table.from_batches(self._pending, schema=self.schema)
+        self._writer.write_table(combined.slice(0, rows), row_group_size=rows)
+        rest = combined.slice(rows)
+        self._pending = rest.to_batches()
+        self._pending_rows = rest.num_rows
+        self.rows += rows
+
+    def close(self) -> Path:
+        if self._pending_rows:
+            self._write_group(self._pending_rows)
+        self._writer.close()
+        self._sink.flush()
+        os.fsync(self._sink.fileno())
+        self._sink.close()
+        os.replace(self._temp, self.path)
+        _fsync_dir(self.path.parent)
+        return self.path
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        self._sink.close()
+        self._temp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AtomicParquetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

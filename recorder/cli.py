@@ -1,0 +1,159 @@
+"""`recorder` command line: run (one window), schedule (every day)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from recorder.config import ConfigError, RecorderConfig, load_config, parse_duration, parse_shard
+from recorder.observability import setup_logging
+from recorder.runtime import EXIT_USAGE, Recorder, RecorderError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Record Binance order books (spot, USD-M, COIN-M) into an exact Parquet/CSV dataset.")
+log = logging.getLogger("recorder")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (default: $CONFIG_PATH).")]
+MarketOpt = Annotated[str | None, typer.Option("--market", help="spot | usdm | coinm")]
+SymbolsOpt = Annotated[str | None, typer.Option("--symbols", help="Comma-separated, e.g. BTCUSDT,ETHUSDT")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Dataset root directory.")]
+RestOpt = Annotated[str | None, typer.Option("--rest-url", help="REST base URL (default Binance's).")]
+WsOpt = Annotated[str | None, typer.Option("--ws-url", help="WebSocket base URL (default Binance's).")]
+ShardOpt = Annotated[str | None, typer.Option("--shard", help="i/n: record the i-th of n symbol shards.")]
+MetricsOpt = Annotated[int | None, typer.Option("--metrics-port", help="Serve /metrics and /healthz.")]
+LogFormatOpt = Annotated[str | None, typer.Option("--log-format", help="plain | json")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    typer.echo(f"recorder: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _config(config: Path | None, **overrides) -> RecorderConfig:
+    symbols = overrides.pop("symbols")
+    shard = overrides.pop("shard")
+    duration = overrides.pop("duration")
+    overrides["symbols"] = None if symbols is None else [s.strip().upper() for s in symbols.split(",") if s.strip()]
+    overrides["shard"] = None if shard is None else parse_shard(shard)
+    overrides["duration"] = None if duration is None else parse_duration(duration)
+    return load_config(config, overrides)
+
+
+def _run_recorder(recorder: Recorder) -> int:
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, recorder.request_stop)
+        return await recorder.run()
+
+    return asyncio.run(main())
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    market: MarketOpt = None,
+    symbols: SymbolsOpt = None,
+    out: OutOpt = None,
+    rest_url: RestOpt = None,
+    ws_url: WsOpt = None,
+    duration: Annotated[str | None, typer.Option("--duration", help="Stop after this long, e.g. 10m.")] = None,
+    ignore_window: Annotated[bool, typer.Option("--ignore-window", help="Record now, whatever the time.")] = False,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Outside the window: exit instead of waiting.")] = False,
+    shard: ShardOpt = None,
+    metrics_port: MetricsOpt = None,
+    log_format: LogFormatOpt = None,
+    status: Annotated[bool, typer.Option("--status/--no-status", help="Live status table on a terminal.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Record the Berlin trading window (default 08:00-22:00 Europe/Berlin), compact, and exit.
+
+    Exit code: 0 healthy recording, 1 unhealthy (a symbol never synced), 2 bad input, 3 I/O failure.
+    """
+    try:
+        cfg = _config(config, market=market, symbols=symbols, out=out, rest_url=rest_url, ws_url=ws_url,
+                      duration=duration, ignore_window=ignore_window or None, shard=shard,
+                      metrics_port=metrics_port, log_format=log_format)
+        setup_logging(cfg.log.format, "debug" if debug else cfg.log.level)
+        code = _run_recorder(Recorder(cfg, no_wait=no_wait, status_view=status and sys.stdout.isatty()))
+    except (ConfigError, RecorderError, ValueError) as exc:
+        if debug:
+            raise
+        raise fail(str(exc), getattr(exc, "exit_code", EXIT_USAGE)) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def schedule(
+    config: ConfigOpt = None,
+    market: MarketOpt = None,
+    symbols: SymbolsOpt = None,
+    out: OutOpt = None,
+    rest_url: RestOpt = None,
+    ws_url: WsOpt = None,
+    shard: ShardOpt = None,
+    metrics_port: MetricsOpt = None,
+    log_format: LogFormatOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Daemon: record the window every day (apscheduler, Europe/Berlin), surviving day changes."""
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        cfg = _config(config, market=market, symbols=symbols, out=out, rest_url=rest_url, ws_url=ws_url,
+                      duration=None, ignore_window=None, shard=shard, metrics_port=metrics_port,
+                      log_format=log_format)
+    except (ConfigError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    setup_logging(cfg.log.format, "debug" if debug else cfg.log.level)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        current: dict[str, Recorder] = {}
+
+        async def record_window() -> None:
+            recorder = Recorder(cfg, no_wait=True)
+            current["recorder"] = recorder
+            try:
+                code = await recorder.run()
+                log.info("window recorded, exit status %d", code)
+            except RecorderError as exc:
+                log.error("recording failed: %s", exc)
+            finally:
+                current.pop("recorder", None)
+
+        def request_stop() -> None:
+            stop.set()
+            if "recorder" in current:
+                current["recorder"].request_stop()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, request_stop)
+        scheduler = AsyncIOScheduler(timezone=cfg.window.timezone)
+        trigger = CronTrigger(hour=cfg.window.start.hour, minute=cfg.window.start.minute,
+                              timezone=cfg.window.timezone)
+        scheduler.add_job(record_window, trigger, max_instances=1, coalesce=True, misfire_grace_time=3600)
+        scheduler.start()
+        log.info("scheduled daily recording %s-%s %s", cfg.window.start, cfg.window.end, cfg.window.timezone)
+        await record_window()  # inside today's window already: record the rest of it
+        await stop.wait()
+        scheduler.shutdown(wait=False)
+
+    asyncio.run(main())
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""End-of-window compaction into one sorted zstd file per table/symbol/day, and the seed CSV files.
+
+Segments are streamed in seq order into `day-<shard>.parquet` (row groups of a fixed size for streaming
+readers); the file appears atomically and only then are the segments removed. With `csv` in the formats,
+the day is also exported as the seed project's CSV files (fixed decimals as Binance prints them).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import logging
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from recorder.markets import market_for_exchange
+from recorder.numbers import SCALE, format_units
+from recorder.rebuild import files_in_seq_order, rebuild
+from schemas import TABLES, AtomicParquetWriter, DatasetError, partition_dir, read_table
+
+log = logging.getLogger(__name__)
+
+CSV_DEPTH_LEVELS = 10
+
+
+def _partition_files(directory: Path, shard_tag: str) -> list[Path]:
+    return sorted(p for p in directory.glob("*.parquet")
+                  if p.stem == f"day-{shard_tag}" or (p.stem.startswith("seg-") and p.stem.endswith(f"-{shard_tag}")))
+
+
+def compact_partition(directory: Path, table_name: str, exchange: str, shard_tag: str, row_group_rows: int) -> Path | None:
+    """Merge one partition's segments (and an earlier day file) into day-<shard>.parquet."""
+    inputs = _partition_files(directory, shard_tag)
+    target = directory / f"day-{shard_tag}.parquet"
+    if not inputs or inputs == [target]:
+        return None
+    ordered = files_in_seq_order(inputs)
+    last_seq = None
+    in_order = True
+    for path in ordered:
+        meta = pq.read_metadata(path)
+        index = meta.schema.names.index("seq")
+        stats = [meta.row_group(i).column(index).statistics for i in range(meta.num_row_groups)]
+        lo = min((s.min for s in stats if s is not None), default=None)
+        hi = max((s.max for s in stats if s is not None), default=None)
+        if lo is not None:
+            if last_seq is not None and lo < last_seq:
+                in_order = False
+            last_seq = hi
+    with AtomicParquetWriter(target, table_name=table_name, exchange=exchange, row_group_size=row_group_rows) as out:
+        if in_order:
+            for path in ordered:
+                for batch in pq.ParquetFile(path).iter_batches(batch_size=row_group_rows):
+                    out.write(pa.Table.from_batches([batch]))
+        else:  # overlapping segments (should not happen): sort the partition as a whole
+            table = pa.concat_tables([pq.read_table(p) for p in ordered])
+            out.write(table.sort_by([("seq", "ascending")]))
+    for path in inputs:
+        if path != target:
+            path.unlink()
+    return target
+
+
+def compact_day(root: Path, exchange: str, date: dt.date, symbols: list[str], shard_tag: str, *,
+                row_group_rows: int = 131_072, formats: tuple[str, ...] = ("parquet",)) -> list[Path]:
+    written = []
+    for table_name in TABLES:
+        for symbol in [*symbols, None] if table_name == "events" else symbols:
+            directory = partition_dir(root, exchange, table_name, date, symbol)
+            if directory.is_dir():
+                result = compact_partition(directory, table_name, exchange, shard_tag, row_group_rows)
+                if result is not None:
+                    written.append(result)
+    if "csv" in formats:
+        for symbol in symbols:
+            written += export_seed_csv(root, exchange, date, symbol)
+    return written
+
+
+# ---- seed CSV -----------------------------------------------------------------------------------------
+
+
+def _decimals(root: Path, exchange: str, date: dt.date, symbol: str) -> tuple[int, int]:
+    """Decimals Binance prints: spot always 8; futures the symbol's price/quantity precision."""
+    if exchange == "binance-spot":
+        return SCALE, SCALE
+    try:
+        info = read_table(root, exchange, "instruments", date=date, symbols=[symbol]).to_pylist()
+    except DatasetError:
+        return SCALE, SCALE
+    row = info[-1]
+    return row.get("price_precision") or SCALE, row.get("quantity_precision") or SCALE
+
+
+def _text(column: pa.ChunkedArray, decimals: int) -> list[str]:
+    return pc.cast(pc.cast(column, pa.decimal128(38, decimals)), pa.string()).to_pylist()
+
+
+def _write_csv(path: Path, header: list[str], rows) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(temp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    os.replace(temp, path)
+    return path
+
+
+def csv_dir(root: Path, exchange: str, date: dt.date) -> Path:
+    return Path(root) / "csv" / exchange / date.isoformat()
+
+
+def export_seed_csv(root: Path, exchange: str, date: dt.date, symbol: str) -> list[Path]:
+    """orderbook_rest_snapshot_, orderbook_ws_depth_ (top 10 after each diff while synced), trades_ws_."""
+    out = csv_dir(root, exchange, date)
+    stamp = date.strftime("%Y%m%d")
+    price_dp, qty_dp = _decimals(root, exchange, date, symbol)
+    written = []
+    try:
+        snaps = read_table(root, exchange, "snapshots", date=date, symbols=[symbol],
+                           columns=["recv_ts", "last_update_id", "side", "price", "qty"])
+        rows = zip(snaps.column("side").to_pylist(), _text(snaps.column("price"), price_dp),
+                   _text(snaps.column("qty"), qty_dp), snaps.column("last_update_id").to_pylist(),
+                   (t // 1_000_000 for t in snaps.column("recv_ts").to_pylist()))
+        written.append(_write_csv(out / f"orderbook_rest_snapshot_{symbol}_{stamp}.csv",
+                                  ["side", "price", "qty", "lastUpdateId", "recv_time_ms"],
+                                  (r for r in rows if r[0] is not None)))
+    except DatasetError:
+        pass
+    try:
+        trades = read_table(root, exchange, "trades", date=date, symbols=[symbol],
+                            columns=["event_ts", "price", "qty", "buyer_is_maker"])
+        rows = zip((t // 1_000_000 for t in trades.column("event_ts").to_pylist()),
+                   _text(trades.column("price"), price_dp), _text(trades.column("qty"), qty_dp),
+                   (int(m) for m in trades.column("buyer_is_maker").to_pylist()))
+        written.append(_write_csv(out / f"trades_ws_{symbol}_{stamp}.csv",
+                                  ["event_time_ms", "price", "qty", "is_buyer_maker"], rows))
+    except DatasetError:
+        pass
+    header = ["event_time_ms", "recv_time_ms"] + [
+        name for i in range(1, CSV_DEPTH_LEVELS + 1)
+        for name in (f"bid{i}_price", f"bid{i}_qty", f"ask{i}_price", f"ask{i}_qty")]
+    zero_p, zero_q = format_units(0, price_dp), format_units(0, qty_dp)
+
+    def depth_rows():
+        market = market_for_exchange(exchange)
+        for _, recv_ts, message, _, local in rebuild(root, market, date, symbol):
+            book = local.valid_book()
+            if book is None or not hasattr(message, "first_update_id"):
+                continue
+            bids, asks = book.top(CSV_DEPTH_LEVELS)
+            row = [message.event_ts, recv_ts // 1_000_000]
+            for i in range(CSV_DEPTH_LEVELS):
+                bp, bq = (format_units(bids[i][0], price_dp), format_units(bids[i][1], qty_dp)) if i < len(bids) \
+                    else (zero_p, zero_q)
+                ap, aq = (format_units(asks[i][0], price_dp), format_units(asks[i][1], qty_dp)) if i < len(asks) \
+                    else (zero_p, zero_q)
+                row += [bp, bq, ap, aq]
+            yield row
+
+    try:
+        written.append(_write_csv(out / f"orderbook_ws_depth_{symbol}_{stamp}.csv", header, depth_rows()))
+    except DatasetError:
+        pass
+    return written

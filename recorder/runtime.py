@@ -1,0 +1,589 @@
+"""`recorder run`: connections, snapshots, journal and segments around the sans-I/O pipeline.
+
+Asyncio, one process. Symbols are sharded over combined-stream connections within the market's
+stream limit; every frame is journaled, parsed and buffered by `Pipeline`; REST snapshots share one
+weight budget and are staggered; segments are written every few seconds; at the end of the run the
+day's segments are compacted. The exit code tells cron whether the recording is healthy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import random
+import time
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+import websockets
+
+from recorder import journal as jr
+from recorder.client import RestError, RestLimiter, SnapshotFetcher
+from recorder.compaction import compact_day
+from recorder.config import RecorderConfig
+from recorder.observability import Health, Metrics, MetricsServer, StatusRow, StatusView
+from recorder.pipeline import Pipeline
+from recorder.protocol import DepthUpdate, Instrument, ServerShutdown, parse_exchange_info, parse_frame
+from recorder.window import Clock, SystemClock, TradingWindow, plan_run, sleep_until
+from schemas import berlin_date
+
+log = logging.getLogger("recorder")
+
+EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE, EXIT_IO = 0, 1, 2, 3
+
+
+class RecorderError(Exception):
+    """A condition that stops the recorder with a one-line message and an exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class Connection:
+    """One combined-stream WebSocket and the symbols whose frames it currently records."""
+
+    cid: int
+    symbols: list[str]
+    streams: list[str]
+    owned: set[str] = field(default_factory=set)
+    opened_at: float = 0.0
+    task: asyncio.Task | None = None
+    retiring: bool = False
+    successor: Connection | None = None  # the connection taking over during a rollover
+
+
+def streams_for(config: RecorderConfig, symbol: str) -> list[str]:
+    lower = symbol.lower()
+    streams = [f"{lower}@{config.channels.depth}"]
+    if config.channels.trade:
+        streams.append(f"{lower}@trade")
+    if config.channels.agg_trade:
+        streams.append(f"{lower}@aggTrade")
+    if config.channels.book_ticker:
+        streams.append(f"{lower}@bookTicker")
+    return streams
+
+
+def shard_connections(config: RecorderConfig, symbols: list[str]) -> list[list[str]]:
+    """Group symbols so each connection stays within the per-connection stream limit."""
+    per_symbol = len(streams_for(config, "x"))
+    per_connection = max(1, config.connection.max_streams // per_symbol)
+    return [symbols[i : i + per_connection] for i in range(0, len(symbols), per_connection)]
+
+
+def max_seq_on_disk(root: Path, exchange: str, date, symbols: list[str]) -> int:
+    """Highest seq already written for this day and these symbols, from Parquet statistics (no data read)."""
+    best = 0
+    base = root / exchange
+    if not base.is_dir():
+        return 0
+    for symbol in [*symbols, "_all"]:
+        for path in base.glob(f"*/date={date.isoformat()}/symbol={symbol}/*.parquet"):
+            with suppress(Exception):
+                meta = pq.read_metadata(path)
+                index = meta.schema.names.index("seq")
+                for rg in range(meta.num_row_groups):
+                    stats = meta.row_group(rg).column(index).statistics
+                    if stats is not None and stats.has_min_max:
+                        best = max(best, stats.max)
+    return best
+
+
+class SymbolLocks:
+    """One lock file per symbol under <out>/.locks/<exchange>/, so shards can share an output root."""
+
+    def __init__(self, root: Path, exchange: str, symbols: list[str]) -> None:
+        self.directory = root / ".locks" / exchange
+        self.symbols = symbols
+        self._fds: list[int] = []
+
+    def acquire(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for symbol in self.symbols:
+            path = self.directory / f"{symbol}.lock"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                self.release()
+                raise RecorderError(
+                    f"{symbol} is already being recorded into {self.directory.parent.parent} "
+                    f"by another recorder (lock {path})"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            self._fds.append(fd)
+
+    def release(self) -> None:
+        for fd in self._fds:
+            with suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+        self._fds.clear()
+
+
+def check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-probe-{os.getpid()}"
+        with open(probe, "wb") as f:
+            f.write(b"ok")
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as exc:
+        raise RecorderError(f"output directory {directory} is not writable: {exc.strerror or exc}", EXIT_IO) from None
+
+
+def recover_journals(journal_dir: Path, root: Path, market, wanted: set[str] | None = None) -> int:
+    """Write the rows of journals left by a crash into their segments (same names), then delete them."""
+    recovered = 0
+    for path in jr.leftover_journals(journal_dir):
+        pipeline = Pipeline(market, use_engine=False)
+        for record in jr.read_journal(path):
+            pipeline.replay_journal_record(record, wanted)
+            recovered += 1
+        pipeline.flush(root, f"seg-{path.stem}")
+        path.unlink()
+    return recovered
+
+
+class Recorder:
+    def __init__(self, config: RecorderConfig, clock: Clock | None = None, *, no_wait: bool = False,
+                 status_view: bool = False) -> None:
+        self.config = config
+        self.market = config.market
+        self.clock = clock or SystemClock()
+        self.no_wait = no_wait
+        self.status_view = status_view
+        self.symbols = list(config.shard_symbols)
+        shard_i, shard_n = config.shard
+        self.shard_tag = f"{shard_i}of{shard_n}"
+        self.root = Path(config.out)
+        self.journal_dir = self.root / ".journal" / self.market.exchange / self.shard_tag
+        self.metrics = Metrics()
+        self.pipeline: Pipeline | None = None
+        self.journal: jr.Journal | None = None
+        self.connections: list[Connection] = []
+        self.owner: dict[str, Connection] = {}
+        self.limiter = RestLimiter(self.market.weight_limit_per_minute, config.connection.weight_headroom)
+        self.fetcher: SnapshotFetcher | None = None
+        self.instruments: dict[str, Instrument] = {}
+        self.failed_journals: list[Path] = []
+        self.snapshot_inflight: set[str] = set()
+        self.ever_synced: set[str] = set()
+        self.unsynced_since: dict[str, float] = {}
+        self.segment_id = ""
+        self.last_write = 0.0
+        self.started = 0.0
+        self._stop = asyncio.Event()
+        self._cid = 0
+        self._rates: dict[str, tuple[float, int]] = {}
+        self._dates: set = set()  # Berlin dates this run wrote, compacted at the end
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        if not self.symbols:
+            raise RecorderError(f"shard {self.config.shard[0]}/{self.config.shard[1]} has no symbols to record")
+        plan = plan_run(
+            TradingWindow(self.config.window.start, self.config.window.end, self.config.window.timezone),
+            self.clock.now_ns(),
+            wait=not self.no_wait,
+            ignore_window=self.config.ignore_window,
+            duration_s=self.config.duration_s,
+        )
+        if plan is None:
+            log.info("outside the recording window %s-%s %s and --no-wait given: nothing to record",
+                     self.config.window.start, self.config.window.end, self.config.window.timezone)
+            return EXIT_OK
+        check_writable(self.root)
+        locks = SymbolLocks(self.root, self.market.exchange, self.symbols)
+        locks.acquire()
+        try:
+            recovered = recover_journals(self.journal_dir, self.root, self.market, set(self.symbols))
+            if recovered:
+                log.info("recovered %d journal records from an interrupted run", recovered)
+            if plan.start_ns > self.clock.now_ns():
+                log.info("waiting %.0f s for the recording window to open",
+                         (plan.start_ns - self.clock.now_ns()) / 1e9)
+                waiter = asyncio.ensure_future(sleep_until(self.clock, plan.start_ns))
+                stopper = asyncio.ensure_future(self._stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                if self._stop.is_set():
+                    return EXIT_OK
+            return await self._record(plan.stop_ns, recovered)
+        finally:
+            locks.release()
+
+    async def _record(self, stop_ns: int | None, recovered: int) -> int:
+        now_ns = self.clock.now_ns()
+        day = berlin_date(now_ns)
+        seq_start = max_seq_on_disk(self.root, self.market.exchange, day, self.symbols)
+        self.journal = jr.Journal(self.journal_dir)
+        self.segment_id = f"{now_ns:020d}-{self.shard_tag}"
+        self.journal.open(self.segment_id)
+        self.pipeline = Pipeline(self.market, journal=self.journal, max_buffer=self.config.sync.max_buffer,
+                                 seq_start=seq_start)
+        self.started = time.monotonic()
+        if recovered:
+            self.pipeline.event(now_ns, None, "journal_recovered", {"records": recovered})
+        self.pipeline.event(now_ns, None, "window_start", {
+            "symbols": self.symbols, "shard": list(self.config.shard), "stop_ns": stop_ns,
+            "window": [str(self.config.window.start), str(self.config.window.end), self.config.window.timezone]})
+        metrics_server = None
+        tasks: list[asyncio.Task] = []
+        stopped_by_signal = False
+        async with httpx.AsyncClient(timeout=self.config.connection.rest_timeout_s) as http:
+            self.fetcher = SnapshotFetcher(self.market, self.config.rest_url, self.config.snapshot.limit,
+                                           timeout=self.config.connection.rest_timeout_s, limiter=self.limiter,
+                                           http=http)
+            try:
+                await self._load_instruments(http)
+                if self.config.metrics_port is not None:
+                    metrics_server = MetricsServer(self.metrics, "0.0.0.0", self.config.metrics_port, self.health)
+                    await metrics_server.start()
+                for symbol in self.symbols:
+                    self.pipeline.engine(symbol, now_ns)
+                for group in shard_connections(self.config, self.symbols):
+                    self._open_connection(group)
+                tasks.append(asyncio.create_task(self._snapshot_loop()))
+                tasks.append(asyncio.create_task(self._writer_loop()))
+                if self.status_view:
+                    tasks.append(asyncio.create_task(StatusView(self.status_rows).run()))
+                stopped_by_signal = await self._wait_until(stop_ns)
+            finally:
+                for conn in self.connections:
+                    conn.retiring = True
+                for task in tasks + [c.task for c in self.connections if c.task]:
+                    task.cancel()
+                for task in tasks + [c.task for c in self.connections if c.task]:
+                    with suppress(asyncio.CancelledError, Exception):
+                        await task
+                if metrics_server is not None:
+                    await metrics_server.stop()
+                end_ns = self.clock.now_ns()
+                self.pipeline.event(end_ns, None, "window_end",
+                                    {"reason": "signal" if stopped_by_signal else "end", "synced": sorted(self.ever_synced)})
+                self._flush()
+                self.journal.close()
+                if self.journal.path is None and not self.failed_journals:
+                    for leftover in jr.leftover_journals(self.journal_dir):
+                        if leftover.stem == self.segment_id:
+                            leftover.unlink()
+        if self.failed_journals:
+            self._retry_failed_journals()
+        if self.failed_journals:
+            raise RecorderError(
+                f"could not write {len(self.failed_journals)} segment(s) to {self.root}; the data is kept in "
+                f"{self.journal_dir} and is written by the next run", EXIT_IO)
+        if not stopped_by_signal:
+            for date in sorted(self._dates):
+                compact_day(self.root, self.market.exchange, date, self.symbols, self.shard_tag,
+                            row_group_rows=self.config.writer.row_group_rows, formats=self.config.formats)
+        healthy = set(self.symbols) <= self.ever_synced
+        if not healthy:
+            log.warning("never synced: %s", ", ".join(sorted(set(self.symbols) - self.ever_synced)))
+        return EXIT_OK if healthy or stopped_by_signal else EXIT_UNHEALTHY
+
+    async def _wait_until(self, stop_ns: int | None) -> bool:
+        """Sleep until the plan's end; True if stopped early by a signal."""
+        while not self._stop.is_set():
+            now = self.clock.now_ns()
+            if stop_ns is not None and now >= stop_ns:
+                return False
+            timeout = 0.5 if stop_ns is None else min(0.5, (stop_ns - now) / 1e9)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), max(timeout, 0.0))
+        return True
+
+    # ---- exchange info ----------------------------------------------------------------------------
+
+    async def _load_instruments(self, http: httpx.AsyncClient) -> None:
+        url = f"{self.config.rest_url.rstrip('/')}{self.market.exchange_info_path}"
+        last_error = ""
+        for attempt in range(5):
+            try:
+                response = await http.get(url)
+            except httpx.HTTPError as exc:
+                last_error = str(exc) or type(exc).__name__
+                await asyncio.sleep(min(0.5 * 2**attempt, 5) * random.uniform(0.5, 1.5))
+                continue
+            if response.status_code != 200:
+                last_error = f"HTTP {response.status_code}"
+                retry = response.headers.get("retry-after")
+                await asyncio.sleep(float(retry) if retry and retry.isdigit() else 0.5 * 2**attempt)
+                continue
+            info = parse_exchange_info(response.content)
+            if not isinstance(info, dict):
+                last_error = str(info)
+                continue
+            unknown = [s for s in self.symbols if s not in info]
+            if unknown:
+                raise RecorderError(
+                    f"unknown symbol(s) {', '.join(unknown)} on {self.market.name}: exchangeInfo at "
+                    f"{self.config.rest_url} does not list them")
+            self.instruments = {s: info[s] for s in self.symbols}
+            self.pipeline.instruments(time.time_ns(), list(self.instruments.values()), response.content)
+            return
+        raise RecorderError(f"exchangeInfo unavailable at {url}: {last_error}", EXIT_IO)
+
+    # ---- connections ------------------------------------------------------------------------------
+
+    def _open_connection(self, symbols: list[str], takeover_from: Connection | None = None) -> Connection:
+        self._cid += 1
+        streams = [s for symbol in symbols for s in streams_for(self.config, symbol)]
+        conn = Connection(self._cid, symbols, streams)
+        if takeover_from is None:
+            conn.owned = set(symbols)
+            for symbol in symbols:
+                self.owner[symbol] = conn
+        self.connections.append(conn)
+        conn.task = asyncio.create_task(self._connection_loop(conn))
+        return conn
+
+    async def _connection_loop(self, conn: Connection) -> None:
+        url = f"{self.config.ws_url.rstrip('/')}/stream?streams={'/'.join(conn.streams)}"
+        backoff = 0.25
+        pipeline = self.pipeline
+        loop = asyncio.get_running_loop()
+        while not conn.retiring:
+            try:
+                async with websockets.connect(url, max_size=None, ping_interval=None, open_timeout=10,
+                                              close_timeout=1) as ws:
+                    conn.opened_at = time.monotonic()
+                    pipeline.event(time.time_ns(), None, "connect", {"connection": conn.cid, "streams": len(conn.streams)})
+                    backoff = 0.25
+                    rollover = loop.call_later(self.config.connection.lifetime_s, self._rollover, conn, "lifetime")
+                    try:
+                        recv = ws.recv
+                        while True:  # the hot loop: receive, time-stamp, hand to the pipeline
+                            raw = await recv(decode=False)
+                            recv_ts = time.time_ns()
+                            if len(conn.owned) == len(conn.symbols):
+                                message = pipeline.frame(recv_ts, raw)
+                            else:
+                                message = self._overlap_frame(conn, recv_ts, raw)
+                            if type(message) is ServerShutdown:
+                                self._rollover(conn, "server_shutdown")
+                    finally:
+                        rollover.cancel()
+            except (OSError, websockets.ConnectionClosed, websockets.InvalidHandshake, TimeoutError) as exc:
+                if conn.retiring:
+                    return
+                now_ns = time.time_ns()
+                pipeline.event(now_ns, None, "disconnect", {"connection": conn.cid, "reason": str(exc)[:200]})
+                log.warning("connection %d lost: %s", conn.cid, exc)
+                for symbol in conn.owned:
+                    pipeline.reset(symbol, now_ns, "disconnect")
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                backoff = min(backoff * 2, self.config.connection.reconnect_max_backoff_s)
+
+    def _rollover(self, old: Connection, reason: str) -> None:
+        """Open a fresh connection for the same streams; it takes each symbol over without a gap."""
+        if old.retiring or old.successor is not None:
+            return
+        log.info("connection %d: %s, rolling over to a fresh connection", old.cid, reason)
+        new = self._open_connection(old.symbols, takeover_from=old)
+        old.successor = new
+        self.pipeline.event(time.time_ns(), None, "rollover",
+                            {"from": old.cid, "to": new.cid, "reason": reason})
+        asyncio.get_running_loop().call_later(60.0, self._force_takeover, old, new)
+
+    def _overlap_frame(self, conn: Connection, recv_ts: int, raw: bytes) -> object:
+        """During a rollover both connections deliver the same streams: record each frame once.
+
+        A symbol moves to the new connection at the first depth diff there that continues the book
+        (or at once if the book is not synced); until then the new connection's copies are dropped, and
+        after it the old connection's are.
+        """
+        message = parse_frame(raw)
+        symbol = getattr(message, "symbol", None)
+        if symbol is None or symbol in conn.owned:
+            return self.pipeline.frame(recv_ts, raw)
+        old = self.owner.get(symbol)
+        if old is None or old is conn or type(message) is not DepthUpdate:
+            return message
+        engine = self.pipeline.engine(symbol, recv_ts)
+        local = engine.local_id
+        continues = not engine.synced or (
+            message.prev_final_update_id == local if engine.futures else message.first_update_id == local + 1)
+        if not continues:
+            return message
+        old.owned.discard(symbol)
+        conn.owned.add(symbol)
+        self.owner[symbol] = conn
+        if not old.owned:
+            self._retire(old)
+        return self.pipeline.frame(recv_ts, raw)
+
+    def _force_takeover(self, old: Connection, new: Connection) -> None:
+        if old.retiring:
+            return
+        now_ns = time.time_ns()
+        for symbol in list(old.owned):
+            old.owned.discard(symbol)
+            new.owned.add(symbol)
+            self.owner[symbol] = new
+            self.pipeline.reset(symbol, now_ns, "rollover")
+        self._retire(old)
+
+    def _retire(self, conn: Connection) -> None:
+        conn.retiring = True
+        if conn.task is not None:
+            conn.task.cancel()
+        self.connections.remove(conn)
+
+    # ---- snapshots --------------------------------------------------------------------------------
+
+    async def _snapshot_loop(self) -> None:
+        interval = self.config.snapshot.checkpoint_interval_s
+        stagger = self.config.snapshot.stagger_s
+        start = time.monotonic()
+        next_checkpoint = {s: start + interval * (1 + i / max(1, len(self.symbols)))
+                           for i, s in enumerate(self.symbols)}
+        while True:
+            now = time.monotonic()
+            wanted = [s for s in self.symbols if s in self.pipeline.snapshot_wanted and s not in self.snapshot_inflight]
+            due = [s for s in self.symbols
+                   if now >= next_checkpoint[s] and s not in self.snapshot_inflight and self._synced(s)]
+            for symbol in due:
+                next_checkpoint[symbol] = now + interval
+            for symbol in wanted + due:
+                if self.owner.get(symbol) is None or self.owner[symbol].opened_at == 0.0:
+                    continue  # no live stream yet: a snapshot could not be bridged
+                self.snapshot_inflight.add(symbol)
+                asyncio.create_task(self._snapshot(symbol, checkpoint=symbol in due))
+                await asyncio.sleep(stagger)
+            self._track_sync()
+            await asyncio.sleep(0.05)
+
+    async def _snapshot(self, symbol: str, checkpoint: bool) -> None:
+        try:
+            self.pipeline.event(time.time_ns(), symbol, "snapshot_requested",
+                                {"limit": self.fetcher.limit, "checkpoint": checkpoint})
+            try:
+                _, body, recv_ts = await self.fetcher.fetch(symbol)
+            except RestError as exc:
+                log.warning("%s", exc)
+                self.pipeline.event(time.time_ns(), symbol, "error", {"rest": str(exc)})
+                return
+            finally:
+                self.metrics.used_weight.set(self.limiter.used)
+            action = self.pipeline.snapshot(recv_ts, symbol, body, self.fetcher.limit)
+            if action is not None and action.name == "STALE":
+                await asyncio.sleep(0.2)
+        finally:
+            self.snapshot_inflight.discard(symbol)
+
+    def _synced(self, symbol: str) -> bool:
+        engine = self.pipeline.engines.get(symbol)
+        return engine is not None and engine.synced
+
+    def _track_sync(self) -> None:
+        now = time.monotonic()
+        for symbol, latency in self.pipeline.last_feed_latency_ns.items():
+            self.metrics.feed_latency_ms.set(latency / 1e6, symbol)
+        for symbol in self.symbols:
+            engine = self.pipeline.engines.get(symbol)
+            synced = engine is not None and engine.synced
+            self.metrics.synced.set(1 if synced else 0, symbol)
+            if synced:
+                self.ever_synced.add(symbol)
+                self.unsynced_since.pop(symbol, None)
+            else:
+                self.unsynced_since.setdefault(symbol, now)
+
+    # ---- writing ----------------------------------------------------------------------------------
+
+    async def _writer_loop(self) -> None:
+        flush_every = self.config.writer.journal_flush_ms / 1000
+        last_segment = time.monotonic()
+        while True:
+            await asyncio.sleep(flush_every)
+            self.journal.sync()
+            now = time.monotonic()
+            if now - last_segment >= self.config.writer.segment_seconds or \
+                    self.pipeline.pending_rows >= self.config.writer.segment_rows:
+                last_segment = now
+                self._flush()
+
+    def _flush(self) -> None:
+        """Rotate the journal, write the buffered rows as the closed journal's segment, drop the journal."""
+        old_segment = self.segment_id
+        new_segment = f"{time.time_ns():020d}-{self.shard_tag}"
+        dates = {d for d, rows in self.pipeline.buffers.items() if rows.count}
+        closed = self.journal.rotate(new_segment) if self.journal.path is not None else None
+        self.segment_id = new_segment
+        try:
+            _, rejected = self.pipeline.flush(self.root, f"seg-{old_segment}")
+        except OSError as exc:
+            log.error("writing segment %s failed: %s; its rows stay in the journal", old_segment, exc)
+            self.pipeline.event(time.time_ns(), None, "error", {"write": str(exc)[:200]})
+            if closed is not None:
+                self.failed_journals.append(closed)
+            return
+        self._dates |= dates
+        if closed is not None:
+            closed.unlink(missing_ok=True)
+        self.last_write = time.time()
+        self.metrics.last_write_timestamp.set(self.last_write)
+        now_ns = time.time_ns()
+        for bad in rejected:
+            self.pipeline.event(now_ns, bad.symbol, "parse_error",
+                                {"table": bad.table, "seq": bad.seq, "reason": bad.reason})
+            if bad.table == "depth" and bad.symbol:
+                self.pipeline.reset(bad.symbol, now_ns, "bad_levels")
+
+    def _retry_failed_journals(self) -> None:
+        still_failed = []
+        for path in self.failed_journals:
+            try:
+                pipeline = Pipeline(self.market, use_engine=False)
+                for record in jr.read_journal(path):
+                    pipeline.replay_journal_record(record, set(self.symbols))
+                pipeline.flush(self.root, f"seg-{path.stem}")
+                path.unlink()
+            except OSError:
+                still_failed.append(path)
+        self.failed_journals = still_failed
+
+    # ---- observability ----------------------------------------------------------------------------
+
+    def health(self) -> Health:
+        now = time.monotonic()
+        stuck = [s for s, since in self.unsynced_since.items() if now - since > 60 and now - self.started > 60]
+        if stuck:
+            return Health(False, f"not synced for over 60 s: {', '.join(sorted(stuck))}")
+        if self.failed_journals:
+            return Health(False, "segment writes failing")
+        return Health(True, details={"symbols": len(self.symbols), "synced": len(self.ever_synced)})
+
+    def status_rows(self) -> list[StatusRow]:
+        rows = []
+        now = time.monotonic()
+        for symbol in self.symbols:
+            engine = self.pipeline.engines.get(symbol)
+            count = self.pipeline.depth_counts.get(symbol, 0)
+            last_t, last_n = self._rates.get(symbol, (self.started, 0))
+            rate = (count - last_n) / (now - last_t) if now > last_t else 0.0
+            self._rates[symbol] = (now, count)
+            latency = self.pipeline.last_feed_latency_ns.get(symbol)
+            rows.append(StatusRow(
+                symbol, rate, engine.state.name.lower() if engine else "need_snapshot",
+                self.pipeline.gaps.get(symbol, 0), None if latency is None else latency / 1e6,
+                None if not self.last_write else time.time() - self.last_write))
+        return rows
