@@ -31,11 +31,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python3 -m venv /opt/venv
 
 # dependencies first (own layer, only rebuilt when the lock file changes)
-COPY requirements.lock /src/requirements.lock
+COPY requirements-runtime.lock /src/requirements-runtime.lock
 RUN --mount=type=secret,id=pip_ca,required=false \
     --mount=type=cache,target=/root/.cache/pip,id=avellaneda-pip \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
-    /opt/venv/bin/pip install -r /src/requirements.lock
+    /opt/venv/bin/pip install -r /src/requirements-runtime.lock
 
 # then the package itself
 COPY pyproject.toml README.md /src/

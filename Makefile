@@ -27,10 +27,12 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check recorder replay schemas tests benchmarks
 
-# Regenerate requirements.lock after changing dependencies in pyproject.toml (needs network to PyPI).
+# Regenerate the lock files after changing dependencies in pyproject.toml (needs network to PyPI):
+# requirements.lock (with dev tools) for .venv, requirements-runtime.lock for the Docker image.
 lock:
 	$(PYTHON) -m venv .lock-tools && .lock-tools/bin/pip install -q uv
 	.lock-tools/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	.lock-tools/bin/uv pip compile pyproject.toml --python-version 3.11 -o requirements-runtime.lock
 	rm -rf .lock-tools
 
 clean:
