@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from recorder.config import ConfigError, RecorderConfig, load_config, parse_duration, parse_shard
+from recorder.importer import import_command
 from recorder.observability import setup_logging
 from recorder.runtime import EXIT_USAGE, Recorder, RecorderError
 
@@ -149,6 +150,9 @@ def schedule(
         scheduler.shutdown(wait=False)
 
     asyncio.run(main())
+
+
+app.command("import")(import_command)
 
 
 def main() -> None:
