@@ -15,6 +15,7 @@ from recorder.config import ConfigError, RecorderConfig, load_config, parse_dura
 from recorder.importer import import_command
 from recorder.observability import setup_logging
 from recorder.runtime import EXIT_USAGE, Recorder, RecorderError
+from recorder.validate import validate_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Record Binance order books (spot, USD-M, COIN-M) into an exact Parquet/CSV dataset.")
@@ -153,6 +154,7 @@ def schedule(
 
 
 app.command("import")(import_command)
+app.command("validate")(validate_command)
 
 
 def main() -> None:

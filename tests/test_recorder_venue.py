@@ -70,6 +70,7 @@ def check_against_truth(out: Path, venue: VenueServer, market: str, symbol: str)
             continue
         _, bids, asks = venue.true_book_at(symbol, local.update_id)
         stats["books"] += 1
+        assert not book.is_crossed() and not book.is_locked()
         if dict(book.bids) != as_units(bids) or dict(book.asks) != as_units(asks):
             stats["mismatches"] += 1
     return stats

@@ -256,6 +256,10 @@ class _SymbolBook:
     def _set(self, side: dict[int, int], price: int, qty: int, changes: list[Level]) -> None:
         if qty:
             side[price] = qty
+            if side is self.bids and (self.best_bid is None or price > self.best_bid):
+                self.best_bid = price
+            elif side is self.asks and (self.best_ask is None or price < self.best_ask):
+                self.best_ask = price
         else:
             side.pop(price, None)
         changes.append((price, qty))
