@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import logging
 import os
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -27,14 +28,17 @@ log = logging.getLogger(__name__)
 CSV_DEPTH_LEVELS = 10
 
 
-def _partition_files(directory: Path, shard_tag: str) -> list[Path]:
-    return sorted(p for p in directory.glob("*.parquet")
-                  if p.stem == f"day-{shard_tag}" or (p.stem.startswith("seg-") and p.stem.endswith(f"-{shard_tag}")))
+def _partition_files(directory: Path, shard_tag: str, any_slot: bool = False) -> list[Path]:
+    """The day file and segments of `shard_tag`; with `any_slot` also those of its recorder slots
+    (`<tag>-r2`, ...: several recorders of one shard tag on different symbols sharing a root)."""
+    segment = re.compile(rf"seg-\d+-{re.escape(shard_tag)}" + (r"(-r\d+)?" if any_slot else ""))
+    return sorted(p for p in directory.glob("*.parquet") if p.stem == f"day-{shard_tag}" or segment.fullmatch(p.stem))
 
 
-def compact_partition(directory: Path, table_name: str, exchange: str, shard_tag: str, row_group_rows: int) -> Path | None:
+def compact_partition(directory: Path, table_name: str, exchange: str, shard_tag: str, row_group_rows: int,
+                      any_slot: bool = False) -> Path | None:
     """Merge one partition's segments (and an earlier day file) into day-<shard>.parquet."""
-    inputs = _partition_files(directory, shard_tag)
+    inputs = _partition_files(directory, shard_tag, any_slot)
     target = directory / f"day-{shard_tag}.parquet"
     if not inputs or inputs == [target]:
         return None
@@ -66,13 +70,21 @@ def compact_partition(directory: Path, table_name: str, exchange: str, shard_tag
 
 
 def compact_day(root: Path, exchange: str, date: dt.date, symbols: list[str], shard_tag: str, *,
-                row_group_rows: int = 131_072, formats: tuple[str, ...] = ("parquet",)) -> list[Path]:
+                row_group_rows: int = 131_072, formats: tuple[str, ...] = ("parquet",),
+                events_tag: str | None = None) -> list[Path]:
+    """Compact the symbols' partitions (segments of every slot of `shard_tag`: the symbols are locked to
+    this recorder) and the connection-wide events of `events_tag` (this recorder's slot) only."""
     written = []
     for table_name in TABLES:
         for symbol in [*symbols, None] if table_name == "events" else symbols:
             directory = partition_dir(root, exchange, table_name, date, symbol)
             if directory.is_dir():
-                result = compact_partition(directory, table_name, exchange, shard_tag, row_group_rows)
+                if symbol is None:
+                    result = compact_partition(directory, table_name, exchange, events_tag or shard_tag,
+                                               row_group_rows)
+                else:
+                    result = compact_partition(directory, table_name, exchange, shard_tag, row_group_rows,
+                                               any_slot=True)
                 if result is not None:
                     written.append(result)
     if "csv" in formats:

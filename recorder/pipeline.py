@@ -219,14 +219,18 @@ class Pipeline:
     # ---- output -----------------------------------------------------------------------------------
 
     def flush(self, root: Path, file_stem: str) -> tuple[list[Path], list[Rejected]]:
-        """Write all buffered rows as segment files named `file_stem` (atomic per file)."""
+        """Write all buffered rows as segment files named `file_stem` (atomic per file); always empties the buffers."""
         written, rejected = [], []
-        for day, rows in sorted(self.buffers.items()):
-            files, bad = rows.write(root, self.market.exchange, day, file_stem)
-            written += files
-            rejected += bad
-        self.buffers.clear()
-        self._day = None
-        self._day_start = self._day_end = 0
-        self._rows = None
+        try:
+            for day, rows in sorted(self.buffers.items()):
+                files, bad = rows.write(root, self.market.exchange, day, file_stem)
+                written += files
+                rejected += bad
+        finally:
+            # also when a write fails (disk full): the rows are in the journal, which is written again
+            # under the same segment name; kept here they would be written a second time by the next flush
+            self.buffers.clear()
+            self._day = None
+            self._day_start = self._day_end = 0
+            self._rows = None
         return written, rejected

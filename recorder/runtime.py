@@ -122,12 +122,43 @@ class SymbolLocks:
             os.write(fd, f"{os.getpid()}\n".encode())
             self._fds.append(fd)
 
+    def acquire_slot(self, shard_tag: str) -> str:
+        """The first free recorder slot of this shard tag: `0of1`, then `0of1-r2`, ...
+
+        The slot names this recorder's journal directory and its connection-wide event files, so recorders
+        of different symbols with the same shard tag sharing one root never touch each other's.
+        """
+        for k in range(1, 100):
+            tag = shard_tag if k == 1 else f"{shard_tag}-r{k}"
+            fd = try_lock(self.directory / f"_all-{tag}.lock")
+            if fd is not None:
+                self._fds.append(fd)
+                return tag
+        raise RecorderError(f"too many recorders with shard {shard_tag} in {self.directory.parent.parent}")
+
     def release(self) -> None:
         for fd in self._fds:
             with suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
         self._fds.clear()
+
+
+def try_lock(path: Path) -> int | None:
+    """An exclusive flock on `path` (created if needed), or None if another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def release_lock(fd: int) -> None:
+    with suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def check_writable(directory: Path) -> None:
@@ -143,7 +174,8 @@ def check_writable(directory: Path) -> None:
         raise RecorderError(f"output directory {directory} is not writable: {exc.strerror or exc}", EXIT_IO) from None
 
 
-def recover_journals(journal_dir: Path, root: Path, market, wanted: set[str] | None = None) -> int:
+def recover_journals(journal_dir: Path, root: Path, market, wanted: set[str] | None = None,
+                     dates: set | None = None) -> int:
     """Write the rows of journals left by a crash into their segments (same names), then delete them."""
     recovered = 0
     for path in jr.leftover_journals(journal_dir):
@@ -151,8 +183,31 @@ def recover_journals(journal_dir: Path, root: Path, market, wanted: set[str] | N
         for record in jr.read_journal(path):
             pipeline.replay_journal_record(record, wanted)
             recovered += 1
+        if dates is not None:
+            dates |= {d for d, rows in pipeline.buffers.items() if rows.count}
         pipeline.flush(root, f"seg-{path.stem}")
         path.unlink()
+    return recovered
+
+
+def recover_orphan_slots(root: Path, market, shard_tag: str, own_tag: str, dates: set) -> int:
+    """Recover the journals of other slots of this shard tag whose recorder is gone (lock free)."""
+    base = root / ".journal" / market.exchange
+    locks = root / ".locks" / market.exchange
+    recovered = 0
+    for directory in sorted(base.glob(f"{shard_tag}*")):
+        tag = directory.name
+        if tag == own_tag or not (tag == shard_tag or tag.startswith(f"{shard_tag}-r")):
+            continue
+        if not jr.leftover_journals(directory):
+            continue
+        fd = try_lock(locks / f"_all-{tag}.lock")
+        if fd is None:
+            continue  # its recorder is alive
+        try:
+            recovered += recover_journals(directory, root, market, None, dates)
+        finally:
+            release_lock(fd)
     return recovered
 
 
@@ -167,8 +222,9 @@ class Recorder:
         self.symbols = list(config.shard_symbols)
         shard_i, shard_n = config.shard
         self.shard_tag = f"{shard_i}of{shard_n}"
+        self.tag = self.shard_tag  # this recorder's slot: journal directory, connection-wide files
         self.root = Path(config.out)
-        self.journal_dir = self.root / ".journal" / self.market.exchange / self.shard_tag
+        self.journal_dir = self.root / ".journal" / self.market.exchange / self.tag
         self.metrics = Metrics()
         self.pipeline: Pipeline | None = None
         self.journal: jr.Journal | None = None
@@ -179,6 +235,7 @@ class Recorder:
         self.instruments: dict[str, Instrument] = {}
         self.failed_journals: list[Path] = []
         self.snapshot_inflight: set[str] = set()
+        self.snapshot_tasks: set[asyncio.Task] = set()
         self.ever_synced: set[str] = set()
         self.unsynced_since: dict[str, float] = {}
         self.segment_id = ""
@@ -212,7 +269,10 @@ class Recorder:
         locks = SymbolLocks(self.root, self.market.exchange, self.symbols)
         locks.acquire()
         try:
-            recovered = recover_journals(self.journal_dir, self.root, self.market, set(self.symbols))
+            self.tag = locks.acquire_slot(self.shard_tag)
+            self.journal_dir = self.root / ".journal" / self.market.exchange / self.tag
+            recovered = recover_journals(self.journal_dir, self.root, self.market, set(self.symbols), self._dates)
+            recovered += recover_orphan_slots(self.root, self.market, self.shard_tag, self.tag, self._dates)
             if recovered:
                 log.info("recovered %d journal records from an interrupted run", recovered)
             if plan.start_ns > self.clock.now_ns():
@@ -230,15 +290,19 @@ class Recorder:
             locks.release()
 
     async def _record(self, stop_ns: int | None, recovered: int) -> int:
-        now_ns = self.clock.now_ns()
+        # rows carry real receive times; the (injectable) clock only decides when to start and stop
+        now_ns = time.time_ns()
         day = berlin_date(now_ns)
         seq_start = max_seq_on_disk(self.root, self.market.exchange, day, self.symbols)
         self.journal = jr.Journal(self.journal_dir)
-        self.segment_id = f"{now_ns:020d}-{self.shard_tag}"
+        self.segment_id = f"{now_ns:020d}-{self.tag}"
         self.journal.open(self.segment_id)
         self.pipeline = Pipeline(self.market, journal=self.journal, max_buffer=self.config.sync.max_buffer,
                                  seq_start=seq_start)
         self.started = time.monotonic()
+        # also stop after the planned span of monotonic time: an injected clock that does not move on its
+        # own (FakeClock) still ends the run, and a wall-clock step cannot stretch it
+        deadline = None if stop_ns is None else self.started + max(stop_ns - self.clock.now_ns(), 0) / 1e9
         if recovered:
             self.pipeline.event(now_ns, None, "journal_recovered", {"records": recovered})
         self.pipeline.event(now_ns, None, "window_start", {
@@ -252,7 +316,7 @@ class Recorder:
                                            timeout=self.config.connection.rest_timeout_s, limiter=self.limiter,
                                            http=http)
             try:
-                await self._load_instruments(http)
+                await self._load_instruments(http, deadline)
                 if self.config.metrics_port is not None:
                     metrics_server = MetricsServer(self.metrics, "0.0.0.0", self.config.metrics_port, self.health)
                     await metrics_server.start()
@@ -264,26 +328,25 @@ class Recorder:
                 tasks.append(asyncio.create_task(self._writer_loop()))
                 if self.status_view:
                     tasks.append(asyncio.create_task(StatusView(self.status_rows).run()))
-                stopped_by_signal = await self._wait_until(stop_ns)
+                stopped_by_signal = await self._wait_until(stop_ns, deadline)
             finally:
                 for conn in self.connections:
                     conn.retiring = True
-                for task in tasks + [c.task for c in self.connections if c.task]:
+                running = tasks + [c.task for c in self.connections if c.task] + list(self.snapshot_tasks)
+                for task in running:
                     task.cancel()
-                for task in tasks + [c.task for c in self.connections if c.task]:
+                for task in running:
                     with suppress(asyncio.CancelledError, Exception):
                         await task
                 if metrics_server is not None:
                     await metrics_server.stop()
-                end_ns = self.clock.now_ns()
+                end_ns = time.time_ns()
                 self.pipeline.event(end_ns, None, "window_end",
                                     {"reason": "signal" if stopped_by_signal else "end", "synced": sorted(self.ever_synced)})
                 self._flush()
-                self.journal.close()
-                if self.journal.path is None and not self.failed_journals:
-                    for leftover in jr.leftover_journals(self.journal_dir):
-                        if leftover.stem == self.segment_id:
-                            leftover.unlink()
+                last = self.journal.close()
+                if last is not None and not self.pipeline.pending_rows:
+                    last.unlink(missing_ok=True)  # opened by the last flush, holds nothing unwritten
         if self.failed_journals:
             self._retry_failed_journals()
         if self.failed_journals:
@@ -293,43 +356,66 @@ class Recorder:
         if not stopped_by_signal:
             for date in sorted(self._dates):
                 compact_day(self.root, self.market.exchange, date, self.symbols, self.shard_tag,
-                            row_group_rows=self.config.writer.row_group_rows, formats=self.config.formats)
+                            row_group_rows=self.config.writer.row_group_rows, formats=self.config.formats,
+                            events_tag=self.tag)
         healthy = set(self.symbols) <= self.ever_synced
         if not healthy:
             log.warning("never synced: %s", ", ".join(sorted(set(self.symbols) - self.ever_synced)))
         return EXIT_OK if healthy or stopped_by_signal else EXIT_UNHEALTHY
 
-    async def _wait_until(self, stop_ns: int | None) -> bool:
-        """Sleep until the plan's end; True if stopped early by a signal."""
+    async def _wait_until(self, stop_ns: int | None, deadline: float | None = None) -> bool:
+        """Sleep until the plan's end (by the clock, or `deadline` in monotonic time); True if stopped by a signal."""
         while not self._stop.is_set():
             now = self.clock.now_ns()
             if stop_ns is not None and now >= stop_ns:
                 return False
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
             timeout = 0.5 if stop_ns is None else min(0.5, (stop_ns - now) / 1e9)
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), max(timeout, 0.0))
         return True
 
     # ---- exchange info ----------------------------------------------------------------------------
 
-    async def _load_instruments(self, http: httpx.AsyncClient) -> None:
+    async def _load_instruments(self, http: httpx.AsyncClient, deadline: float | None = None) -> None:
+        """exchangeInfo: check the symbols and record their filters.
+
+        An unknown symbol stops the run (exit 2). If exchangeInfo cannot be had (REST down or too slow)
+        within a few attempts and the run's span, each failure is an `error` event and the recording goes
+        on without instrument rows: the streams are still worth recording; a symbol that never syncs
+        makes the run unhealthy.
+        """
         url = f"{self.config.rest_url.rstrip('/')}{self.market.exchange_info_path}"
         last_error = ""
+        retry_after: float | None = None
         for attempt in range(5):
+            if attempt:
+                pause = min(0.5 * 2**attempt, 5) * random.uniform(0.5, 1.5)
+                if retry_after is not None:
+                    pause = retry_after
+                if self._stop.is_set() or deadline is not None and time.monotonic() + pause >= deadline:
+                    break
+                await asyncio.sleep(pause)
+            retry_after = None
             try:
                 response = await http.get(url)
             except httpx.HTTPError as exc:
                 last_error = str(exc) or type(exc).__name__
-                await asyncio.sleep(min(0.5 * 2**attempt, 5) * random.uniform(0.5, 1.5))
+                self.pipeline.event(time.time_ns(), None, "error", {"exchange_info": last_error[:200]})
                 continue
             if response.status_code != 200:
                 last_error = f"HTTP {response.status_code}"
+                self.pipeline.event(time.time_ns(), None, "error", {"exchange_info": last_error})
                 retry = response.headers.get("retry-after")
-                await asyncio.sleep(float(retry) if retry and retry.isdigit() else 0.5 * 2**attempt)
+                retry_after = float(retry) if retry and retry.isdigit() else None
                 continue
             info = parse_exchange_info(response.content)
             if not isinstance(info, dict):
                 last_error = str(info)
+                self.pipeline.event(time.time_ns(), None, "error", {"exchange_info": last_error[:200]})
                 continue
             unknown = [s for s in self.symbols if s not in info]
             if unknown:
@@ -339,7 +425,8 @@ class Recorder:
             self.instruments = {s: info[s] for s in self.symbols}
             self.pipeline.instruments(time.time_ns(), list(self.instruments.values()), response.content)
             return
-        raise RecorderError(f"exchangeInfo unavailable at {url}: {last_error}", EXIT_IO)
+        log.error("exchangeInfo unavailable at %s: %s; recording without instrument data, symbols unchecked",
+                  url, last_error)
 
     # ---- connections ------------------------------------------------------------------------------
 
@@ -466,7 +553,9 @@ class Recorder:
                 if self.owner.get(symbol) is None or self.owner[symbol].opened_at == 0.0:
                     continue  # no live stream yet: a snapshot could not be bridged
                 self.snapshot_inflight.add(symbol)
-                asyncio.create_task(self._snapshot(symbol, checkpoint=symbol in due))
+                task = asyncio.create_task(self._snapshot(symbol, checkpoint=symbol in due))
+                self.snapshot_tasks.add(task)
+                task.add_done_callback(self.snapshot_tasks.discard)
                 await asyncio.sleep(stagger)
             self._track_sync()
             await asyncio.sleep(0.05)
@@ -524,11 +613,12 @@ class Recorder:
     def _flush(self) -> None:
         """Rotate the journal, write the buffered rows as the closed journal's segment, drop the journal."""
         old_segment = self.segment_id
-        new_segment = f"{time.time_ns():020d}-{self.shard_tag}"
+        new_segment = f"{time.time_ns():020d}-{self.tag}"
         dates = {d for d, rows in self.pipeline.buffers.items() if rows.count}
         closed = self.journal.rotate(new_segment) if self.journal.path is not None else None
         self.segment_id = new_segment
         try:
+            # on failure the pipeline drops its rows: they are in the closed journal, written from there later
             _, rejected = self.pipeline.flush(self.root, f"seg-{old_segment}")
         except OSError as exc:
             log.error("writing segment %s failed: %s; its rows stay in the journal", old_segment, exc)
@@ -539,6 +629,8 @@ class Recorder:
         self._dates |= dates
         if closed is not None:
             closed.unlink(missing_ok=True)
+        if self.failed_journals:
+            self._retry_failed_journals()  # the disk takes writes again
         self.last_write = time.time()
         self.metrics.last_write_timestamp.set(self.last_write)
         now_ns = time.time_ns()
@@ -555,7 +647,9 @@ class Recorder:
                 pipeline = Pipeline(self.market, use_engine=False)
                 for record in jr.read_journal(path):
                     pipeline.replay_journal_record(record, set(self.symbols))
+                dates = {d for d, rows in pipeline.buffers.items() if rows.count}
                 pipeline.flush(self.root, f"seg-{path.stem}")
+                self._dates |= dates
                 path.unlink()
             except OSError:
                 still_failed.append(path)

@@ -14,6 +14,8 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -44,11 +46,67 @@ def _fail(message: str, debug: bool, exc: BaseException | None = None) -> None:
 
 
 @app.callback(invoke_without_command=True)
-def _root(ctx: typer.Context) -> None:
-    """Replay service. Use `replay serve --synthetic ...` to run a synthetic Binance venue."""
-    if ctx.invoked_subcommand is None:
+def _root(
+    ctx: typer.Context,
+    date: str | None = typer.Option(None, "--date", help="Recorded Berlin date: 20240501 or 2024-05-01."),
+    speed: str = typer.Option("1x", "--speed", help="1x, 50x, 0.25x or max."),
+    data: Annotated[Path, typer.Option("--data", help="Dataset root.")] = Path("data"),
+    market: str = typer.Option("spot", "--market", help="spot | usdm | coinm"),
+    symbols: str | None = typer.Option(None, "--symbols", help="Comma-separated (default: all of the day)."),
+    start: str | None = typer.Option(None, "--from", help="Start time in Berlin, e.g. 09:30."),
+    end: str | None = typer.Option(None, "--to", help="End time in Berlin, e.g. 12:00."),
+    exchange_time: bool = typer.Option(False, "--exchange-time", help="Pace by exchange time (E), not arrival."),
+    debug: bool = typer.Option(False, "--debug", help="Tracebacks on errors."),
+) -> None:
+    """Replay a recorded day: `replay --date 20240501 --speed 50x`; or `replay serve --synthetic ...`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if date is None:
         typer.echo(ctx.get_help())
         raise typer.Exit(EXIT_BAD_INPUT)
+    from recorder.markets import get_market
+    from replay.engine import DayReplay, Pacer, paced
+    from replay.view import run_view
+    from schemas import DatasetError, parse_date
+
+    try:
+        mk = get_market(market)
+        day = parse_date(date)
+        pace = parse_speed(speed)
+        start_ns = None if start is None else _berlin_ns(day, start, "--from")
+        end_ns = None if end is None else _berlin_ns(day, end, "--to")
+        if start_ns is not None and end_ns is not None and end_ns <= start_ns:
+            raise BadInput(f"--to {end} is not after --from {start}")
+        wanted = None if symbols is None else [s.strip().upper() for s in symbols.split(",") if s.strip()]
+        replay = DayReplay(data, mk, day, wanted, start_ns, end_ns)
+    except (ValueError, BadInput, DatasetError) as e:
+        _fail(str(e), debug, e)
+        return
+    pacer = Pacer(pace)
+    first = replay.first_event_ns()
+    last = end_ns if end_ns is not None else replay.last_ns
+    try:
+        stats = run_view(paced(replay.events(), pacer, exchange_time), pacer, first, last)
+    except DatasetError as e:
+        _fail(str(e), debug, e)
+        return
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    lateness = pacer.lateness_ms()
+    typer.echo(f"replayed {stats.events:,} events; lateness p50 {lateness['p50']:.2f} ms, "
+               f"p99 {lateness['p99']:.2f} ms")
+
+
+def _berlin_ns(day, text: str, option: str) -> int:
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    try:
+        clock = dt.time.fromisoformat(text)
+    except ValueError:
+        raise BadInput(f"{option} {text!r} is not a time like 09:30") from None
+    local = dt.datetime.combine(day, clock, ZoneInfo("Europe/Berlin"))
+    return int(local.timestamp()) * 1_000_000_000 + local.microsecond * 1000
 
 
 @app.command()

@@ -50,7 +50,6 @@ from schemas.write import (
 )
 
 __all__ = [
-    "AtomicParquetWriter",
     "BERLIN",
     "CONNECTION_WIDE_SYMBOL",
     "DECIMAL",
@@ -59,6 +58,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SIDES",
     "TABLES",
+    "AtomicParquetWriter",
     "DatasetError",
     "FileInfo",
     "available",
@@ -66,8 +66,8 @@ __all__ = [
     "berlin_day_bounds",
     "check_file",
     "check_partition",
-    "decimal_units",
     "conform",
+    "decimal_units",
     "iter_batches",
     "list_files",
     "parse_date",

@@ -9,6 +9,7 @@ import os
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -311,7 +312,7 @@ class AtomicParquetWriter:
         self._sink.close()
         self._temp.unlink(missing_ok=True)
 
-    def __enter__(self) -> AtomicParquetWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

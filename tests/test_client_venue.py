@@ -71,12 +71,12 @@ def test_client_book_equals_venue_truth(faults):
     assert checked["books"] > 20, (checked, client.counters, injected)  # it did sync and keep syncing
     if faults:
         assert injected.get(faults.split("=")[0], 0) > 0, injected  # the fault really happened
-    if faults.startswith("drop") or faults.startswith("reorder"):
+    if faults.startswith(("drop", "reorder")):
         assert client.counters["resyncs"] > 0  # every lost diff led to a resync, never a wrong book
     if faults.startswith("malformed"):
         assert client.counters["parse_errors"] > 0
 
 
 def test_client_syncs_coinm():
-    client, checked, _ = asyncio.run(run_client("coinm", ["BTCUSD_PERP"], "", 3.0))
+    _, checked, _ = asyncio.run(run_client("coinm", ["BTCUSD_PERP"], "", 3.0))
     assert checked["mismatches"] == 0 and checked["books"] > 10

@@ -1,0 +1,308 @@
+"""Replay of a recorded day: every channel merged in arrival order, books rebuilt, paced in time.
+
+Library first: `DayReplay(root, market, date, symbols, start_ns, end_ns).events()` yields `ReplayEvent`s
+in arrival order (`recv_ts`, then `seq`). Depth diffs and snapshots go through the recorder's own
+`LocalBook` (one source of truth for the sync rules); a symbol's book is only ever exposed while valid,
+and every change of validity is an explicit event (`book_invalid` / `book_valid`), so a consumer never
+sees a stale book. `Pacer` turns data time into wall time at a speed (`1x`, `50x`, `max`).
+
+Files are streamed row group by row group (bounded memory whatever the day's size). A start inside the
+day seeks: it begins at the latest checkpoint snapshot before the start (and the diffs just before it
+that may bridge it), replays silently up to the start, and emits from there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recorder.book import OrderBook
+from recorder.markets import Market
+from recorder.rebuild import (
+    files_in_seq_order,
+    iter_depth,
+    iter_snapshots,
+)
+from recorder.sync import LocalBook
+from schemas import DatasetError, available, decimal_units, list_files, parse_date
+
+# ReplayEvent kinds
+DEPTH, SNAPSHOT, TRADE, AGG_TRADE, BOOK_TICKER, EVENT = "depth", "snapshot", "trade", "agg_trade", "book_ticker", "event"
+BOOK_VALID, BOOK_INVALID = "book_valid", "book_invalid"
+CHANNEL_TABLES = {TRADE: "trades", AGG_TRADE: "agg_trades", BOOK_TICKER: "book_ticker", EVENT: "events"}
+DECIMAL_COLUMNS = {"price", "qty", "bid_price", "bid_qty", "ask_price", "ask_qty"}
+SEEK_LOOKBACK_NS = 10 * 1_000_000_000  # diffs that may bridge a checkpoint arrive within this before it
+SEEK_SETTLE_NS = 2 * 1_000_000_000  # a checkpoint is chosen this long before the start, to be synced by then
+
+
+class ReplayError(ValueError):
+    """Bad replay input (no such day/symbol, range outside the data, nothing to start from)."""
+
+
+@dataclass(slots=True)
+class ReplayEvent:
+    """One thing that happened, in arrival order.
+
+    `data`: DepthUpdate/DepthSnapshot (levels as (price, qty) ints in 1e-8 units) for depth/snapshot;
+    a dict of the table row (decimals as ints in 1e-8 units) for trade/agg_trade/book_ticker/event;
+    for book_valid/book_invalid a dict with the update id or the reason. `book` is the symbol's valid
+    book after a depth/snapshot event (None while invalid); it is live: copy what you keep.
+    """
+
+    recv_ts: int
+    seq: int
+    symbol: str | None
+    kind: str
+    data: object
+    book: OrderBook | None = None
+    exchange_ts: int | None = None  # E in ns where the message has one
+
+
+def _rows(paths: list[Path], symbol: str | None, kind: str, start_ns: int | None) -> Iterator[tuple]:
+    """(recv_ts or ts, seq, kind, symbol, row dict) for a one-row-per-message table, streamed."""
+    for path in files_in_seq_order(paths):
+        parquet = pq.ParquetFile(path)
+        for batch in parquet.iter_batches(batch_size=65_536):
+            ts_name = "ts" if "ts" in batch.schema.names else "recv_ts"
+            ts = batch.column(ts_name).to_numpy()
+            if start_ns is not None and len(ts) and ts[-1] < start_ns:
+                continue
+            columns = {}
+            for name in batch.schema.names:
+                column = batch.column(name)
+                columns[name] = decimal_units(column) if name in DECIMAL_COLUMNS else column.to_pylist()
+            names = list(columns)
+            for values in zip(*columns.values()):
+                row = dict(zip(names, values))
+                yield row[ts_name], row["seq"], kind, symbol if symbol is not None else row.get("symbol"), row
+
+
+def _book_messages(depth: list[Path], snapshots: list[Path], symbol: str, from_ns: int | None) -> Iterator[tuple]:
+    def tag(stream, kind):
+        for seq, recv_ts, message in stream:
+            if from_ns is None or recv_ts >= from_ns:
+                yield recv_ts, seq, kind, symbol, message
+
+    return heapq.merge(tag(iter_depth(depth, symbol), DEPTH), tag(iter_snapshots(snapshots, symbol), SNAPSHOT),
+                       key=lambda m: m[1])
+
+
+def _files(root: Path, exchange: str, table: str, date: dt.date, symbols: list[str | None]) -> list[Path]:
+    try:
+        return list_files(root, exchange, table, date=date, symbols=symbols)
+    except DatasetError:
+        return []
+
+
+@dataclass
+class DayReplay:
+    """One recorded day (or a time range of it) of some symbols of one market."""
+
+    root: Path
+    market: Market
+    date: dt.date | str
+    symbols: list[str] | None = None
+    start_ns: int | None = None
+    end_ns: int | None = None
+    channels: tuple[str, ...] = (TRADE, AGG_TRADE, BOOK_TICKER, EVENT)
+    books: dict[str, LocalBook] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.date = parse_date(self.date)
+        exchange = self.market.exchange
+        days = available(self.root).get(exchange, {}).get("depth", {})
+        if self.date not in days:
+            have = ", ".join(d.isoformat() for d in sorted(days)) or "none"
+            raise ReplayError(f"no {exchange} depth data for {self.date} under {self.root}; available dates: {have}")
+        recorded = sorted(days[self.date])
+        if self.symbols is None:
+            self.symbols = recorded
+        missing = [s for s in self.symbols if s not in recorded]
+        if missing:
+            raise ReplayError(f"no {', '.join(missing)} on {self.date}; available symbols: {', '.join(recorded)}")
+        self.first_ns, self.last_ns = self._span()
+        if self.start_ns is not None and self.start_ns > self.last_ns or \
+                self.end_ns is not None and self.end_ns < self.first_ns:
+            raise ReplayError(f"requested range is outside the data, which spans {_fmt(self.first_ns)} to "
+                              f"{_fmt(self.last_ns)}")
+        self.checkpoints = self._checkpoints() if self.start_ns is not None else {}
+
+    def _span(self) -> tuple[int, int]:
+        lo, hi = None, None
+        for symbol in self.symbols:
+            for path in list_files(self.root, self.market.exchange, "depth", date=self.date, symbols=[symbol]):
+                meta = pq.read_metadata(path)
+                index = meta.schema.names.index("recv_ts")
+                for i in range(meta.num_row_groups):
+                    stats = meta.row_group(i).column(index).statistics
+                    if stats is not None and stats.has_min_max:
+                        lo = stats.min if lo is None else min(lo, stats.min)
+                        hi = stats.max if hi is None else max(hi, stats.max)
+        return lo or 0, hi or 0
+
+    def _checkpoints(self) -> dict[str, int]:
+        """Per symbol, the recv_ts of the latest snapshot far enough before the start to be synced by it."""
+        chosen = {}
+        for symbol in self.symbols:
+            paths = _files(self.root, self.market.exchange, "snapshots", self.date, [symbol])
+            best = None
+            for path in paths:
+                table = pq.read_table(path, columns=["recv_ts"])
+                ts = table.column("recv_ts").to_numpy()
+                before = ts[ts <= self.start_ns - SEEK_SETTLE_NS]
+                if len(before):
+                    best = int(before.max()) if best is None else max(best, int(before.max()))
+            if best is None:
+                raise ReplayError(f"{symbol}: no snapshot before {_fmt(self.start_ns)} to start from; replay from "
+                                  f"the beginning of the day or a later time")
+            chosen[symbol] = best
+        return chosen
+
+    def events(self) -> Iterator[ReplayEvent]:
+        """Every event in arrival order, books rebuilt; silent before `start_ns`, stops after `end_ns`."""
+        exchange, date = self.market.exchange, self.date
+        streams = []
+        for symbol in self.symbols:
+            from_ns = None
+            if self.start_ns is not None:
+                from_ns = self.checkpoints[symbol] - SEEK_LOOKBACK_NS
+            depth = _files(self.root, exchange, "depth", date, [symbol])
+            snapshots = _files(self.root, exchange, "snapshots", date, [symbol])
+            streams.append(_book_messages(depth, snapshots, symbol, from_ns))
+            self.books[symbol] = LocalBook(self.market.sequence_rule, symbol, units=True)
+            for kind in self.channels:
+                if kind == EVENT:
+                    continue
+                paths = _files(self.root, exchange, CHANNEL_TABLES[kind], date, [symbol])
+                streams.append(_rows(paths, symbol, kind, self.start_ns))
+        if EVENT in self.channels:
+            for symbol in [*self.symbols, None]:  # one sorted stream per partition, merged below
+                paths = _files(self.root, exchange, "events", date, [symbol])
+                streams.append(_rows(paths, None, EVENT, self.start_ns))
+        start, end = self.start_ns, self.end_ns
+        valid: dict[str, bool] = {s: False for s in self.symbols}
+        for recv_ts, seq, kind, symbol, data in heapq.merge(*streams, key=lambda m: (m[0], m[1])):
+            if end is not None and recv_ts > end:
+                return
+            emit = start is None or recv_ts >= start
+            if kind is DEPTH or kind is SNAPSHOT:
+                local = self.books[symbol]
+                action = local.on_diff(data) if kind is DEPTH else local.on_snapshot(data)
+                now_valid = local.engine.synced
+                if now_valid != valid[symbol]:
+                    valid[symbol] = now_valid
+                    if emit:
+                        detail = {"update_id": local.update_id} if now_valid else {"reason": action.name.lower()}
+                        yield ReplayEvent(recv_ts, seq, symbol, BOOK_VALID if now_valid else BOOK_INVALID, detail)
+                if emit:
+                    exch = data.event_ts * 1_000_000 if kind is DEPTH else None
+                    yield ReplayEvent(recv_ts, seq, symbol, kind, data, local.valid_book(), exch)
+            elif emit:
+                exch = data.get("event_ts") if kind is not EVENT else None
+                yield ReplayEvent(recv_ts, seq, symbol, kind, data, None, exch)
+
+    def first_event_ns(self) -> int:
+        return self.start_ns if self.start_ns is not None else self.first_ns
+
+
+def _fmt(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat(timespec="milliseconds")
+
+
+class Pacer:
+    """Wall time follows data time × speed, anchored once (no drift over hours); None speed = max.
+
+    Lateness (how far behind schedule an event was released) is recorded for every paced event.
+    """
+
+    def __init__(self, speed: float | None, clock: Callable[[], float] = time.perf_counter,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.speed = speed
+        self.clock = clock
+        self.sleep = sleep
+        self._anchor: tuple[int, float] | None = None
+        self._paused_at: float | None = None
+        self.lateness: list[float] = []
+
+    def due(self, data_ns: int) -> float:
+        """Wall-clock seconds until `data_ns` is due (negative: late)."""
+        if self.speed is None:
+            return 0.0
+        if self._anchor is None:
+            self._anchor = (data_ns, self.clock())
+        data0, wall0 = self._anchor
+        return wall0 + (data_ns - data0) / 1e9 / self.speed - self.clock()
+
+    def wait(self, data_ns: int) -> None:
+        delay = self.due(data_ns)
+        if self.speed is None:
+            return
+        if delay > 0:
+            self.sleep(delay)
+            delay = self.due(data_ns)
+        self.lateness.append(max(0.0, -delay))
+
+    def pause(self) -> None:
+        if self._paused_at is None:
+            self._paused_at = self.clock()
+
+    def resume(self) -> None:
+        if self._paused_at is not None and self._anchor is not None:
+            data0, wall0 = self._anchor
+            self._anchor = (data0, wall0 + self.clock() - self._paused_at)
+        self._paused_at = None
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_at is not None
+
+    def lateness_ms(self) -> dict[str, float]:
+        if not self.lateness:
+            return {"p50": 0.0, "p99": 0.0, "max": 0.0, "events": 0}
+        values = np.array(self.lateness) * 1000
+        return {"p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99)),
+                "max": float(values.max()), "events": len(values)}
+
+
+def paced(events: Iterator[ReplayEvent], pacer: Pacer, exchange_time: bool = False) -> Iterator[ReplayEvent]:
+    """Release events on schedule: by arrival time, or by exchange time (E) where the event has one."""
+    last = None
+    for event in events:
+        ts = event.exchange_ts if exchange_time and event.exchange_ts is not None else event.recv_ts
+        if last is not None and ts < last:
+            ts = last  # exchange times are not monotonic across channels: never schedule backwards
+        last = ts
+        pacer.wait(ts)
+        yield event
+
+
+def batches(events: Iterator[ReplayEvent], size: int = 4096) -> Iterator[pa.Table]:
+    """Columnar chunks of the merged stream: one row per event (recv_ts, seq, symbol, kind, best bid/ask
+    when the book is valid, trade price/qty) for consumers that work on arrays."""
+    while True:
+        chunk = [e for _, e in zip(range(size), events)]
+        if not chunk:
+            return
+        bid = [e.book.best_bid() if e.book is not None and e.book.bids else None for e in chunk]
+        ask = [e.book.best_ask() if e.book is not None and e.book.asks else None for e in chunk]
+        yield pa.table({
+            "recv_ts": pa.array([e.recv_ts for e in chunk], pa.int64()),
+            "seq": pa.array([e.seq for e in chunk], pa.int64()),
+            "symbol": pa.array([e.symbol for e in chunk], pa.string()),
+            "kind": pa.array([e.kind for e in chunk], pa.string()),
+            "bid_price": pa.array([b[0] if b else None for b in bid], pa.int64()),
+            "bid_qty": pa.array([b[1] if b else None for b in bid], pa.int64()),
+            "ask_price": pa.array([a[0] if a else None for a in ask], pa.int64()),
+            "ask_qty": pa.array([a[1] if a else None for a in ask], pa.int64()),
+            "trade_price": pa.array([e.data["price"] if e.kind == TRADE else None for e in chunk], pa.int64()),
+            "trade_qty": pa.array([e.data["qty"] if e.kind == TRADE else None for e in chunk], pa.int64()),
+        })

@@ -1,0 +1,803 @@
+"""`recorder run` as a researcher relies on it: crashes, signals, bad input, a full disk, shards, metrics,
+the trading window, CSV export and compaction. Every server listens on 127.0.0.1 only, every wait is
+bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import dataclasses
+import datetime as dt
+import errno
+import hashlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from recorder import journal as jr
+from recorder import runtime, sink
+from recorder.config import load_config, shard_symbols
+from recorder.markets import get_market
+from recorder.numbers import parse_units
+from recorder.protocol import DepthUpdate
+from recorder.rebuild import rebuild
+from recorder.runtime import EXIT_IO, Recorder, RecorderError
+from recorder.window import FakeClock, TradingWindow, plan_run
+from replay.venue.server import VenueServer
+from schemas import TABLES, read_table
+
+BIN = Path(sys.executable).parent
+RECORDER = str(BIN / "recorder")
+SPOT = get_market("spot")
+EXCHANGE = SPOT.exchange
+NS = 1_000_000_000
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.1) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+@contextlib.contextmanager
+def venue_thread(symbols=("BTCUSDT", "ETHUSDT"), faults: str | None = None, **options) -> Iterator[VenueServer]:
+    venue = VenueServer("spot", list(symbols), host="127.0.0.1", port=0, speed=5.0, faults=faults, seed=7,
+                        **options)
+    with venue.run_in_thread() as running:
+        yield running
+
+
+def run_args(venue: VenueServer, out: Path, symbols: str = "BTCUSDT", duration: str = "30s", *extra: str) -> list[str]:
+    return [RECORDER, "run", "--market", "spot", "--symbols", symbols, "--rest-url", venue.rest_url,
+            "--ws-url", venue.ws_url, "--out", str(out), "--duration", duration, "--ignore-window", *extra]
+
+
+def spawn(args: list[str], log_path: Path) -> subprocess.Popen:
+    log_file = open(log_path, "wb")  # noqa: SIM115 - closed by the OS when the test process ends
+    return subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def run_cli(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(args, check=False, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
+def journals(out: Path) -> list[Path]:
+    return sorted((out / ".journal").rglob("*.jnl"))
+
+
+def segments(out: Path) -> list[Path]:
+    return sorted(out.rglob("seg-*.parquet"))
+
+
+def assert_all_parquet_readable(out: Path) -> int:
+    files = sorted(out.rglob("*.parquet"))
+    for path in files:
+        pq.read_table(path)  # raises on a torn or corrupt file
+    return len(files)
+
+
+def snapshot_of_tree(out: Path) -> dict[str, str]:
+    """Path -> sha256 of every data file (locks excluded): to prove a failed run touched nothing."""
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file() and ".locks" not in p.parts}
+
+
+def one_error_line(result: subprocess.CompletedProcess, code: int, fragment: str = "") -> str:
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("recorder: error:")]
+    assert len(errors) == 1, result.stderr
+    assert fragment.lower() in errors[0].lower(), errors[0]
+    return errors[0]
+
+
+def as_units(levels) -> dict[int, int]:
+    return {parse_units(p): parse_units(q) for p, q in levels}
+
+
+def dates(out: Path, table: str = "depth") -> list[str]:
+    return sorted(d.name.split("=")[1] for d in (out / EXCHANGE / table).glob("date=*"))
+
+
+def check_against_truth(out: Path, venue: VenueServer, symbol: str) -> dict[str, int]:
+    stats = {"books": 0, "mismatches": 0}
+    for date in dates(out):
+        for _, _, message, _, local in rebuild(out, SPOT, date, symbol):
+            book = local.valid_book()
+            if book is None or type(message) is not DepthUpdate:
+                continue
+            _, bids, asks = venue.true_book_at(symbol, local.update_id)
+            stats["books"] += 1
+            if dict(book.bids) != as_units(bids) or dict(book.asks) != as_units(asks):
+                stats["mismatches"] += 1
+    return stats
+
+
+def events(out: Path, symbol: str | None = None) -> list[dict]:
+    return read_table(out, EXCHANGE, "events", symbols=[symbol]).to_pylist()
+
+
+def all_events(out: Path) -> list[dict]:
+    return read_table(out, EXCHANGE, "events").to_pylist()
+
+
+def kinds(rows: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["kind"]] = counts.get(row["kind"], 0) + 1
+    return counts
+
+
+def message_seqs(out: Path) -> list[int]:
+    """One seq per recorded message across every table (depth/snapshot levels share their message's seq)."""
+    seqs: list[int] = []
+    for table in TABLES:
+        directory = out / EXCHANGE / table
+        if not directory.is_dir():
+            continue
+        for path in directory.rglob("*.parquet"):
+            column = pq.read_table(path, columns=["seq"]).column("seq")
+            if table in ("depth", "snapshots", "instruments"):
+                column = pc.unique(column)
+            seqs += column.to_pylist()
+    return seqs
+
+
+def assert_seq_unique(out: Path) -> list[int]:
+    seqs = message_seqs(out)
+    assert seqs, "nothing recorded"
+    duplicates = len(seqs) - len(set(seqs))
+    assert duplicates == 0, f"{duplicates} messages recorded twice"
+    return seqs
+
+
+def in_process_config(venue: VenueServer, out: Path, symbols=("BTCUSDT",), duration: float = 4.0, **writer):
+    config = load_config(None, {"market": "spot", "symbols": list(symbols), "out": out, "rest_url": venue.rest_url,
+                                "ws_url": venue.ws_url, "duration": duration, "ignore_window": True})
+    if writer:
+        config = dataclasses.replace(config, writer=dataclasses.replace(config.writer, **writer))
+    return config
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- 1. kill -9 and restart --------------------------------------------------------------------------------
+
+
+def test_kill_9_then_restart_recovers_the_journal(tmp_path):
+    out = tmp_path / "data"
+    with venue_thread() as venue:
+        proc = spawn(run_args(venue, out, "BTCUSDT", "30s"), tmp_path / "run1.log")
+        try:
+            assert wait_for(lambda: segments(out), 20), (tmp_path / "run1.log").read_text()
+            time.sleep(3)
+            assert proc.poll() is None, (tmp_path / "run1.log").read_text()
+            kill_ns = time.time_ns()
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(10) == -signal.SIGKILL
+        finally:
+            stop_process(proc)
+
+        # the crash left readable Parquet only, and a journal of what was not yet in a segment
+        assert assert_all_parquet_readable(out) > 0
+        left = journals(out)
+        assert left, "no journal left by the killed recorder"
+        assert all(p.parent == out / ".journal" / EXCHANGE / "0of1" for p in left)
+        records = [r for p in left for r in jr.read_journal(p)]
+        frames = [r for r in records if r.kind == jr.FRAME]
+        assert frames, "the journal holds no frame"
+        missing_s = (kill_ns - max(r.recv_ts for r in frames)) / NS
+        assert missing_s <= 1.0, f"the journal misses the last {missing_s:.2f} s before the kill"
+        run1_max_seq = max([r.seq for r in records] + message_seqs(out))
+
+        # restart: the journal becomes segments, seq keeps increasing, the book is still the venue's
+        restart_ns = time.time_ns()
+        result = run_cli(run_args(venue, out, "BTCUSDT", "5s"), timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert not journals(out), journals(out)
+        assert kinds(events(out)).get("journal_recovered", 0) == 1
+        assert not list(out.rglob("*.tmp")), list(out.rglob("*.tmp"))
+        assert_all_parquet_readable(out)
+        seqs = assert_seq_unique(out)
+        assert max(seqs) > run1_max_seq
+        depth = read_table(out, EXCHANGE, "depth", symbols=["BTCUSDT"], columns=["recv_ts", "seq"])
+        new = pc.filter(depth.column("seq"), pc.greater_equal(depth.column("recv_ts"), restart_ns))
+        old_max = pc.max(pc.filter(depth.column("seq"), pc.less(depth.column("recv_ts"), restart_ns))).as_py()
+        assert len(new) > 0 and pc.min(new).as_py() > run1_max_seq >= old_max
+        # the frames in the journal are in the dataset now
+        recovered_seqs = {r.seq for r in frames}
+        assert recovered_seqs <= set(seqs)
+        stats = check_against_truth(out, venue, "BTCUSDT")
+        assert stats["mismatches"] == 0 and stats["books"] > 20, stats
+
+
+# ---- 2. SIGTERM / SIGINT -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_cleanly_and_flushes(tmp_path, sig):
+    out = tmp_path / "data"
+    with venue_thread() as venue:
+        proc = spawn(run_args(venue, out, "BTCUSDT", "60s"), tmp_path / "run.log")
+        try:
+            assert wait_for(lambda: journals(out), 15), (tmp_path / "run.log").read_text()
+            time.sleep(3)
+            assert proc.poll() is None
+            sent = time.monotonic()
+            proc.send_signal(sig)
+            code = proc.wait(5)
+            elapsed = time.monotonic() - sent
+        finally:
+            stop_process(proc)
+        log_text = (tmp_path / "run.log").read_text()
+        assert code == 0, log_text
+        assert elapsed < 5
+        assert "Traceback" not in log_text
+        assert assert_all_parquet_readable(out) > 0
+        assert not journals(out), journals(out)
+        assert not list(out.rglob("*.tmp"))
+        ends = [e for e in events(out) if e["kind"] == "window_end"]
+        assert ends and '"signal"' in ends[-1]["detail"]
+        stats = check_against_truth(out, venue, "BTCUSDT")
+        assert stats["mismatches"] == 0 and stats["books"] > 5, stats
+
+
+# ---- 3. bad input --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """One normal in-process run (parquet + csv, small row groups), shared by several tests."""
+    out = tmp_path_factory.mktemp("recorded") / "data"
+    row_group_rows = 500
+
+    async def main():
+        async with VenueServer("spot", ["BTCUSDT", "ETHUSDT"], host="127.0.0.1", port=0, speed=5.0, seed=11) as venue:
+            config = in_process_config(venue, out, ("BTCUSDT",), 5.0, row_group_rows=row_group_rows,
+                                       segment_seconds=1.0)
+            config = dataclasses.replace(config, formats=("parquet", "csv"))
+            return venue, await Recorder(config).run()
+
+    venue, code = asyncio.run(main())
+    assert code == 0
+    return out, venue, row_group_rows
+
+
+@pytest.fixture
+def existing(recorded, tmp_path):
+    """A copy of a finished dataset, and the hashes of its files."""
+    import shutil
+
+    out = tmp_path / "data"
+    shutil.copytree(recorded[0], out)
+    return out, snapshot_of_tree(out)
+
+
+def test_unknown_symbol(tmp_path, existing):
+    out, before = existing
+    with venue_thread() as venue:
+        result = run_cli(run_args(venue, out, "DOGEUSDT", "5s"), timeout=30)
+    one_error_line(result, 2, "DOGEUSDT")
+    after = snapshot_of_tree(out)
+    assert {k: after.get(k) for k in before} == before
+    assert not [p for p in after if "DOGEUSDT" in p]
+    assert not journals(out)
+
+
+def test_bad_yaml(tmp_path, existing):
+    out, before = existing
+    config = tmp_path / "bad.yaml"
+    config.write_text("symbols: [BTCUSDT\nout: x\n")
+    result = run_cli([RECORDER, "run", "--config", str(config), "--out", str(out), "--ignore-window",
+                      "--duration", "1s"], timeout=30)
+    one_error_line(result, 2, "invalid YAML")
+    assert snapshot_of_tree(out) == before
+
+
+def test_unknown_config_key(tmp_path, existing):
+    out, before = existing
+    config = tmp_path / "unknown.yaml"
+    config.write_text("symbols: [BTCUSDT]\nwriter:\n  segment_secs: 5\n")
+    result = run_cli([RECORDER, "run", "--config", str(config), "--out", str(out), "--ignore-window",
+                      "--duration", "1s"], timeout=30)
+    one_error_line(result, 2, "segment_secs")
+    assert snapshot_of_tree(out) == before
+
+
+def test_unwritable_output_under_a_file(tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a directory")
+    with venue_thread() as venue:
+        result = run_cli(run_args(venue, blocker / "sub", "BTCUSDT", "3s"), timeout=30)
+    one_error_line(result, 3, "not writable")
+    assert blocker.read_text() == "not a directory"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a 0o500 directory anyway")
+def test_unwritable_output_directory(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with venue_thread() as venue:
+            result = run_cli(run_args(venue, locked / "data", "BTCUSDT", "3s"), timeout=30)
+        one_error_line(result, 3, "not writable")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_second_recorder_on_the_same_symbol_is_refused(tmp_path):
+    out = tmp_path / "data"
+    with venue_thread() as venue:
+        first = spawn(run_args(venue, out, "BTCUSDT", "8s"), tmp_path / "first.log")
+        try:
+            assert wait_for(lambda: journals(out), 15), (tmp_path / "first.log").read_text()
+            # a recorder on BTCUSDT too (and ETHUSDT): refused while the first one holds BTCUSDT's lock
+            result = run_cli(run_args(venue, out, "ETHUSDT,BTCUSDT", "3s"), timeout=30)
+            one_error_line(result, 2, "BTCUSDT")
+            # a recorder on a different symbol into the same root is fine
+            other = run_cli(run_args(venue, out, "ETHUSDT", "3s"), timeout=30)
+            assert other.returncode == 0, other.stderr
+            assert first.wait(30) == 0, (tmp_path / "first.log").read_text()
+        finally:
+            stop_process(first)
+        assert not journals(out)
+        assert_all_parquet_readable(out)
+        for symbol in ("BTCUSDT", "ETHUSDT"):
+            stats = check_against_truth(out, venue, symbol)
+            assert stats["mismatches"] == 0 and stats["books"] > 10, (symbol, stats)
+        # the refused recorder wrote no ETHUSDT data of its own: seqs of one recorder per partition
+        assert_seq_unique_per_partition(out)
+
+
+def assert_seq_unique_per_partition(out: Path) -> None:
+    for directory in (out / EXCHANGE).glob("*/date=*/symbol=*"):
+        table = directory.parent.parent.name
+        for path in directory.glob("*.parquet"):
+            column = pq.read_table(path, columns=["seq"]).column("seq")
+            if table in ("depth", "snapshots", "instruments"):
+                column = pc.unique(column)
+            assert len(column) == len(pc.unique(column)), path
+
+
+def test_rest_snapshot_never_arrives(tmp_path):
+    out = tmp_path / "data"
+    config = tmp_path / "config.yaml"
+    config.write_text("connection:\n  rest_timeout: 1s\n")
+    with venue_thread(faults="slow_rest=1:30s") as venue:
+        started = time.monotonic()
+        result = run_cli(run_args(venue, out, "BTCUSDT", "4s", "--config", str(config)), timeout=60)
+        elapsed = time.monotonic() - started
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 1, result.stderr
+    assert elapsed < 4 + 6, elapsed
+    rows = all_events(out)
+    assert kinds(rows).get("error", 0) >= 1, kinds(rows)
+    assert not [e for e in rows if e["kind"] == "synced"]
+    assert not journals(out)
+
+
+def test_malformed_frames_and_error_payloads(tmp_path):
+    out = tmp_path / "data"
+
+    async def main():
+        async with VenueServer("spot", ["BTCUSDT"], host="127.0.0.1", port=0, speed=5.0, seed=3,
+                               faults="malformed=0.2") as venue:
+            return venue, await Recorder(in_process_config(venue, out, ("BTCUSDT",), 5.0)).run()
+
+    venue, code = asyncio.run(main())
+    assert code == 0
+    assert venue.fault_counts["malformed"] > 0
+    connection_wide = kinds(events(out, None))
+    assert connection_wide.get("parse_error", 0) + connection_wide.get("error", 0) >= venue.fault_counts["malformed"]
+    assert connection_wide.get("parse_error", 0) >= 1
+    stats = check_against_truth(out, venue, "BTCUSDT")
+    assert stats["mismatches"] == 0 and stats["books"] > 20, stats
+
+
+# ---- 4. a full disk ------------------------------------------------------------------------------------------
+
+
+class FullDisk:
+    """Makes every segment write fail with ENOSPC while `full` is set."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.full = True
+        self.failures = 0
+        real = sink.write_partition
+
+        def write_partition(*args, **kwargs):
+            if self.full:
+                self.failures += 1
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(sink, "write_partition", write_partition)
+
+
+def test_disk_full_for_a_while_loses_nothing(tmp_path, monkeypatch):
+    out = tmp_path / "data"
+    disk = FullDisk(monkeypatch)
+
+    async def main():
+        async with VenueServer("spot", ["BTCUSDT"], host="127.0.0.1", port=0, speed=5.0, seed=4) as venue:
+            recorder = Recorder(in_process_config(venue, out, ("BTCUSDT",), 6.0, segment_seconds=1.0))
+            task = asyncio.create_task(recorder.run())
+            await asyncio.sleep(3.0)
+            assert not task.done()
+            assert recorder.failed_journals, "no segment write failed"
+            assert not recorder.health().ok
+            disk.full = False
+            return venue, await task
+
+    venue, code = asyncio.run(main())
+    assert disk.failures > 0
+    assert code == 0
+    assert not journals(out)
+    assert_seq_unique(out)
+    errors = [e for e in events(out) if e["kind"] == "error"]
+    assert errors and "write" in errors[0]["detail"]
+    stats = check_against_truth(out, venue, "BTCUSDT")
+    assert stats["mismatches"] == 0 and stats["books"] > 20, stats
+    # no hole: the depth stream is continuous over the failing seconds (one sync for the whole run)
+    assert kinds(events(out, "BTCUSDT")).get("synced") == 1
+
+
+def test_disk_full_for_good_exits_3_and_the_next_run_recovers(tmp_path, monkeypatch):
+    out = tmp_path / "data"
+    disk = FullDisk(monkeypatch)
+
+    async def main():
+        async with VenueServer("spot", ["BTCUSDT"], host="127.0.0.1", port=0, speed=5.0, seed=4) as venue:
+            first = Recorder(in_process_config(venue, out, ("BTCUSDT",), 3.0, segment_seconds=1.0))
+            with pytest.raises(RecorderError) as failure:
+                await first.run()
+            left = {r.seq for p in journals(out) for r in jr.read_journal(p)}
+            disk.full = False
+            second = await Recorder(in_process_config(venue, out, ("BTCUSDT",), 3.0)).run()
+            return venue, failure.value, left, second
+
+    venue, error, left, code = asyncio.run(main())
+    assert error.exit_code == EXIT_IO
+    assert "could not write" in str(error) and ".journal" in str(error)
+    assert left, "the data of the failed segments is not in the journal"
+    assert code == 0
+    assert not journals(out)
+    assert kinds(events(out)).get("journal_recovered") == 1
+    seqs = assert_seq_unique(out)
+    assert left <= set(seqs)
+    stats = check_against_truth(out, venue, "BTCUSDT")
+    assert stats["mismatches"] == 0 and stats["books"] > 10, stats
+
+
+# ---- 5. shards ---------------------------------------------------------------------------------------------
+
+
+def test_shard_symbols_split_deterministically():
+    symbols = [f"SYM{i}USDT" for i in range(200)] + ["BTCUSDT", "ETHUSDT"]
+    for n in (1, 2, 3, 7):
+        shards = [shard_symbols(symbols, i, n) for i in range(n)]
+        assert shards == [shard_symbols(symbols, i, n) for i in range(n)]
+        flat = [s for shard in shards for s in shard]
+        assert sorted(flat) == sorted(symbols)  # every symbol exactly once
+        # a symbol's shard does not depend on the other symbols
+        assert all(shard_symbols([s], i, n) == (s,) for i, shard in enumerate(shards) for s in shard)
+
+
+def test_two_shards_share_one_root(tmp_path):
+    out = tmp_path / "data"
+    symbols = ["BTCUSDT", "ETHUSDT"]
+    shards = [shard_symbols(symbols, i, 2) for i in range(2)]
+    assert all(len(s) == 1 for s in shards), shards  # these two names land in different shards
+    with venue_thread(symbols) as venue:
+        procs = [spawn(run_args(venue, out, ",".join(symbols), "5s", "--shard", f"{i}/2"), tmp_path / f"s{i}.log")
+                 for i in range(2)]
+        try:
+            codes = [p.wait(40) for p in procs]
+        finally:
+            for p in procs:
+                stop_process(p)
+        assert codes == [0, 0], [(tmp_path / f"s{i}.log").read_text()[-2000:] for i in range(2)]
+        for i, shard in enumerate(shards):
+            for table in ("depth", "trades", "events", "snapshots"):
+                for directory in (out / EXCHANGE / table).glob("date=*/symbol=*"):
+                    names = {p.name for p in directory.glob("*.parquet")}
+                    if directory.name == "symbol=_all":
+                        assert names == {"day-0of2.parquet", "day-1of2.parquet"}, names
+                    else:
+                        symbol = directory.name.split("=")[1]
+                        owner = next(j for j, s in enumerate(shards) if symbol in s)
+                        assert names == {f"day-{owner}of2.parquet"}, (directory, names)
+        for symbol in symbols:
+            stats = check_against_truth(out, venue, symbol)
+            assert stats["mismatches"] == 0 and stats["books"] > 10, (symbol, stats)
+        starts = [e for e in events(out) if e["kind"] == "window_start"]
+        assert sorted(tuple(orjson_loads(e["detail"])["symbols"]) for e in starts) == sorted(shards)
+
+
+def orjson_loads(text: str):
+    import orjson
+
+    return orjson.loads(text)
+
+
+# ---- 6. metrics --------------------------------------------------------------------------------------------
+
+
+def test_metrics_and_health_while_recording(tmp_path, monkeypatch):
+    out = tmp_path / "data"
+    servers = []
+
+    class LocalMetricsServer(runtime.MetricsServer):
+        def __init__(self, metrics, host, port, health):
+            super().__init__(metrics, "127.0.0.1", port, health)  # tests listen on 127.0.0.1 only
+            servers.append(self)
+
+    monkeypatch.setattr(runtime, "MetricsServer", LocalMetricsServer)
+
+    async def main():
+        async with VenueServer("spot", ["BTCUSDT"], host="127.0.0.1", port=0, speed=5.0, seed=8) as venue:
+            config = dataclasses.replace(in_process_config(venue, out, ("BTCUSDT",), 20.0), metrics_port=free_port())
+            recorder = Recorder(config)
+            task = asyncio.create_task(recorder.run())
+            seen = {}
+            try:
+                async with httpx.AsyncClient(timeout=2.0) as http:
+                    deadline = time.monotonic() + 15
+                    while time.monotonic() < deadline and not task.done():
+                        if servers and servers[0].port:
+                            with contextlib.suppress(httpx.HTTPError):
+                                health = await http.get(f"http://127.0.0.1:{servers[0].port}/healthz")
+                                metrics = await http.get(f"http://127.0.0.1:{servers[0].port}/metrics")
+                                seen = {"health": health.status_code, "metrics": metrics.text}
+                                if health.status_code == 200 and 'recorder_synced{symbol="BTCUSDT"} 1' in metrics.text:
+                                    break
+                        await asyncio.sleep(0.2)
+            finally:
+                recorder.request_stop()
+                code = await asyncio.wait_for(task, 10)
+            return seen, code
+
+    seen, code = asyncio.run(main())
+    assert code == 0
+    assert servers and servers[0].port == servers[0].port
+    assert seen.get("health") == 200, seen
+    assert 'recorder_synced{symbol="BTCUSDT"} 1' in seen["metrics"], seen["metrics"][-2000:]
+
+
+# ---- 7. the trading window ---------------------------------------------------------------------------------
+
+
+def berlin_ns(year, month, day, hour, minute=0, second=0) -> int:
+    from zoneinfo import ZoneInfo
+
+    moment = dt.datetime(year, month, day, hour, minute, second, tzinfo=ZoneInfo("Europe/Berlin"))
+    return int(moment.timestamp()) * NS
+
+
+class ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def captured_log() -> Iterator[ListHandler]:
+    handler = ListHandler()
+    logger = logging.getLogger("recorder")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+def test_before_the_window_with_no_wait_records_nothing(tmp_path):
+    out = tmp_path / "data"
+    config = load_config(None, {"market": "spot", "symbols": ["BTCUSDT"], "out": out,
+                                "rest_url": "http://127.0.0.1:9", "ws_url": "ws://127.0.0.1:9"})
+    clock = FakeClock(berlin_ns(2024, 6, 3, 6, 30))
+    with captured_log() as logs:
+        code = asyncio.run(Recorder(config, clock=clock, no_wait=True).run())
+    assert code == 0
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+    assert any("outside the recording window" in m and "--no-wait" in m for m in logs.messages), logs.messages
+    assert clock.sleeps == []
+
+
+def test_before_the_window_waits_for_its_start(tmp_path):
+    out = tmp_path / "data"
+
+    async def main():
+        async with VenueServer("spot", ["BTCUSDT"], host="127.0.0.1", port=0, speed=5.0, seed=9) as venue:
+            config = in_process_config(venue, out, ("BTCUSDT",), 3.0)
+            config = dataclasses.replace(config, ignore_window=False)
+            clock = FakeClock(berlin_ns(2024, 6, 3, 7, 55))  # five minutes before 08:00 Berlin
+            with captured_log() as logs:
+                started = time.monotonic()
+                code = await asyncio.wait_for(Recorder(config, clock=clock).run(), 30)
+                elapsed = time.monotonic() - started
+            return clock, code, logs.messages, elapsed
+
+    clock, code, messages, elapsed = asyncio.run(main())
+    assert code == 0
+    assert clock.sleeps and sum(clock.sleeps) == pytest.approx(300, abs=1)
+    assert clock.now_ns() >= berlin_ns(2024, 6, 3, 8, 0)
+    assert any("waiting" in m for m in messages), messages
+    assert 2.5 < elapsed < 15  # recorded for its duration in real time, not for the fake clock's hours
+    assert check_against_truth_free(out)
+
+
+def check_against_truth_free(out: Path) -> bool:
+    """Data was written, and every date partition is a real receive date (not the fake clock's)."""
+    assert dates(out) and all(d != "2024-06-03" for d in dates(out))
+    assert all(d != "2024-06-03" for d in dates(out, "events"))
+    return True
+
+
+@pytest.mark.parametrize(("day", "end_utc_hour"), [((2024, 3, 31), 20), ((2024, 10, 27), 21)],
+                         ids=["spring-forward", "fall-back"])
+def test_window_end_on_dst_days(day, end_utc_hour):
+    window = TradingWindow(dt.time(8), dt.time(22), "Europe/Berlin")
+    utc = dt.UTC
+    for hour in (3, 12, 19):  # before the window, inside, near the end
+        now = int(dt.datetime(*day, hour, tzinfo=utc).timestamp()) * NS
+        plan = plan_run(window, now)
+        assert plan is not None
+        assert plan.stop_ns == int(dt.datetime(*day, end_utc_hour, tzinfo=utc).timestamp()) * NS
+    start_utc = 6 if end_utc_hour == 20 else 7
+    plan = plan_run(window, int(dt.datetime(*day, 3, tzinfo=utc).timestamp()) * NS)
+    assert plan.start_ns == int(dt.datetime(*day, start_utc, tzinfo=utc).timestamp()) * NS
+    assert plan_run(window, int(dt.datetime(*day, 3, tzinfo=utc).timestamp()) * NS, wait=False) is None
+
+
+# ---- 8. seed CSV ---------------------------------------------------------------------------------------------
+
+
+def test_seed_csv_export(recorded):
+    out, venue, _ = recorded
+    (date,) = dates(out)
+    stamp = date.replace("-", "")
+    directory = out / "csv" / EXCHANGE / date
+
+    with open(directory / f"orderbook_rest_snapshot_BTCUSDT_{stamp}.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["side", "price", "qty", "lastUpdateId", "recv_time_ms"]
+    assert len(rows) > 1
+    for side, price, qty, last_id, recv_ms in rows[1:]:
+        assert side in ("bid", "ask")
+        assert len(price.split(".")[1]) == 8 and len(qty.split(".")[1]) == 8, (price, qty)
+        assert int(last_id) > 0 and int(recv_ms) > 1_600_000_000_000
+
+    with open(directory / f"orderbook_ws_depth_BTCUSDT_{stamp}.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    header = rows[0]
+    assert header[:6] == ["event_time_ms", "recv_time_ms", "bid1_price", "bid1_qty", "ask1_price", "ask1_qty"]
+    assert header[-4:] == ["bid10_price", "bid10_qty", "ask10_price", "ask10_qty"] and len(header) == 42
+    assert len(rows) > 20
+    # one row per depth diff while the book is valid: the venue's true top 10 at that diff
+    truth = []
+    for _, recv_ts, message, _, local in rebuild(out, SPOT, date, "BTCUSDT"):
+        if local.valid_book() is not None and type(message) is DepthUpdate:
+            _, bids, asks = venue.true_book_at("BTCUSDT", local.update_id)
+            truth.append((message.event_ts, recv_ts // 1_000_000, bids[:10], asks[:10]))
+    assert len(rows) - 1 == len(truth)
+    for row, (event_ms, recv_ms, bids, asks) in zip(rows[1:], truth, strict=True):
+        assert len(row) == 42
+        assert all(len(value.split(".")[1]) == 8 for value in row[2:]), row
+        assert (int(row[0]), int(row[1])) == (event_ms, recv_ms)
+        for i in range(10):
+            level = row[2 + 4 * i: 6 + 4 * i]
+            assert level[:2] == (bids[i] if i < len(bids) else ["0.00000000", "0.00000000"]), (i, row)
+            assert level[2:] == (asks[i] if i < len(asks) else ["0.00000000", "0.00000000"]), (i, row)
+
+    with open(directory / f"trades_ws_BTCUSDT_{stamp}.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["event_time_ms", "price", "qty", "is_buyer_maker"]
+    trades = read_table(out, EXCHANGE, "trades", date=date, symbols=["BTCUSDT"])
+    assert len(rows) - 1 == trades.num_rows > 0
+    assert {r[3] for r in rows[1:]} <= {"0", "1"}
+
+
+def test_seed_csv_depth_rows_are_never_crossed(recorded):
+    out, _, _ = recorded
+    (date,) = dates(out)
+    path = out / "csv" / EXCHANGE / date / f"orderbook_ws_depth_BTCUSDT_{date.replace('-', '')}.csv"
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    crossed = [row[:6] for row in rows if float(row[2]) >= float(row[4])]
+    assert not crossed, f"{len(crossed)} of {len(rows)} rows crossed, e.g. {crossed[0]}"
+
+
+# ---- 9. compaction -------------------------------------------------------------------------------------------
+
+
+def test_compaction_leaves_one_sorted_zstd_file_per_partition(recorded):
+    out, venue, row_group_rows = recorded
+    partitions = list((out / EXCHANGE).glob("*/date=*/symbol=*"))
+    assert {p.parent.parent.name for p in partitions} >= {"depth", "trades", "events", "snapshots", "instruments"}
+    multi_group = False
+    for directory in partitions:
+        files = sorted(p.name for p in directory.iterdir())
+        assert files == ["day-0of1.parquet"], (directory, files)
+        meta = pq.read_metadata(directory / "day-0of1.parquet")
+        multi_group |= meta.num_row_groups > 1
+        for i in range(meta.num_row_groups):
+            group = meta.row_group(i)
+            assert group.num_rows <= row_group_rows
+            assert all(group.column(c).compression == "ZSTD" for c in range(group.num_columns))
+        seq = pq.read_table(directory / "day-0of1.parquet", columns=["seq"]).column("seq").to_numpy()
+        assert (seq[1:] >= seq[:-1]).all(), directory
+    assert multi_group, "no partition was large enough to test row group sizes"
+    assert not segments(out) and not journals(out)
+    stats = check_against_truth(out, venue, "BTCUSDT")
+    assert stats["mismatches"] == 0 and stats["books"] > 20, stats
+
+
+# ---- 10. recorder schedule -----------------------------------------------------------------------------------
+
+
+def test_schedule_records_and_stops_on_sigterm(tmp_path):
+    out = tmp_path / "data"
+    now = dt.datetime.now(dt.UTC)
+    inside = dt.time(0, 0) <= now.time() < dt.time(23, 58)
+    config = tmp_path / "schedule.yaml"
+    config.write_text("window:\n  timezone: UTC\n  start: \"00:00\"\n  end: \"23:59\"\n")
+    with venue_thread() as venue:
+        proc = spawn([RECORDER, "schedule", "--config", str(config), "--market", "spot", "--symbols", "BTCUSDT",
+                      "--rest-url", venue.rest_url, "--ws-url", venue.ws_url, "--out", str(out)],
+                     tmp_path / "schedule.log")
+        try:
+            if inside:
+                assert wait_for(lambda: segments(out), 20), (tmp_path / "schedule.log").read_text()
+            else:
+                time.sleep(2)
+            assert proc.poll() is None, (tmp_path / "schedule.log").read_text()
+            sent = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(5)
+            assert time.monotonic() - sent < 5
+        finally:
+            stop_process(proc)
+    log_text = (tmp_path / "schedule.log").read_text()
+    assert code == 0, log_text
+    assert "Traceback" not in log_text
+    assert not journals(out)
+    if inside:
+        assert assert_all_parquet_readable(out) > 0
