@@ -8,6 +8,7 @@ seq increment, one tuple append, and for depth one sync-engine call.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 from pathlib import Path
 
 import orjson
@@ -218,19 +219,36 @@ class Pipeline:
 
     # ---- output -----------------------------------------------------------------------------------
 
+    def detach(self) -> dict[dt.date, TableBuffers]:
+        """Hand over the buffered rows (to be written elsewhere, e.g. in a thread) and start empty ones."""
+        buffers, self.buffers = self.buffers, {}
+        self._day = None
+        self._day_start = self._day_end = 0
+        self._rows = None
+        return buffers
+
     def flush(self, root: Path, file_stem: str) -> tuple[list[Path], list[Rejected]]:
-        """Write all buffered rows as segment files named `file_stem` (atomic per file); always empties the buffers."""
-        written, rejected = [], []
-        try:
-            for day, rows in sorted(self.buffers.items()):
-                files, bad = rows.write(root, self.market.exchange, day, file_stem)
-                written += files
-                rejected += bad
-        finally:
-            # also when a write fails (disk full): the rows are in the journal, which is written again
-            # under the same segment name; kept here they would be written a second time by the next flush
-            self.buffers.clear()
-            self._day = None
-            self._day_start = self._day_end = 0
-            self._rows = None
-        return written, rejected
+        """Write all buffered rows as segment files named `file_stem` (atomic per file); always empties the
+        buffers: when a write fails (disk full) the rows are in the journal, which is written again under
+        the same segment name, so kept here they would be written twice."""
+        return write_buffers(self.detach(), root, self.market.exchange, file_stem)
+
+
+def write_buffers(buffers: dict[dt.date, TableBuffers], root: Path, exchange: str, file_stem: str
+                  ) -> tuple[list[Path], list[Rejected]]:
+    """Write detached buffers as one segment per table/date/symbol. Touches nothing else: thread-safe."""
+    written, rejected = [], []
+    for day, rows in sorted(buffers.items()):
+        files, bad = rows.write(root, exchange, day, file_stem)
+        written += files
+        rejected += bad
+    return written, rejected
+
+
+def tune_gc() -> None:
+    """Row buffers are millions of small tuples and lists freed at every flush, with no reference cycles:
+    a young-generation threshold of 100k (and frozen start-up objects) stops the collector from
+    rescanning them on every few hundred messages, roughly halving the per-message cost."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)

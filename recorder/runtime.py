@@ -27,7 +27,7 @@ from recorder.client import RestError, RestLimiter, SnapshotFetcher
 from recorder.compaction import compact_day
 from recorder.config import RecorderConfig
 from recorder.observability import Health, Metrics, MetricsServer, StatusRow, StatusView
-from recorder.pipeline import Pipeline
+from recorder.pipeline import Pipeline, tune_gc, write_buffers
 from recorder.protocol import DepthUpdate, Instrument, ServerShutdown, parse_exchange_info, parse_frame
 from recorder.window import Clock, SystemClock, TradingWindow, plan_run, sleep_until
 from schemas import berlin_date
@@ -245,6 +245,7 @@ class Recorder:
         self._cid = 0
         self._rates: dict[str, tuple[float, int]] = {}
         self._dates: set = set()  # Berlin dates this run wrote, compacted at the end
+        self._stopping = False  # tells the writer loop to finish its current segment and return
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
@@ -299,6 +300,7 @@ class Recorder:
         self.journal.open(self.segment_id)
         self.pipeline = Pipeline(self.market, journal=self.journal, max_buffer=self.config.sync.max_buffer,
                                  seq_start=seq_start)
+        tune_gc()
         self.started = time.monotonic()
         # also stop after the planned span of monotonic time: an injected clock that does not move on its
         # own (FakeClock) still ends the run, and a wall-clock step cannot stretch it
@@ -309,6 +311,7 @@ class Recorder:
             "symbols": self.symbols, "shard": list(self.config.shard), "stop_ns": stop_ns,
             "window": [str(self.config.window.start), str(self.config.window.end), self.config.window.timezone]})
         metrics_server = None
+        writer: asyncio.Task | None = None
         tasks: list[asyncio.Task] = []
         stopped_by_signal = False
         async with httpx.AsyncClient(timeout=self.config.connection.rest_timeout_s) as http:
@@ -325,11 +328,15 @@ class Recorder:
                 for group in shard_connections(self.config, self.symbols):
                     self._open_connection(group)
                 tasks.append(asyncio.create_task(self._snapshot_loop()))
-                tasks.append(asyncio.create_task(self._writer_loop()))
+                writer = asyncio.create_task(self._writer_loop())
                 if self.status_view:
                     tasks.append(asyncio.create_task(StatusView(self.status_rows).run()))
                 stopped_by_signal = await self._wait_until(stop_ns, deadline)
             finally:
+                self._stopping = True
+                if writer is not None:
+                    with suppress(Exception):
+                        await writer  # finishes a segment write in progress, then returns
                 for conn in self.connections:
                     conn.retiring = True
                 running = tasks + [c.task for c in self.connections if c.task] + list(self.snapshot_tasks)
@@ -343,7 +350,7 @@ class Recorder:
                 end_ns = time.time_ns()
                 self.pipeline.event(end_ns, None, "window_end",
                                     {"reason": "signal" if stopped_by_signal else "end", "synced": sorted(self.ever_synced)})
-                self._flush()
+                await self._flush()
                 last = self.journal.close()
                 if last is not None and not self.pipeline.pending_rows:
                     last.unlink(missing_ok=True)  # opened by the last flush, holds nothing unwritten
@@ -601,25 +608,30 @@ class Recorder:
     async def _writer_loop(self) -> None:
         flush_every = self.config.writer.journal_flush_ms / 1000
         last_segment = time.monotonic()
-        while True:
+        while not self._stopping:
             await asyncio.sleep(flush_every)
             self.journal.sync()
             now = time.monotonic()
             if now - last_segment >= self.config.writer.segment_seconds or \
                     self.pipeline.pending_rows >= self.config.writer.segment_rows:
                 last_segment = now
-                self._flush()
+                await self._flush()
 
-    def _flush(self) -> None:
-        """Rotate the journal, write the buffered rows as the closed journal's segment, drop the journal."""
+    async def _flush(self) -> None:
+        """Rotate the journal, write the buffered rows as the closed journal's segment, drop the journal.
+
+        The rows are detached and written in a worker thread (Arrow and zstd release the GIL), so frames
+        keep being received and journaled meanwhile."""
         old_segment = self.segment_id
         new_segment = f"{time.time_ns():020d}-{self.tag}"
         dates = {d for d, rows in self.pipeline.buffers.items() if rows.count}
         closed = self.journal.rotate(new_segment) if self.journal.path is not None else None
         self.segment_id = new_segment
+        buffers = self.pipeline.detach()
         try:
-            # on failure the pipeline drops its rows: they are in the closed journal, written from there later
-            _, rejected = self.pipeline.flush(self.root, f"seg-{old_segment}")
+            # on failure the rows are dropped here: they are in the closed journal, written from there later
+            _, rejected = await asyncio.to_thread(write_buffers, buffers, self.root, self.market.exchange,
+                                                  f"seg-{old_segment}")
         except OSError as exc:
             log.error("writing segment %s failed: %s; its rows stay in the journal", old_segment, exc)
             self.pipeline.event(time.time_ns(), None, "error", {"write": str(exc)[:200]})

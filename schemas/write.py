@@ -157,6 +157,14 @@ def table_from_columns(table_name: str, columns: Mapping[str, ColumnValues]) -> 
     return conform(pa.table(arrays), table_name)
 
 
+def encoding_options(schema: pa.Schema) -> dict:
+    """Delta encoding for integer columns (timestamps, seq, update ids grow steadily: a few bits a row
+    after zstd), dictionary encoding for the rest (sides, repeated prices). Same schema, smaller files."""
+    ints = [f.name for f in schema if pa.types.is_integer(f.type)]
+    return {"use_dictionary": [f.name for f in schema if f.name not in ints],
+            "column_encoding": dict.fromkeys(ints, "DELTA_BINARY_PACKED")}
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -203,7 +211,8 @@ def write_parquet(
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # not *.parquet: globs never match it
     try:
         with open(temp, "wb") as sink:
-            pq.write_table(tagged, sink, compression=compression, row_group_size=row_group_size)
+            pq.write_table(tagged, sink, compression=compression, row_group_size=row_group_size,
+                           **encoding_options(tagged.schema))
             sink.flush()
             os.fsync(sink.fileno())
         os.replace(temp, path)
@@ -274,7 +283,8 @@ class AtomicParquetWriter:
         _make_dirs_durable(self.path.parent)
         self._temp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
         self._sink = open(self._temp, "wb")  # noqa: SIM115 - closed in close()/abort()
-        self._writer = pq.ParquetWriter(self._sink, self.schema, compression=compression)
+        self._writer = pq.ParquetWriter(self._sink, self.schema, compression=compression,
+                                        **encoding_options(self.schema))
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
         self.rows = 0

@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -131,7 +132,13 @@ def test_stale_snapshots_and_disconnects_are_reported(days):
     out = days["stale"]
     report = validate_day(out, "spot", day_of(out))
     checks = report["symbols"]["BTCUSDT"]["checks"]
-    assert checks["snapshots"]["figures"]["stale_events"] > 0 and checks["snapshots"]["status"] != "pass"
+    # a stale snapshot is the exchange's timing, handled by the engine: a figure and a note, not a fault.
+    # (Under CPU load every old snapshot may land while synced: then it is a checkpoint that is not comparable.)
+    snapshots = checks["snapshots"]
+    assert snapshots["status"] == "pass", snapshots
+    assert snapshots["figures"]["stale_events"] > 0 or snapshots["figures"]["not_aligned"] > 0, snapshots
+    if snapshots["figures"]["stale_events"]:
+        assert any("stale" in note for note in snapshots["notes"])
     assert checks["coverage"]["figures"]["disconnects"] >= 1
     assert checks["continuity"]["figures"]["unexplained_breaks"] == 0
     assert report["connection"]["disconnects"] >= 1
@@ -151,6 +158,27 @@ def test_deleted_depth_rows_are_an_unexplained_break(days, tmp_path):
     assert continuity["examples"][0]["explained"] is False and continuity["examples"][0]["time"]["berlin"]
     assert report["exit_code"] == 1
     assert cli("--date", day_of(out), "--data", str(out)).exit_code == 1
+
+
+def test_a_wrong_checkpoint_snapshot_level_fails_the_snapshot_check(days, tmp_path):
+    out = copy_day(days["clean"], tmp_path / "data")
+    path = next((out / "binance-spot" / "snapshots").glob("date=*/symbol=BTCUSDT/*.parquet"))
+    table = pq.read_table(path)
+    seqs, sides, prices = (table[c].to_pylist() for c in ("seq", "side", "price"))
+    last = max(seqs)  # a checkpoint (the first snapshot is the sync one)
+    rows = [i for i, (s, side) in enumerate(zip(seqs, sides)) if s == last and side == "bid"]
+    target = min(rows, key=lambda i: prices[i])  # its deepest bid: inside the compared range
+    qty = table["qty"].to_pylist()
+    qty[target] += type(qty[target])("0.5")
+    table = table.set_column(table.schema.get_field_index("qty"), table.schema.field("qty"),
+                             pa.array(qty, type=table.schema.field("qty").type))
+    pq.write_table(table, path)
+    report = validate_day(out, "spot", day_of(out))
+    snapshots = report["symbols"]["BTCUSDT"]["checks"]["snapshots"]
+    assert snapshots["status"] == "fail" and snapshots["figures"]["mismatched_levels"] >= 1, snapshots
+    assert snapshots["examples"][0]["last_update_id"] and snapshots["examples"][0]["differences"]
+    assert report["symbols"]["ETHUSDT"]["checks"]["snapshots"]["status"] == "pass"
+    assert report["exit_code"] == 1
 
 
 def test_deleted_gap_events_leave_the_break_unexplained(days, tmp_path):
