@@ -7,7 +7,8 @@
 #  3. the image (BuildKit, layer and pip caches make rebuilds quick)
 #  4. on the host: `replay serve --synthetic` on a free 127.0.0.1 port
 #  5. in the container, as the image's default non-root user (uid 10001), into a temp dir made
-#     writable for that uid: a 20 s `recorder run` against the venue; exit code 0 = healthy recording
+#     writable for that uid: a 20 s `recorder run` against the venue (real time: 1x); exit code 0 = the
+#     day validated healthy
 #  6. Parquet files under binance-spot/depth/date=*/symbol=BTCUSDT/, read with the host venv's pyarrow
 #
 # Host-owned data directories: instead of chown'ing the directory to 10001, run the container as its
@@ -95,7 +96,7 @@ timeout -k 10 60 docker run --rm --network host --user 4242:4242 "$IMAGE" --help
 PORT="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 log "starting synthetic venue on 127.0.0.1:$PORT"
 setsid "$VENV/bin/replay" serve --synthetic --market spot --symbols "$SYMBOLS" \
-    --port "$PORT" --speed 10x </dev/null >"$TMP/venue.log" 2>&1 &
+    --port "$PORT" --speed 1x </dev/null >"$TMP/venue.log" 2>&1 &
 VENUE_PID=$!
 ready=0
 for ((i = 0; i < 60; i++)); do   # <= 30 s
@@ -143,6 +144,10 @@ files = sorted(glob.glob(os.path.join(data, "binance-spot", "depth", "date=*", "
                          recursive=True))
 if not files:
     sys.exit("no Parquet files under binance-spot/depth/date=*/symbol=BTCUSDT/")
+reports = glob.glob(os.path.join(data, "reports", "binance-spot", "*", "validation-*.html"))
+if not reports:
+    sys.exit("no validation report under reports/binance-spot/<date>/")
+print(f"  validation report: {os.path.relpath(reports[0], data)}", file=sys.stderr)
 rows = 0
 for f in files:
     t = pq.read_table(f)  # raises if unreadable / truncated

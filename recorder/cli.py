@@ -73,18 +73,22 @@ def run(
     metrics_port: MetricsOpt = None,
     log_format: LogFormatOpt = None,
     status: Annotated[bool, typer.Option("--status/--no-status", help="Live status table on a terminal.")] = False,
+    validate: Annotated[bool, typer.Option("--validate/--no-validate",
+                                           help="Validate the day at the end; its verdict is the exit code.")] = True,
     debug: DebugOpt = False,
 ) -> None:
     """Record the Berlin trading window (default 08:00-22:00 Europe/Berlin), compact, and exit.
 
-    Exit code: 0 healthy recording, 1 unhealthy (a symbol never synced), 2 bad input, 3 I/O failure.
+    Exit code: 0 healthy recording, 1 unhealthy (a symbol never synced, or a validation check failed),
+    2 bad input, 3 I/O failure. The validation report is written to <out>/reports/<exchange>/<date>/.
     """
     try:
         cfg = _config(config, market=market, symbols=symbols, out=out, rest_url=rest_url, ws_url=ws_url,
                       duration=duration, ignore_window=ignore_window or None, shard=shard,
                       metrics_port=metrics_port, log_format=log_format)
         setup_logging(cfg.log.format, "debug" if debug else cfg.log.level)
-        code = _run_recorder(Recorder(cfg, no_wait=no_wait, status_view=status and sys.stdout.isatty()))
+        code = _run_recorder(Recorder(cfg, no_wait=no_wait, status_view=status and sys.stdout.isatty(),
+                                      validate=validate))
     except (ConfigError, RecorderError, ValueError) as exc:
         if debug:
             raise
@@ -122,7 +126,7 @@ def schedule(
         current: dict[str, Recorder] = {}
 
         async def record_window() -> None:
-            recorder = Recorder(cfg, no_wait=True)
+            recorder = Recorder(cfg, no_wait=True, validate=True)
             current["recorder"] = recorder
             try:
                 code = await recorder.run()

@@ -9,6 +9,7 @@ day's segments are compacted. The exit code tells cron whether the recording is 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import fcntl
 import logging
 import os
@@ -17,8 +18,10 @@ import time
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
+import orjson
 import pyarrow.parquet as pq
 import websockets
 
@@ -35,6 +38,31 @@ from schemas import berlin_date
 log = logging.getLogger("recorder")
 
 EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE, EXIT_IO = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class RunSpan:
+    """The span a run was meant to record, in the shape the validator takes a trading window in."""
+
+    start_ns: int
+    stop_ns: int
+    tz: str
+
+    def bounds_for(self, date) -> tuple[int, int]:
+        return self.start_ns, self.stop_ns
+
+    @property
+    def start(self) -> dt.time:
+        return dt.datetime.fromtimestamp(self.start_ns / 1e9, ZoneInfo(self.tz)).time()
+
+    @property
+    def end(self) -> dt.time:
+        return dt.datetime.fromtimestamp(self.stop_ns / 1e9, ZoneInfo(self.tz)).time()
+
+
+def report_dir(root: Path, exchange: str, date) -> Path:
+    """Where `recorder run` writes a day's validation reports: beside the tables, not inside them."""
+    return Path(root) / "reports" / exchange / date.isoformat()
 
 
 class RecorderError(Exception):
@@ -213,8 +241,9 @@ def recover_orphan_slots(root: Path, market, shard_tag: str, own_tag: str, dates
 
 class Recorder:
     def __init__(self, config: RecorderConfig, clock: Clock | None = None, *, no_wait: bool = False,
-                 status_view: bool = False) -> None:
+                 status_view: bool = False, validate: bool = False) -> None:
         self.config = config
+        self.validate = validate  # validate the day at the end of the run; its verdict is the exit code
         self.market = config.market
         self.clock = clock or SystemClock()
         self.no_wait = no_wait
@@ -286,6 +315,7 @@ class Recorder:
                 stopper.cancel()
                 if self._stop.is_set():
                     return EXIT_OK
+            self.run_start_ns = max(plan.start_ns, time.time_ns())
             return await self._record(plan.stop_ns, recovered)
         finally:
             locks.release()
@@ -368,7 +398,28 @@ class Recorder:
         healthy = set(self.symbols) <= self.ever_synced
         if not healthy:
             log.warning("never synced: %s", ", ".join(sorted(set(self.symbols) - self.ever_synced)))
+        if self.validate and not stopped_by_signal:
+            span = RunSpan(self.run_start_ns, stop_ns or time.time_ns(), self.config.window.timezone)
+            healthy = self._validate(span) and healthy
         return EXIT_OK if healthy or stopped_by_signal else EXIT_UNHEALTHY
+
+    def _validate(self, span: RunSpan) -> bool:
+        """Validate each recorded day over the span this run was meant to cover; reports go next to the data."""
+        from recorder.report_html import render_html
+        from recorder.validate import Thresholds, validate_day
+
+        thresholds = Thresholds.from_mapping(self.config.validate)
+        ok = True
+        for date in sorted(self._dates):
+            report = validate_day(self.root, self.market, date, self.symbols, thresholds, window=span)
+            directory = report_dir(self.root, self.market.exchange, date)
+            directory.mkdir(parents=True, exist_ok=True)
+            stem = directory / f"validation-{self.tag}"
+            stem.with_suffix(".json").write_text(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+            stem.with_suffix(".html").write_text(render_html(report))
+            log.info("validation %s: %s (report %s)", date, report["status"], stem.with_suffix(".html"))
+            ok = ok and report["exit_code"] == 0
+        return ok
 
     async def _wait_until(self, stop_ns: int | None, deadline: float | None = None) -> bool:
         """Sleep until the plan's end (by the clock, or `deadline` in monotonic time); True if stopped by a signal."""

@@ -1,13 +1,14 @@
-"""`make demo`: the synthetic venue at fast-forward speed -> `recorder run` -> the dataset on disk.
+"""`make demo`: synthetic venue -> `recorder run` -> dataset -> validation report -> replay at max speed.
 
-Runs everything on this machine (127.0.0.1), nothing reaches Binance. Prints what was written and the
-book rebuilt from the files.
+Runs everything on this machine (127.0.0.1), nothing reaches Binance. The venue runs in real time (1x) so
+the exchange timestamps it sends stay comparable with the receive times the validator judges.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import shutil
 import time
@@ -22,7 +23,10 @@ from recorder.markets import get_market
 from recorder.numbers import format_units
 from recorder.rebuild import rebuild
 from recorder.runtime import Recorder
+from recorder.validate import print_report
+from replay.engine import DayReplay, Pacer, paced
 from replay.venue.server import VenueServer
+from replay.view import run_view
 from schemas import TABLES
 
 console = Console()
@@ -47,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("demo-data"))
     parser.add_argument("--seconds", type=float, default=60.0, help="wall-clock recording time")
-    parser.add_argument("--speed", type=float, default=10.0, help="venue fast-forward factor")
+    parser.add_argument("--speed", type=float, default=1.0, help="venue speed (market time per wall time)")
     parser.add_argument("--symbols", default="BTCUSDT,ETHUSDT")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -62,7 +66,7 @@ def main() -> None:
                                     "rest_url": venue.rest_url, "ws_url": venue.ws_url,
                                     "duration": args.seconds, "ignore_window": True})
         started = time.monotonic()
-        code = asyncio.run(Recorder(config).run())
+        code = asyncio.run(Recorder(config, validate=True).run())
         console.print(f"recorder exited with {code} after {time.monotonic() - started:.1f} s")
     console.print(dataset_summary(args.out, market.exchange))
     date = next((args.out / market.exchange / "depth").glob("date=*")).name.split("=", 1)[1]
@@ -78,6 +82,15 @@ def main() -> None:
             console.print(f"{symbol}: {books:,} valid books rebuilt from the files; last at update id "
                           f"{last.update_id}: bid {format_units(bid, 2)} x {format_units(bid_qty)}  "
                           f"ask {format_units(ask, 2)} x {format_units(ask_qty)}")
+    report_path = next((args.out / "reports" / market.exchange / date).glob("validation-*.json"))
+    print_report(json.loads(report_path.read_text()), console)
+    console.print(f"HTML report: {report_path.with_suffix('.html')}")
+    console.rule(f"replay --date {date} --data {args.out} --speed max")
+    pacer = Pacer(None)
+    replay = DayReplay(args.out, market, date)
+    stats = run_view(paced(replay.events(), pacer), pacer, replay.first_ns, replay.last_ns, console)
+    console.print(f"replayed {stats.events:,} events of {(replay.last_ns - replay.first_ns) / 1e9:.0f} s "
+                  f"in {time.perf_counter() - stats.wall_start:.2f} s")
     raise SystemExit(code)
 
 

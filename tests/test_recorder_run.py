@@ -68,7 +68,8 @@ def venue_thread(symbols=("BTCUSDT", "ETHUSDT"), faults: str | None = None, **op
 
 def run_args(venue: VenueServer, out: Path, symbols: str = "BTCUSDT", duration: str = "30s", *extra: str) -> list[str]:
     return [RECORDER, "run", "--market", "spot", "--symbols", symbols, "--rest-url", venue.rest_url,
-            "--ws-url", venue.ws_url, "--out", str(out), "--duration", duration, "--ignore-window", *extra]
+            "--ws-url", venue.ws_url, "--out", str(out), "--duration", duration, "--ignore-window", "--no-validate",
+            *extra]
 
 
 def spawn(args: list[str], log_path: Path) -> subprocess.Popen:
@@ -801,3 +802,25 @@ def test_schedule_records_and_stops_on_sigterm(tmp_path):
     assert not journals(out)
     if inside:
         assert assert_all_parquet_readable(out) > 0
+
+
+def test_run_validates_the_day_and_its_verdict_is_the_exit_code(tmp_path):
+    """At the end `recorder run` validates what it recorded and writes the report next to the data."""
+    import json
+
+    out = tmp_path / "data"
+
+    async def main(faults):
+        async with VenueServer("spot", ["BTCUSDT"], host="127.0.0.1", port=0, speed=1.0, seed=21,
+                               faults=faults) as venue:
+            config = load_config(None, {"market": "spot", "symbols": ["BTCUSDT"], "out": out / (faults or "clean"),
+                                        "rest_url": venue.rest_url, "ws_url": venue.ws_url, "duration": 5.0,
+                                        "ignore_window": True})
+            return await Recorder(config, validate=True).run()
+
+    assert asyncio.run(main(None)) == 0
+    reports = list((out / "clean" / "reports" / "binance-spot").glob("*/validation-*.json"))
+    assert len(reports) == 1 and reports[0].with_suffix(".html").exists()
+    report = json.loads(reports[0].read_text())
+    assert report["status"] in ("pass", "warn") and report["exit_code"] == 0
+    assert asyncio.run(main("drop=0.3")) == 1  # the day is not healthy: the verdict reaches cron

@@ -57,6 +57,22 @@ WS_METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", 
 SLOW_CLIENT_QUEUE = 100_000
 
 
+class BookUnavailable(LookupError):
+    """Raised by a source's `book()` while it has no valid book (e.g. an unsynced span of a recorded day):
+    REST depth then answers 503 (Binance's -1001) until the book is valid again."""
+
+
+@dataclass(slots=True)
+class Disconnect:
+    """A source event: drop every client connection at market time `ts` (an outage in a recorded day, or
+    its end). `abort`: cut the connections without a close frame, as a network outage does; otherwise
+    close them cleanly (1001 going away). Clients may reconnect at once."""
+
+    ts: int
+    reason: str = ""
+    abort: bool = True
+
+
 def _dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
 
@@ -384,7 +400,10 @@ class VenueServer:
         self._batchers: dict[tuple[str, str], DiffBatcher] = {}
         self._next_boundary: dict[int, int] = {}
         for sym in self.symbols:
-            uid = source.book(sym, 1).update_id
+            try:
+                uid = source.book(sym, 1).update_id
+            except BookUnavailable:
+                uid = 0  # only used to batch DepthChanges; a source of formed diffs never needs it
             for suffix, iv in self.intervals.items():
                 self._batchers[(sym, suffix)] = DiffBatcher(sym, suffix, iv, uid)
         for iv in set(self.intervals.values()):
@@ -580,6 +599,8 @@ class VenueServer:
                 self._publish_diff(ev)
             elif isinstance(ev, RawEvent):
                 self._fanout(f"{ev.symbol.lower()}@{ev.suffix}", ev.payload, depth=ev.depth)
+            elif isinstance(ev, Disconnect):
+                self._disconnect_all(ev)
         self._flush_until(target)
         self.market_ms = max(self.market_ms, target)
 
@@ -706,6 +727,18 @@ class VenueServer:
         client.closed = True
         with contextlib.suppress(Exception):
             await client.ws.close(1000, "")
+
+    def _disconnect_all(self, ev: Disconnect) -> None:
+        """Drop every connected client (a source's outage or end of data)."""
+        self.fault_counts["source_disconnect"] += 1
+        for client in list(self._clients):
+            client.closed = True
+            if ev.abort:
+                transport = client.ws.transport
+                if transport is not None:
+                    transport.abort()
+            else:
+                asyncio.ensure_future(client.ws.close(1001, ev.reason[:100]))
 
     def _disconnect(self, client: _Client) -> None:
         client.faults.count("disconnect")
@@ -1016,7 +1049,14 @@ class VenueServer:
             if uid is not None:
                 book = self.source.book_at(symbol, uid, limit)
         if book is None:
-            book = self.source.book(symbol, limit)
+            try:
+                book = self.source.book(symbol, limit)
+            except BookUnavailable:
+                return self._response(
+                    503,
+                    {"code": -1001, "msg": "Internal error; unable to process your request. Please try again."},
+                    wh,
+                )
         return self._response(200, self.payloads.depth_snapshot(self.specs[symbol], book, self.market_ms), wh)
 
     def _venue_endpoint(self, path: str, qs: dict[str, str]) -> Response:
@@ -1034,7 +1074,10 @@ class VenueServer:
                 if book is None:
                     return self._response(404, {"error": "update id out of the venue's history"})
             else:
-                book = self.source.book(symbol)
+                try:
+                    book = self.source.book(symbol)
+                except BookUnavailable as e:
+                    return self._response(503, {"error": str(e)})
             _, b, a = self._fmt_book(symbol, book)
             return self._response(
                 200, {"symbol": symbol, "lastUpdateId": book.update_id, "T": book.ts, "bids": b, "asks": a}
