@@ -21,8 +21,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Benchmarks print figures (they need ../shared/realdata for the real Binance frames).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sync.py
+	$(BIN)/python benchmarks/bench_recorder.py
+	$(BIN)/python benchmarks/bench_validate.py
+	$(BIN)/python benchmarks/bench_replay.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check recorder replay schemas tests benchmarks

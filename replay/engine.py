@@ -39,6 +39,7 @@ DEPTH, SNAPSHOT, TRADE, AGG_TRADE, BOOK_TICKER, EVENT = "depth", "snapshot", "tr
 BOOK_VALID, BOOK_INVALID = "book_valid", "book_invalid"
 CHANNEL_TABLES = {TRADE: "trades", AGG_TRADE: "agg_trades", BOOK_TICKER: "book_ticker", EVENT: "events"}
 DECIMAL_COLUMNS = {"price", "qty", "bid_price", "bid_qty", "ask_price", "ask_qty"}
+BATCH_ROWS = 8_192  # rows decoded at a time: small enough that decoding never stalls a paced replay
 SEEK_LOOKBACK_NS = 10 * 1_000_000_000  # diffs that may bridge a checkpoint arrive within this before it
 SEEK_SETTLE_NS = 2 * 1_000_000_000  # a checkpoint is chosen this long before the start, to be synced by then
 
@@ -70,7 +71,7 @@ def _rows(paths: list[Path], symbol: str | None, kind: str, start_ns: int | None
     """(recv_ts or ts, seq, kind, symbol, row dict) for a one-row-per-message table, streamed."""
     for path in files_in_seq_order(paths):
         parquet = pq.ParquetFile(path)
-        for batch in parquet.iter_batches(batch_size=65_536):
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
             ts_name = "ts" if "ts" in batch.schema.names else "recv_ts"
             ts = batch.column(ts_name).to_numpy()
             if start_ns is not None and len(ts) and ts[-1] < start_ns:
@@ -91,8 +92,8 @@ def _book_messages(depth: list[Path], snapshots: list[Path], symbol: str, from_n
             if from_ns is None or recv_ts >= from_ns:
                 yield recv_ts, seq, kind, symbol, message
 
-    return heapq.merge(tag(iter_depth(depth, symbol), DEPTH), tag(iter_snapshots(snapshots, symbol), SNAPSHOT),
-                       key=lambda m: m[1])
+    return heapq.merge(tag(iter_depth(depth, symbol, BATCH_ROWS), DEPTH),
+                       tag(iter_snapshots(snapshots, symbol, BATCH_ROWS), SNAPSHOT), key=lambda m: m[1])
 
 
 def _files(root: Path, exchange: str, table: str, date: dt.date, symbols: list[str | None]) -> list[Path]:
