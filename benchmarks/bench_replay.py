@@ -31,7 +31,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         result = import_captures([args.realdata / "hftbacktest/usdm_btcusdt_20240808.gz"], market, out)
-        date = sorted(result.dates)[0]
+        date = min(result.dates)
         best = None
         for _ in range(3):
             events = levels = 0

@@ -36,7 +36,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         result = import_captures([args.realdata / f for f in FILES], "spot", out)
-        date = sorted(result.dates)[0]
+        date = min(result.dates)
         rss_before = peak_rss_mb()
         started = time.perf_counter()
         report = validate_day(out, "spot", date)
