@@ -11,6 +11,7 @@ with --debug).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -19,6 +20,7 @@ from typing import Annotated
 
 import typer
 
+from replay.export import export_command
 from replay.venue.clock import parse_speed
 
 app = typer.Typer(
@@ -111,9 +113,18 @@ def _berlin_ns(day, text: str, option: str) -> int:
 
 @app.command()
 def serve(
+    date: str | None = typer.Option(None, "--date", help="Serve this recorded Berlin date: 20240501 or 2024-05-01."),
+    data: Annotated[Path, typer.Option("--data", help="Dataset root (with --date).")] = Path("data"),
+    start: str | None = typer.Option(None, "--from", help="Start time in Berlin, e.g. 09:30 (with --date)."),
+    end: str | None = typer.Option(None, "--to", help="End time in Berlin, e.g. 12:00 (with --date)."),
+    depth_stream: str | None = typer.Option(
+        None, "--depth-stream", help="Depth stream the day was recorded from (default: inferred from the data)."
+    ),
     synthetic: bool = typer.Option(False, "--synthetic", help="Serve the synthetic market."),
     market: str = typer.Option("spot", "--market", help="spot | usdm | coinm"),
-    symbols: str = typer.Option("BTCUSDT", "--symbols", help="Comma-separated symbols."),
+    symbols: str | None = typer.Option(
+        None, "--symbols", help="Comma-separated symbols (synthetic default: BTCUSDT; recorded: all of the day)."
+    ),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(9443, "--port", help="One port for REST and WebSocket (0: any free port)."),
     speed: str = typer.Option("1x", "--speed", help="Market time per wall time: 1x, 10x, 0.25x, max."),
@@ -123,28 +134,55 @@ def serve(
     lifetime: float | None = typer.Option(None, "--lifetime", help="WS connection lifetime (s)."),
     debug: bool = typer.Option(False, "--debug", help="Debug logging and tracebacks."),
 ) -> None:
-    """Serve a Binance-compatible venue (REST + WebSocket) on one local port."""
+    """Serve a Binance-compatible venue (REST + WebSocket) on one local port: a recorded day
+    (`--date 20240501 --speed 50x`) or the synthetic market (`--synthetic`).
+
+    A recorded day is paced by arrival time; the venue starts once every symbol's book is valid, an
+    unsynced span of the recording cuts all connections (REST depth answers 503 until the book is valid
+    again), and at the end of the data all connections are closed and the command exits (code 0).
+    """
     from recorder.markets import get_market
     from replay.venue.faults import FaultSpec
     from replay.venue.server import VenueServer
     from replay.venue.synthetic import check_symbols
+    from schemas import DatasetError, parse_date
 
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    source = None
     try:
-        if not synthetic:
-            raise BadInput("only --synthetic is available for now (recorded days: not yet)")
+        if synthetic and date is not None:
+            raise BadInput("give either --date (a recorded day) or --synthetic, not both")
+        if not synthetic and date is None:
+            raise BadInput("give --date (a recorded day, e.g. --date 20240501) or --synthetic")
+        if date is None and (start is not None or end is not None or depth_stream is not None):
+            raise BadInput("--from, --to and --depth-stream need --date")
         mk = get_market(market)
-        syms = check_symbols(mk, symbols.split(","))
         spd = parse_speed(speed)
         spec = FaultSpec.parse(faults)
         if not 0 <= port <= 65535:
             raise BadInput(f"bad port {port}")
+        if synthetic:
+            syms = check_symbols(mk, (symbols or "BTCUSDT").split(","))
+        else:
+            from replay.venue.recorded import RecordedSource
+
+            day = parse_date(date)
+            start_ns = None if start is None else _berlin_ns(day, start, "--from")
+            end_ns = None if end is None else _berlin_ns(day, end, "--to")
+            if start_ns is not None and end_ns is not None and end_ns <= start_ns:
+                raise BadInput(f"--to {end} is not after --from {start}")
+            wanted = None if symbols is None else [s.strip().upper() for s in symbols.split(",") if s.strip()]
+            if wanted is not None and not wanted:
+                raise BadInput("no symbols given")
+            source = RecordedSource(data, mk, day, wanted, start_ns, end_ns, depth_suffix=depth_stream)
+            syms = source.symbols()
         venue = VenueServer(
             mk,
             syms,
+            source=source,
             host=host,
             port=port,
             speed=spd,
@@ -153,19 +191,64 @@ def serve(
             ping_interval=ping_interval,
             lifetime=lifetime,
         )
-    except (ValueError, BadInput) as e:
+    except (ValueError, BadInput, DatasetError) as e:
         _fail(str(e), debug, e)
         return
     try:
-        asyncio.run(_serve(venue))
+        if source is None:
+            asyncio.run(_serve(venue))
+        elif not asyncio.run(_serve_recorded(venue, source)):
+            print("replay: error: the venue failed while serving the recorded day (see the log)", file=sys.stderr)
+            raise typer.Exit(1)
     except OSError as e:
         import errno
 
         if e.errno == errno.EADDRINUSE:
             _fail(f"cannot listen on {host}:{port}: address already in use", debug, e)
         _fail(f"cannot listen on {host}:{port}: {e.strerror or e}", debug, e)
+    except DatasetError as e:
+        _fail(str(e), debug, e)
     except KeyboardInterrupt:
         pass
+
+
+async def _serve_recorded(venue, source) -> bool:  # type: ignore[no-untyped-def]
+    """Serve a recorded day until its end (or a signal), then stop; False if the venue failed."""
+    import datetime as dt
+
+    from replay.venue.clock import format_speed
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-unix
+            pass
+    await venue.start()
+
+    def clock(ms: int) -> str:
+        return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
+
+    print(
+        f"venue ready: market={venue.market.name} date={source.date} symbols={','.join(venue.symbols)} "
+        f"depth={source.depth_suffix} from={clock(source.start_ms)} to={clock(source.last_ns // 1_000_000)} "
+        f"speed={format_speed(venue.speed)} faults={venue.faults} rest={venue.rest_url} ws={venue.ws_url}",
+        flush=True,
+    )
+    pump = venue._pump_task
+    while not stop.is_set() and not source.finished:
+        if pump is not None and pump.done():
+            break  # the pump died (logged): nothing more will be served
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.1)
+    if source.finished:
+        await asyncio.sleep(0.3)  # let the close frames go out
+        print(f"end of data at {clock(source.now_ms)}: {source.published:,} events replayed, "
+              f"{source.outages} outage(s)", flush=True)
+    died = pump is not None and pump.done() and not pump.cancelled() and pump.exception() is not None
+    await venue.stop()
+    return not died
 
 
 async def _serve(venue) -> None:  # type: ignore[no-untyped-def]
@@ -185,6 +268,9 @@ async def _serve(venue) -> None:  # type: ignore[no-untyped-def]
         flush=True,
     )
     await venue.serve_forever(stop)
+
+
+app.command("export")(export_command)
 
 
 def main() -> None:
