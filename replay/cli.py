@@ -1,11 +1,11 @@
 """`replay` command line.
 
-    replay serve --synthetic --market spot --symbols BTCUSDT,ETHUSDT [--port 9443] [--speed 10x]
-                 [--faults SPEC] [--seed N] [--debug]
+    replay --date 20240501 --speed 50x [--data DIR] [--market spot] [--symbols ...] [--from 09:30] [--to 12:00]
+    replay serve --date 20240501 --speed 50x [--symbols ...] [--host 127.0.0.1 --port 9443]
+    replay serve --synthetic --market spot --symbols BTCUSDT,ETHUSDT [--port 9443] [--speed 10x] [--faults SPEC]
+    replay export --date 20240501 --to hftbacktest|tardis-csv [--out DIR]
 
-The app has a default callback so that a later `replay --date ...` (replay of a recorded day) can live
-next to subcommands such as `serve`. Bad input gives one line on stderr and exit code 2 (a traceback only
-with --debug).
+Bad input gives one line on stderr and exit code 2 (a traceback only with --debug).
 """
 
 from __future__ import annotations
@@ -215,8 +215,12 @@ def serve(
 async def _serve_recorded(venue, source) -> bool:  # type: ignore[no-untyped-def]
     """Serve a recorded day until its end (or a signal), then stop; False if the venue failed."""
     import datetime as dt
+    from zoneinfo import ZoneInfo
 
     from replay.venue.clock import format_speed
+
+    def clock(ms: int) -> str:  # Berlin time, as --from/--to
+        return dt.datetime.fromtimestamp(ms / 1000, ZoneInfo("Europe/Berlin")).isoformat(timespec="milliseconds")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -226,13 +230,10 @@ async def _serve_recorded(venue, source) -> bool:  # type: ignore[no-untyped-def
         except (NotImplementedError, RuntimeError):  # pragma: no cover - non-unix
             pass
     await venue.start()
-
-    def clock(ms: int) -> str:
-        return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
-
+    end_ns = min(source.last_ns, source.day.end_ns or source.last_ns)
     print(
         f"venue ready: market={venue.market.name} date={source.date} symbols={','.join(venue.symbols)} "
-        f"depth={source.depth_suffix} from={clock(source.start_ms)} to={clock(source.last_ns // 1_000_000)} "
+        f"depth={source.depth_suffix} from={clock(source.start_ms)} to={clock(end_ns // 1_000_000)} "
         f"speed={format_speed(venue.speed)} faults={venue.faults} rest={venue.rest_url} ws={venue.ws_url}",
         flush=True,
     )
@@ -244,7 +245,7 @@ async def _serve_recorded(venue, source) -> bool:  # type: ignore[no-untyped-def
             await asyncio.wait_for(stop.wait(), 0.1)
     if source.finished:
         await asyncio.sleep(0.3)  # let the close frames go out
-        print(f"end of data at {clock(source.now_ms)}: {source.published:,} events replayed, "
+        print(f"end of data at {clock(source.last_event_ms)}: {source.published:,} events replayed, "
               f"{source.outages} outage(s)", flush=True)
     died = pump is not None and pump.done() and not pump.cancelled() and pump.exception() is not None
     await venue.stop()

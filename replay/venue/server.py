@@ -1054,7 +1054,10 @@ class VenueServer:
             except BookUnavailable:
                 return self._response(
                     503,
-                    {"code": -1001, "msg": "Internal error; unable to process your request. Please try again."},
+                    {
+                        "code": -1001,
+                        "msg": "Internal error; unable to process your request. Please try again.",
+                    },
                     wh,
                 )
         return self._response(200, self.payloads.depth_snapshot(self.specs[symbol], book, self.market_ms), wh)
