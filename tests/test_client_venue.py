@@ -25,7 +25,7 @@ FAULTS = [
     "disconnect=1.5s",
     "stale_snapshot=0.6,disconnect=1s",
     "http429=0.6,disconnect=0.8s",
-    "http418=0.3:1s,disconnect=0.8s",
+    "http418=0.5:1s,disconnect=0.8s",
     "http5xx=0.6,disconnect=0.8s",
     "slow_rest=0.6:1s,disconnect=0.8s",
     "malformed=0.05",

@@ -28,7 +28,7 @@ FAULTS = [
     "disconnect=1.5s",
     "stale_snapshot=0.6,disconnect=1s",
     "http429=0.6,disconnect=1s",
-    "http418=0.3:1s,disconnect=1s",
+    "http418=0.5:1s,disconnect=1s",
     "http5xx=0.6,disconnect=1s",
     "slow_rest=0.6:1s,disconnect=1s",
     "malformed=0.05",
