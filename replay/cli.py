@@ -212,6 +212,16 @@ def serve(
         pass
 
 
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT/SIGTERM, so a serving loop ends cleanly (exit 0)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # non-unix
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 async def _serve_recorded(venue, source) -> bool:  # type: ignore[no-untyped-def]
     """Serve a recorded day until its end (or a signal), then stop; False if the venue failed."""
     import datetime as dt
@@ -222,13 +232,7 @@ async def _serve_recorded(venue, source) -> bool:  # type: ignore[no-untyped-def
     def clock(ms: int) -> str:  # Berlin time, as --from/--to
         return dt.datetime.fromtimestamp(ms / 1000, ZoneInfo("Europe/Berlin")).isoformat(timespec="milliseconds")
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-unix
-            pass
+    stop = _stop_on_signals()
     await venue.start()
     end_ns = min(source.last_ns, source.day.end_ns or source.last_ns)
     print(
@@ -253,13 +257,7 @@ async def _serve_recorded(venue, source) -> bool:  # type: ignore[no-untyped-def
 
 
 async def _serve(venue) -> None:  # type: ignore[no-untyped-def]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-unix
-            pass
+    stop = _stop_on_signals()
     await venue.start()
     from replay.venue.clock import format_speed
 
