@@ -272,6 +272,41 @@ async def _serve(venue) -> None:  # type: ignore[no-untyped-def]
 app.command("export")(export_command)
 
 
+@app.command()
+def montecarlo(
+    gamma: Annotated[list[float] | None, typer.Option("--gamma", help="Risk aversion; repeat for several.")] = None,
+    paths: Annotated[int, typer.Option("--paths", help="Simulated paths per row.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed")] = 1,
+    spread_convention: Annotated[str, typer.Option(
+        "--spread-convention", help="paper: (2/g)ln(1+g/k) as the paper's table; model: + g*sigma^2*(T-t)")] = "paper",
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the rows as JSON here.")] = None,
+) -> None:
+    """The Avellaneda-Stoikov (2008) simulation: inventory vs symmetric strategy (s0=100, T=1, sigma=2,
+    dt=0.005, A=140, k=1.5)."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from replay.montecarlo import table
+
+    try:
+        rows = table(gamma or [0.1, 0.01, 0.5], paths, seed, spread_convention)
+    except ValueError as e:
+        _fail(str(e), False, e)
+        return
+    out = Table(title=f"Avellaneda-Stoikov simulation, {paths} paths, seed {seed}, spread convention "
+                      f"{spread_convention}")
+    for column in ("gamma", "strategy", "spread", "profit mean", "profit std", "final q mean", "final q std"):
+        out.add_column(column, justify="left" if column == "strategy" else "right")
+    for r in rows:
+        out.add_row(f"{r['gamma']:g}", r["strategy"], f"{r['spread']:.2f}", f"{r['profit_mean']:.2f}",
+                    f"{r['profit_std']:.2f}", f"{r['q_mean']:.2f}", f"{r['q_std']:.2f}")
+    Console().print(out)
+    if json_path is not None:
+        json_path.write_text(json.dumps(rows, indent=2))
+
+
 def main() -> None:
     app()
 
