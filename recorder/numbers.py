@@ -54,16 +54,22 @@ def format_units(value: int, decimals: int = SCALE) -> str:
     return f"{sign}{int_part}.{frac:0{decimals}d}"
 
 
-def decimals_of(step: str) -> int:
-    """Number of decimals a tick or step size needs: '0.01000000' -> 2, '1.00000000' -> 0."""
-    units = parse_units(step)
-    if units <= 0:
-        raise ValueError(f"step {step!r} must be positive")
+def decimals_needed(units: int) -> int:
+    """Fewest decimals that print a value exactly: 6173763000000 -> 2, 100000000 -> 0."""
+    units = abs(units)
     decimals = SCALE
     while decimals > 0 and units % 10 == 0:
         units //= 10
         decimals -= 1
     return decimals
+
+
+def decimals_of(step: str) -> int:
+    """Number of decimals a tick or step size needs: '0.01000000' -> 2, '1.00000000' -> 0."""
+    units = parse_units(step)
+    if units <= 0:
+        raise ValueError(f"step {step!r} must be positive")
+    return decimals_needed(units)
 
 
 # Books see the same price and quantity strings over and over: a bounded cache of conversions makes the

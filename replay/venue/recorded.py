@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from recorder.book import OrderBook
 from recorder.markets import Market, SequenceRule, get_market
-from recorder.numbers import SCALE, format_units
+from recorder.numbers import SCALE, decimals_needed, format_units
 from replay.engine import (
     AGG_TRADE,
     BOOK_INVALID,
@@ -59,15 +59,6 @@ NS_PER_MS = 1_000_000
 QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "DAI", "BTC", "ETH", "BNB", "EUR", "TRY", "BRL", "USD")
 
 
-def _decimals_needed(units: int) -> int:
-    d = SCALE
-    units = abs(units)
-    while d > 0 and units % 10 == 0:
-        units //= 10
-        d -= 1
-    return d
-
-
 class RecordedSpec(SymbolSpec):
     """A SymbolSpec whose numbers never lose precision: a value finer than the instrument's precision
     (a precision change within the day) is printed with the decimals it needs."""
@@ -76,13 +67,13 @@ class RecordedSpec(SymbolSpec):
         try:
             return format_units(units, self.price_decimals)
         except ValueError:
-            return format_units(units, _decimals_needed(units))
+            return format_units(units, decimals_needed(units))
 
     def fmt_qty(self, units: int) -> str:
         try:
             return format_units(units, self.qty_decimals)
         except ValueError:
-            return format_units(units, _decimals_needed(units))
+            return format_units(units, decimals_needed(units))
 
 
 @dataclass(slots=True)
@@ -194,8 +185,8 @@ class RecordedSource:
                 if parquet.metadata.num_row_groups == 0:
                     continue
                 group = parquet.read_row_group(0, columns=["price", "qty"])
-                pd = max([pd, *(_decimals_needed(v) for v in decimal_units(group.column("price")) if v)])
-                qd = max([qd, *(_decimals_needed(v) for v in decimal_units(group.column("qty")) if v)])
+                pd = max([pd, *(decimals_needed(v) for v in decimal_units(group.column("price")) if v)])
+                qd = max([qd, *(decimals_needed(v) for v in decimal_units(group.column("qty")) if v)])
         return pd, qd
 
     def _make_spec(self, symbol: str) -> RecordedSpec:
@@ -474,7 +465,7 @@ class RecordedSource:
                 return format_units(u, SCALE)
         else:
             def fmt(u: int) -> str:
-                return format_units(u, _decimals_needed(u))
+                return format_units(u, decimals_needed(u))
         min_qty = inst["min_qty"] if inst is not None and inst.get("min_qty") else spec.step
         filters: list[dict[str, Any]] = [
             {"filterType": "PRICE_FILTER", "minPrice": fmt(spec.tick), "maxPrice": fmt(10_000_000 * 10**SCALE),
