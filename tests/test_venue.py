@@ -478,7 +478,8 @@ def test_fault_malformed():
             continue
         if msg.get("e") != "depthUpdate":
             bad += 1
-    assert counts["malformed"] > 0 and bad == counts["malformed"]
+    # Faults decided after the client's last read are counted by the venue but never seen by the client.
+    assert 0 < bad <= counts["malformed"]
 
 
 def test_fault_disconnect_and_lifetime_spec():
