@@ -785,7 +785,8 @@ def _off_grid(paths: list[Path], tick: int | None, step: int | None) -> tuple[in
     return off_tick, off_step, examples
 
 
-def _instrument(root: Path, exchange: str, date: dt.date, symbol: str) -> tuple[int | None, int | None]:
+def instrument_steps(root: Path, exchange: str, date: dt.date, symbol: str) -> tuple[int | None, int | None]:
+    """(tick size, step size) in 1e-8 units from the day's instruments table; None where unknown."""
     if not _files(root, exchange, "instruments", date, symbol):
         return None, None
     table = read_table(root, exchange, "instruments", date=date, symbols=[symbol], columns=["tick_size", "step_size"])
@@ -838,7 +839,7 @@ def validate_symbol(root: Path, market: Market, date: dt.date, symbol: str, thre
     imported = events.is_import() or inside < 0.5
     t0, t1 = (d0, d1 + 1) if imported else (min(w0, d0), max(w1, d1 + 1))
     buckets = Buckets(t0, t1)
-    tick, step = _instrument(root, exchange, date, symbol)
+    tick, step = instrument_steps(root, exchange, date, symbol)
     checks: dict[str, dict] = {}
     rows = sum(t["rows"] for t in files_check["figures"]["tables"].values())
 

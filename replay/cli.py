@@ -1,6 +1,8 @@
 """`replay` command line.
 
     replay --date 20240501 --speed 50x [--data DIR] [--market spot] [--symbols ...] [--from 09:30] [--to 12:00]
+           [--strategy as|glft|join|fixed|module:Class] [--gamma 0.1] [--config sim.yaml] [--param KEY=VALUE ...]
+    replay calibrate --date 20240501 [--symbols ...] [--write sim.yaml]
     replay serve --date 20240501 --speed 50x [--symbols ...] [--host 127.0.0.1 --port 9443]
     replay serve --synthetic --market spot --symbols BTCUSDT,ETHUSDT [--port 9443] [--speed 10x] [--faults SPEC]
     replay export --date 20240501 --to hftbacktest|tardis-csv [--out DIR]
@@ -58,9 +60,20 @@ def _root(
     start: str | None = typer.Option(None, "--from", help="Start time in Berlin, e.g. 09:30."),
     end: str | None = typer.Option(None, "--to", help="End time in Berlin, e.g. 12:00."),
     exchange_time: bool = typer.Option(False, "--exchange-time", help="Pace by exchange time (E), not arrival."),
+    view: bool = typer.Option(False, "--view", help="Show the live book/trades view instead of the backtest."),
+    config: Annotated[Path | None, typer.Option("--config", help="YAML with a `simulator:` section.")] = None,
+    strategy: str | None = typer.Option(None, "--strategy", help="as | glft | join | fixed | module:Class | file.py:Class"),
+    gamma: float | None = typer.Option(None, "--gamma", help="Risk aversion γ (per price unit × order size)."),
+    fill_model: str | None = typer.Option(None, "--fill-model", help="queue | cross | poisson"),
+    latency: str | None = typer.Option(None, "--latency", help="Entry and response latency: 10ms, feed, feed*2."),
+    order_size: str | None = typer.Option(None, "--order-size", help="Base quantity per quote, e.g. 0.001."),
+    param: Annotated[list[str] | None, typer.Option("--param", help="Any simulator parameter: KEY=VALUE (repeat).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Report directory (default DATA/reports/EXCHANGE/DATE).")] = None,
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar while running."),
     debug: bool = typer.Option(False, "--debug", help="Tracebacks on errors."),
 ) -> None:
-    """Replay a recorded day: `replay --date 20240501 --speed 50x`; or `replay serve --synthetic ...`."""
+    """Backtest the market maker on a recorded day: `replay --date 20240501 --speed 50x`
+    (`--view` for the live book view instead); or `replay serve --synthetic ...`."""
     if ctx.invoked_subcommand is not None:
         return
     if date is None:
@@ -72,6 +85,7 @@ def _root(
     from schemas import DatasetError, parse_date
 
     try:
+        params = None if view else _sim_params(config, strategy, gamma, fill_model, latency, order_size, param)
         mk = get_market(market)
         day = parse_date(date)
         pace = parse_speed(speed)
@@ -87,6 +101,10 @@ def _root(
     pacer = Pacer(pace)
     first = replay.first_event_ns()
     last = end_ns if end_ns is not None else replay.last_ns
+    if params is not None:
+        _run_backtest(replay, params, pacer, exchange_time, last, out or data / "reports" / mk.exchange / day.isoformat(),
+                      progress, debug)
+        return
     try:
         stats = run_view(paced(replay.events(), pacer, exchange_time), pacer, first, last)
     except DatasetError as e:
@@ -97,6 +115,53 @@ def _root(
     lateness = pacer.lateness_ms()
     typer.echo(f"replayed {stats.events:,} events; lateness p50 {lateness['p50']:.2f} ms, "
                f"p99 {lateness['p99']:.2f} ms")
+
+
+def _sim_params(config, strategy, gamma, fill_model, latency, order_size, param):  # type: ignore[no-untyped-def]
+    from replay.sim.params import load_params
+
+    overrides = {"strategy": strategy, "gamma": gamma, "fill_model": fill_model, "order_size": order_size,
+                 "entry_latency": latency, "response_latency": latency}
+    for item in param or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(f"--param {item!r} is not KEY=VALUE")
+        overrides[key.strip()] = value.strip()
+    return load_params(config, overrides)
+
+
+def _run_backtest(replay, params, pacer, exchange_time: bool, last: int, out: Path, progress: bool,  # type: ignore[no-untyped-def]
+                  debug: bool) -> None:
+    from rich.console import Console
+
+    from replay.engine import paced
+    from replay.sim.run import backtest, print_outcome
+    from schemas import DatasetError
+
+    console = _wide_console()
+    try:
+        outcome = backtest(paced(replay.events(), pacer, exchange_time), replay, params, out, last,
+                           Console(stderr=True), progress)
+    except (ValueError, DatasetError) as e:
+        _fail(str(e), debug, e)
+        return
+    print_outcome(outcome, console)
+    lateness = pacer.lateness_ms()
+    console.print(f"replayed {outcome.events:,} events; lateness p50 {lateness['p50']:.2f} ms, "
+                  f"p99 {lateness['p99']:.2f} ms")
+    if not outcome.summaries:
+        _fail("no valid book in the replayed span: nothing was simulated", debug)
+    if outcome.stopped == "interrupted":
+        raise typer.Exit(130)
+    if outcome.stopped:
+        _fail(f"stopped: {outcome.stopped} (partial report written)", debug)
+
+
+def _wide_console():  # type: ignore[no-untyped-def]
+    """Rich's console, 120 columns when writing to a file or pipe (tables stay readable in logs)."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 120)
 
 
 def _berlin_ns(day, text: str, option: str) -> int:
@@ -270,6 +335,75 @@ async def _serve(venue) -> None:  # type: ignore[no-untyped-def]
 
 
 app.command("export")(export_command)
+
+
+@app.command()
+def calibrate(
+    date: str = typer.Option(..., "--date", help="Recorded Berlin date: 20240501 or 2024-05-01."),
+    data: Annotated[Path, typer.Option("--data", help="Dataset root.")] = Path("data"),
+    market: str = typer.Option("spot", "--market", help="spot | usdm | coinm"),
+    symbols: str | None = typer.Option(None, "--symbols", help="Comma-separated (default: all of the day)."),
+    start: str | None = typer.Option(None, "--from", help="Start time in Berlin, e.g. 09:30."),
+    end: str | None = typer.Option(None, "--to", help="End time in Berlin, e.g. 12:00."),
+    halflife: str = typer.Option("5m", "--sigma-halflife", help="EWMA half-life of σ."),
+    window: str = typer.Option("10m", "--window", help="Rolling window of the A, k fits."),
+    write: Annotated[Path | None, typer.Option("--write", help="Write the fits as a `simulator:` config.")] = None,
+    debug: bool = typer.Option(False, "--debug", help="Tracebacks on errors."),
+) -> None:
+    """σ (EWMA of mid changes) and the trade-intensity fit λ(δ) = A·e^(−kδ) of a recorded day."""
+    from rich.table import Table
+
+    from recorder.config import parse_duration
+    from recorder.markets import get_market
+    from recorder.validate import instrument_steps
+    from replay.engine import TRADE, DayReplay
+    from replay.sim.calibrate import calibrate_events
+    from replay.sim.params import params_yaml
+    from schemas import DatasetError, parse_date
+
+    try:
+        mk = get_market(market)
+        day = parse_date(date)
+        start_ns = None if start is None else _berlin_ns(day, start, "--from")
+        end_ns = None if end is None else _berlin_ns(day, end, "--to")
+        wanted = None if symbols is None else [s.strip().upper() for s in symbols.split(",") if s.strip()]
+        halflife_s, window_s = parse_duration(halflife), parse_duration(window)
+        if halflife_s <= 0 or window_s <= 0:
+            raise BadInput("--sigma-halflife and --window must be > 0")
+        replay = DayReplay(data, mk, day, wanted, start_ns, end_ns, channels=(TRADE,))
+        results = []
+        for symbol in replay.symbols:
+            tick, _ = instrument_steps(data, mk.exchange, day, symbol)
+            one = DayReplay(data, mk, day, [symbol], start_ns, end_ns, channels=(TRADE,))
+            results.append(calibrate_events(one.events(), symbol, (tick or 1) / 1e8, halflife_s, window_s))
+    except (ValueError, BadInput, DatasetError) as e:
+        _fail(str(e), debug, e)
+        return
+    table = Table(title=f"calibration {mk.name} {day}: σ price/√s, A trades/s, k per price unit",
+                  caption="σ: std of 1-s mid changes; A, k: fit over the span; medians: rolling fits")
+    for column in ("symbol", "seconds", "trades", "σ", "A", "k", "R²", "fits", "A med", "k med"):
+        table.add_column(column, justify="left" if column == "symbol" else "right")
+
+    def num(value: float | None) -> str:
+        return "–" if value is None else f"{value:.4g}"
+
+    for r in results:
+        fit = r["fit"] or {}
+        rolling = r["rolling"]
+        table.add_row(r["symbol"], f"{r['span_s']:,.0f}", f"{r['trades']:,}", num(r["sigma"]), num(fit.get("A")),
+                      num(fit.get("k")), num(fit.get("r2")), str(rolling["fits"]), num(rolling["A_median"]),
+                      num(rolling["k_median"]))
+    console = _wide_console()
+    console.print(table)
+    if write is not None:
+        chosen = next((r for r in results if r["fit"] and r["sigma"]), None)
+        if chosen is None:
+            _fail("no symbol has enough trades and mid changes for a fit; nothing written", debug)
+        text = params_yaml({"sigma": chosen["sigma"], "A": chosen["fit"]["A"], "k": chosen["fit"]["k"]},
+                           f"replay calibrate --date {day} --market {mk.name}: {chosen['symbol']}, "
+                           f"{chosen['trades']} trades over {chosen['span_s']:.0f} s (R² {chosen['fit']['r2']:.3f})")
+        write.write_text(text)
+        console.print(f"wrote {write}")
 
 
 @app.command()

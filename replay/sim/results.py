@@ -1,0 +1,137 @@
+"""Backtest figures from a finished `Simulator`: PnL and its attribution, fills, inventory, risk, per hour.
+
+Attribution: total PnL = spread capture (each fill's edge against the mid at the fill) + inventory
+mark-to-market (inventory × every mid change) + fees (negative = paid, positive = rebate). Realized
+(average-cost) + unrealized + fees is the same total, computed the other way. Sharpe: mean / std of
+1-minute PnL changes (data time), annualised by √(365·24·60) since crypto trades around the clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from replay.sim.engine import BUY, UNIT, Simulator
+
+BERLIN = ZoneInfo("Europe/Berlin")
+MINUTES_PER_YEAR = 365 * 24 * 60
+
+
+def _pct(values: np.ndarray, q: float) -> float | None:
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+def sharpe(ts: np.ndarray, pnl: np.ndarray) -> dict:
+    """Sharpe of 1-minute PnL changes (the PnL curve sampled on a 1-minute grid of data time)."""
+    if len(ts) < 2:
+        return {"per_minute": None, "annualised": None, "minutes": 0}
+    grid = np.arange(ts[0], ts[-1] + 1, 60 * 1_000_000_000)
+    at = np.searchsorted(ts, grid, side="right") - 1
+    changes = np.diff(pnl[at])
+    if len(changes) < 2 or changes.std() == 0:
+        return {"per_minute": None, "annualised": None, "minutes": len(changes)}
+    per_minute = float(changes.mean() / changes.std(ddof=1))
+    return {"per_minute": per_minute, "annualised": per_minute * math.sqrt(MINUTES_PER_YEAR),
+            "minutes": len(changes)}
+
+
+def summarize(sim: Simulator, stopped: str | None = None) -> dict:
+    s = sim.series
+    ts = np.array(s.ts, dtype=np.int64)
+    pnl = np.array(s.pnl)
+    fills = sim.fills
+    filled = sum(f.qty for f in fills)
+    mid = sim.mid or 0.0
+    unrealized = sim.inventory / UNIT * (mid - sim.avg_cost) if sim.inventory else 0.0
+    total = sim.pnl()
+    feed = np.array(sim.feed_samples, dtype=np.int64) / 1e6
+    hours: dict[int, dict] = {}
+    for i, t in enumerate(s.ts):
+        hour = t // 3_600_000_000_000
+        row = hours.setdefault(hour, {"first": i, "last": i, "fills": 0, "volume": 0})
+        row["last"] = i
+    for f in fills:
+        hour = f.exchange_ts // 3_600_000_000_000
+        if hour in hours:
+            hours[hour]["fills"] += 1
+            hours[hour]["volume"] += f.qty
+    per_hour = []
+    previous_pnl = 0.0
+    for hour in sorted(hours):
+        row = hours[hour]
+        end_pnl = s.pnl[row["last"]]
+        inv = np.abs(np.array(s.inventory[row["first"]:row["last"] + 1]))
+        market = sim.hourly_market_volume.get(hour, 0)
+        per_hour.append({
+            "hour": dt.datetime.fromtimestamp(hour * 3600, BERLIN).strftime("%H:00"),
+            "pnl": end_pnl - previous_pnl,
+            "fills": row["fills"],
+            "volume": row["volume"] / UNIT,
+            "market_volume": market / UNIT,
+            "share": row["volume"] / market if market else 0.0,
+            "mean_abs_inventory": float(inv.mean()) if len(inv) else 0.0,
+        })
+        previous_pnl = end_pnl
+    span = sim.sampled_time
+    return {
+        "symbol": sim.symbol,
+        "strategy": sim.p.strategy,
+        "fill_model": sim.p.fill_model,
+        "stopped": stopped or sim.killed,
+        "start_ns": sim.first_ts,
+        "end_ns": sim.last_ts,
+        "span_s": (sim.last_ts - sim.first_ts) / 1e9 if sim.first_ts is not None else 0.0,
+        "order_size": sim.size / UNIT,
+        "tick": sim.tick / UNIT,
+        "pnl": {
+            "total": total,
+            "realized": sim.realized,
+            "unrealized": unrealized,
+            "fees": -sim.fees,
+            "spread_capture": sim.spread_capture,
+            "inventory": sim.inventory_pnl,
+        },
+        "fills": {
+            "count": len(fills),
+            "buys": sum(1 for f in fills if f.side == BUY),
+            "sells": sum(1 for f in fills if f.side != BUY),
+            "volume": filled / UNIT,
+            "orders": sim.counts["orders"],
+            "fill_ratio": len(fills) / sim.counts["orders"] if sim.counts["orders"] else 0.0,
+            "market_volume": sim.market_volume / UNIT,
+            "market_share": filled / sim.market_volume if sim.market_volume else 0.0,
+        },
+        "orders": dict(sim.counts),
+        "inventory": {
+            "final": sim.inventory / UNIT,
+            "mean_abs_q": sim.abs_q_time / span if span else 0.0,
+            "max_abs": float(np.abs(np.array(s.inventory)).max()) if s.inventory else 0.0,
+            "time_above_soft": sim.time_at_soft / span if span else 0.0,
+            "time_at_hard": sim.time_at_hard / span if span else 0.0,
+        },
+        "risk": {"max_drawdown": sim.max_drawdown, "sharpe": sharpe(ts, pnl)},
+        "model": {
+            "sigma_end": sim.sigma(),
+            "A_end": sim.A,
+            "k_end": sim.k,
+            "fits": len(sim.fits),
+            "fits_first": sim.fits[:3],
+            "fits_last": sim.fits[-3:],
+        },
+        "latency_ms": {
+            "feed_p50": _pct(feed, 50),
+            "feed_p99": _pct(feed, 99),
+            "entry": sim.entry_const * 1000 + sim.entry_factor * sim.feed_latency_ns / 1e6,
+            "response": sim.resp_const * 1000 + sim.resp_factor * sim.feed_latency_ns / 1e6,
+        },
+        "per_hour": per_hour,
+    }
+
+
+def series_of(sim: Simulator) -> dict:
+    s = sim.series
+    return {"ts": s.ts, "mid": s.mid, "bid": s.bid, "ask": s.ask, "inventory": s.inventory, "pnl": s.pnl,
+            "spread_capture": s.spread_capture, "inventory_pnl": s.inventory_pnl, "fees": s.fees}

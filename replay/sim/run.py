@@ -1,0 +1,178 @@
+"""Run a backtest over a replayed day: simulators per symbol, progress, JSON + HTML + decision log.
+
+The I/O shell around `Simulator`: builds one per symbol on its first valid book (tick and lot from the
+day's instruments table, else from the book's own prices), feeds it the paced replay, and writes
+`backtest-<symbol>-<strategy>.json` / `.html` and `decisions-<symbol>-<strategy>.jsonl` even when the run
+stops early (a strategy error, Ctrl-C, the kill switch).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from recorder.validate import instrument_steps
+from recorder.window import TradingWindow
+from replay.engine import DEPTH, SNAPSHOT, DayReplay, ReplayEvent
+from replay.sim.engine import Simulator, StrategyError
+from replay.sim.params import SimParams
+from replay.sim.report import print_summary, render_html
+from replay.sim.results import series_of, summarize
+from replay.sim.strategies import load_strategy
+
+# maker, taker: Binance's base (VIP 0) rates
+DEFAULT_FEES = {"spot": (0.001, 0.001), "usdm": (0.0002, 0.0005), "coinm": (0.0002, 0.0005)}
+LOG_FLUSH = 10_000
+PROGRESS_EVERY = 4096
+
+
+@dataclass
+class BacktestOutcome:
+    summaries: list[dict]
+    files: list[Path]
+    stopped: str | None = None
+    events: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class DecisionLog:
+    """JSON lines, one per action (place, cancel, fill, reject, kill, pause, stop, resume) with its reasons."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = path.open("wb")
+        self.buffer: list[bytes] = []
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, entry: dict) -> None:
+        self.counts[entry["action"]] = self.counts.get(entry["action"], 0) + 1
+        self.buffer.append(orjson.dumps(entry))
+        if len(self.buffer) >= LOG_FLUSH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.file.write(b"\n".join(self.buffer) + b"\n")
+            self.buffer.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self.file.close()
+
+
+def horizon_ns(params: SimParams, replay: DayReplay, last_ns: int, window: TradingWindow) -> int:
+    """A–S terminal time T: the window end, unless the data lies outside the window or `horizon: span`."""
+    start, end = window.bounds_for(replay.date)
+    first = replay.first_event_ns()
+    if params.horizon == "span" or first < start or last_ns > end:
+        return last_ns
+    return end
+
+
+def _gcd_steps(levels) -> int:
+    step = 0
+    for value in levels:
+        step = math.gcd(step, value)
+    return step or 1
+
+
+def _make_simulator(symbol: str, event: ReplayEvent, params: SimParams, replay: DayReplay, horizon: int,
+                    out_dir: Path, logs: dict[str, DecisionLog]) -> Simulator:
+    tick, lot = instrument_steps(replay.root, replay.market.exchange, replay.date, symbol)
+    book = event.book
+    if params.tick_size is not None:
+        from recorder.numbers import parse_units
+
+        tick = parse_units(params.tick_size)
+    if tick is None:
+        tick = _gcd_steps(p for p, _ in list(book.bids.items())[-50:] + list(book.asks.items())[:50])
+    if lot is None:
+        lot = _gcd_steps(q for _, q in list(book.bids.items())[-50:] + list(book.asks.items())[:50])
+    maker, taker = DEFAULT_FEES[replay.market.name]
+    maker = params.maker_fee if params.maker_fee is not None else maker
+    taker = params.taker_fee if params.taker_fee is not None else taker
+    name = _file_stem(params)
+    log = logs[symbol] = DecisionLog(out_dir / f"decisions-{symbol}-{name}.jsonl")
+    return Simulator(symbol, params, load_strategy(params), tick, lot, horizon, maker, taker, log)
+
+
+def _file_stem(params: SimParams) -> str:
+    return params.strategy.rsplit(":", 1)[-1].replace("/", "_").replace(".py", "")
+
+
+def backtest(events: Iterator[ReplayEvent], replay: DayReplay, params: SimParams, out_dir: Path,
+             last_ns: int, console: Console | None = None, progress: bool = True,
+             window: TradingWindow | None = None) -> BacktestOutcome:
+    """Simulate every symbol of the replay; always writes the reports of what was simulated."""
+    console = console or Console(stderr=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    window = window or TradingWindow(dt.time(8), dt.time(22))
+    load_strategy(params)  # a strategy that cannot be built is bad input before any work
+    horizon = horizon_ns(params, replay, last_ns, window)
+    sims: dict[str, Simulator] = {}
+    logs: dict[str, DecisionLog] = {}
+    stopped = None
+    count = 0
+    first = replay.first_event_ns()
+    bar = Progress(TextColumn("[bold]backtest[/] {task.description}"), BarColumn(),
+                   TextColumn("{task.percentage:>3.0f}% of data time"), TimeElapsedColumn(),
+                   console=console, disable=not progress, transient=True)
+    task = bar.add_task("", total=max(1, last_ns - first))
+    try:
+        with bar:
+            for event in events:
+                count += 1
+                if count % PROGRESS_EVERY == 0:
+                    bar.update(task, completed=event.recv_ts - first,
+                               description=f"{count:,} events · {_fills_text(sims)}")
+                symbol = event.symbol
+                sim = sims.get(symbol)
+                if sim is None:
+                    if symbol is None or event.book is None or (event.kind is not DEPTH and event.kind is not SNAPSHOT):
+                        continue
+                    if not event.book.bids or not event.book.asks:
+                        continue
+                    sim = sims[symbol] = _make_simulator(symbol, event, params, replay, horizon, out_dir, logs)
+                    sim.valid = True
+                sim.on_event(event)
+    except StrategyError as exc:
+        stopped = str(exc)
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+    files, summaries = [], []
+    for symbol, sim in sims.items():
+        sim.finish()
+        logs[symbol].close()
+        summary = summarize(sim, stopped)
+        summary["decisions"] = logs[symbol].counts
+        summary["params"] = asdict(params)
+        summary["date"] = replay.date.isoformat()
+        summary["market"] = replay.market.name
+        result = {"summary": summary, "series": series_of(sim)}
+        stem = out_dir / f"backtest-{symbol}-{_file_stem(params)}"
+        json_path = stem.with_suffix(".json")
+        json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY))
+        html_path = stem.with_suffix(".html")
+        title = f"Backtest {symbol} {replay.market.name} {replay.date} · {params.strategy}"
+        html_path.write_text(render_html([result], title))
+        files += [json_path, html_path, logs[symbol].path]
+        summaries.append(summary)
+    return BacktestOutcome(summaries, files, stopped, count)
+
+
+def _fills_text(sims: dict[str, Simulator]) -> str:
+    return " ".join(f"{s}: {len(sim.fills)} fills, PnL {sim.pnl():.2f}" for s, sim in sims.items())
+
+
+def print_outcome(outcome: BacktestOutcome, console: Console) -> None:
+    for summary in outcome.summaries:
+        print_summary(summary, console)
+    for path in outcome.files:
+        console.print(f"wrote {path}")
