@@ -2,9 +2,11 @@
 
 `Simulator.on_event(event)` is fed the replay engine's events in arrival order (sans-I/O: no files or
 clocks inside). Two clocks: the local one (arrival time, when the strategy sees data and decides) and the
-exchange one (`E`, when the matching engine acts). An order sent at local time t is live at the exchange
-from t + entry latency; a cancel takes effect at t + entry latency, and the order can still fill until then;
-a fill at exchange time x is known to the strategy at x + response latency. Prices and quantities are
+exchange one (`E`, when the matching engine acts). Local time t maps to the exchange clock as t minus the
+smallest recv − E seen (clock skew plus the fastest delivery, taken as zero latency). An order sent at t is
+live at the exchange from that moment + entry latency; a cancel takes effect after the entry latency too, and
+the order can still fill until then; a fill at exchange time x is known to the strategy at x + response
+latency. Prices and quantities are
 integers in 1e-8 units as in the book; cash is an exact integer in 1e-16 units of the quote currency.
 
 Fill models (for maker orders; the quoter only posts, post-only orders that would cross are rejected):
@@ -109,7 +111,8 @@ class Simulator:
         self.quoted: dict[int, SimOrder | None] = {BUY: None, SELL: None}  # the current intent per side
         self.next_oid = 1
         self.exchange_now = 0
-        self.feed_latency_ns = 0.0  # EWMA of recv − E
+        self.clock_offset: int | None = None  # min(recv − E) so far: clock skew + the fastest delivery
+        self.feed_latency_ns = 0.0  # EWMA of recv − E − clock_offset: the feed latency beyond the fastest
         self.feed_samples: list[int] = []
         # accounting (exact)
         self.inventory = 0  # 1e-8 base units, true
@@ -164,8 +167,10 @@ class Simulator:
             if ex is not None:
                 lat = now - ex
                 self.feed_samples.append(lat)
-                self.feed_latency_ns += 0.01 * (lat - self.feed_latency_ns) if self.feed_samples[1:] else lat
-            self._clock(ex if ex is not None else now - int(self.feed_latency_ns))
+                if self.clock_offset is None or lat < self.clock_offset:
+                    self.clock_offset = lat
+                self.feed_latency_ns += 0.01 * (lat - self.clock_offset - self.feed_latency_ns)
+            self._clock(ex if ex is not None else self._exchange_time(now) - int(self.feed_latency_ns))
             self.book = book
             bid, ask = book.bids.peekitem(-1)[0], book.asks.peekitem(0)[0]
             self.best = (bid, ask)
@@ -178,7 +183,9 @@ class Simulator:
             if self.orders:
                 self._on_book(book)
         elif kind is TRADE:
-            ex = event.exchange_ts if event.exchange_ts is not None else now - int(self.feed_latency_ns)
+            ex = event.exchange_ts
+            if ex is None:
+                ex = self._exchange_time(now) - int(self.feed_latency_ns)
             self._clock(ex)
             data = event.data
             self.market_volume += data["qty"]
@@ -211,9 +218,11 @@ class Simulator:
         if now >= self.next_fit:  # until a first fit succeeds, retry every second
             fitted = self._refit(now)
             self.next_fit = now + int((self.p.refit_interval if fitted or self.fits else 1.0) * 1e9)
-        if now >= self.next_decision:
+        if now >= self.next_decision:  # on a fixed grid of data time, like a timer-driven quoter
             self._decide(now)
-            self.next_decision = now + int(self.p.requote_interval * 1e9)
+            interval = int(self.p.requote_interval * 1e9)
+            self.next_decision = now + interval if not self.next_decision else \
+                now - (now - self.next_decision) % interval + interval
 
     def _clock(self, exchange_ts: int) -> None:
         """Advance exchange time: orders arriving become live (or are rejected), cancels take effect."""
@@ -370,6 +379,11 @@ class Simulator:
                       "reasons": [reason]})
 
     # -- quoting ---------------------------------------------------------------------------------
+    def _exchange_time(self, local: int) -> int:
+        """A local moment on the exchange clock. Local and exchange clocks differ by skew, so the fastest
+        delivery seen (min recv − E) is taken as zero latency, as hftbacktest's converter does."""
+        return local - (self.clock_offset or 0)
+
     def _latency_ns(self, const: float, factor: float) -> int:
         return int(const * 1e9 + factor * self.feed_latency_ns)
 
@@ -495,7 +509,7 @@ class Simulator:
                 return
             self._cancel_side(side, now, [*reasons, f"requote to {price / UNIT:.10g}"])
         entry = self._latency_ns(self.entry_const, self.entry_factor)
-        sent_exchange = now - int(self.feed_latency_ns)  # local now, on the exchange clock
+        sent_exchange = self._exchange_time(now)
         order = SimOrder(self.next_oid, side, price, size, now, sent_exchange + entry)
         self.next_oid += 1
         self.orders.append(order)
@@ -509,7 +523,7 @@ class Simulator:
         if current is None:
             return
         self.quoted[side] = None
-        current.cancel_at = now - int(self.feed_latency_ns) + self._latency_ns(self.entry_const, self.entry_factor)
+        current.cancel_at = self._exchange_time(now) + self._latency_ns(self.entry_const, self.entry_factor)
         self.counts["cancels"] += 1
         self.log({"ts": now, "action": "cancel", "side": SIDE_NAME[side], "price": current.price, "reasons": reasons})
 

@@ -47,7 +47,7 @@ def summarize(sim: Simulator, stopped: str | None = None) -> dict:
     mid = sim.mid or 0.0
     unrealized = sim.inventory / UNIT * (mid - sim.avg_cost) if sim.inventory else 0.0
     total = sim.pnl()
-    feed = np.array(sim.feed_samples, dtype=np.int64) / 1e6
+    feed = (np.array(sim.feed_samples, dtype=np.int64) - (sim.clock_offset or 0)) / 1e6
     hours: dict[int, dict] = {}
     for i, t in enumerate(s.ts):
         hour = t // 3_600_000_000_000
@@ -122,7 +122,8 @@ def summarize(sim: Simulator, stopped: str | None = None) -> dict:
             "fits_last": sim.fits[-3:],
         },
         "latency_ms": {
-            "feed_p50": _pct(feed, 50),
+            "clock_offset": (sim.clock_offset or 0) / 1e6,  # min(recv − E): skew + fastest delivery
+            "feed_p50": _pct(feed, 50),  # recv − E − clock_offset
             "feed_p99": _pct(feed, 99),
             "entry": sim.entry_const * 1000 + sim.entry_factor * sim.feed_latency_ns / 1e6,
             "response": sim.resp_const * 1000 + sim.resp_factor * sim.feed_latency_ns / 1e6,

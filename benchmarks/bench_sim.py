@@ -1,0 +1,108 @@
+"""Simulator throughput and fills against hftbacktest 2.4.x on the same real capture, same settings.
+
+Usage: python benchmarks/bench_sim.py [--realdata DIR] [--peer-python /tmp/hbt-venv/bin/python]
+Data: ../shared/realdata/hftbacktest/usdm_btcusdt_20240808.gz imported into the dataset (not timed).
+Settings on both engines: 10 ms entry and response latency, power-probability queue model n = 3, no
+partial fills, maker −0.5 bp / taker 7 bp, tick 0.1, lot 0.001, 0.001 BTC a side, requote every 100 ms of
+data time; (a) join the touch, (b) a fixed 5 USD half-spread around the mid. Timed warm: reading our own
+files (Parquet) + rebuilding books + simulating. The peer runs benchmarks/hbt_peer.py in a Python that has
+hftbacktest (the `bench` extra, or a separate venv) and times reading its npz + simulating the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from recorder.importer import import_captures
+from recorder.markets import get_market
+from replay.engine import DayReplay, Pacer, paced
+from replay.sim.params import load_params
+from replay.sim.run import backtest
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_REALDATA = HERE.parents[1] / "shared" / "realdata"
+CAPTURE = "hftbacktest/usdm_btcusdt_20240808.gz"
+STRATEGIES = {"join": {"strategy": "join"}, "fixed5": {"strategy": "fixed", "half_spread": "5"}}
+COMMON = {"order_size": "0.001", "tick_size": "0.1", "maker_fee": "-0.00005", "taker_fee": "0.0007",
+          "fill_model": "queue", "queue_power": "3", "partial_fills": "false", "entry_latency": "10ms",
+          "response_latency": "10ms", "requote_interval": "100ms", "soft_limit": "1e9", "hard_limit": "1e9",
+          "reject_lockout": "0"}  # the peer strategy has no inventory limits and no lockouts
+
+
+def ours(root: Path, date: str, name: str, reports: Path) -> dict:
+    market = get_market("usdm")
+    params = load_params(None, {**COMMON, **STRATEGIES[name]})
+    started = time.perf_counter()
+    replay = DayReplay(root, market, date)
+    outcome = backtest(paced(replay.events(), Pacer(None)), replay, params, reports, replay.last_ns, progress=False)
+    seconds = time.perf_counter() - started
+    summary = outcome.summaries[0]
+    return {"seconds": seconds, "fills": summary["fills"]["count"], "position": summary["inventory"]["final"],
+            "pnl": summary["pnl"]["total"], "fees": summary["pnl"]["fees"], "orders": summary["orders"]["orders"],
+            "rejects": summary["orders"]["rejects"]}
+
+
+def dataset_rows(root: Path) -> int:
+    """Rows our engine reads: depth levels, snapshot levels and trades (the other channels are not read)."""
+    total = 0
+    for table in ("depth", "snapshots", "trades"):
+        total += sum(pq.read_metadata(p).num_rows for p in root.glob(f"binance-usdm/{table}/**/*.parquet"))
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--realdata", type=Path, default=DEFAULT_REALDATA)
+    parser.add_argument("--peer-python", default="/tmp/hbt-venv/bin/python",
+                        help="a Python with hftbacktest 2.4.x (skip the peer if it has none)")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    capture = args.realdata / CAPTURE
+    if not capture.exists():
+        raise SystemExit(f"bench_sim: {capture} not found (the real captures live in ../shared/realdata)")
+    peer = None
+    if Path(args.peer_python).exists():
+        done = subprocess.run([args.peer_python, str(HERE / "hbt_peer.py"), "--capture", str(capture)],
+                              capture_output=True, text=True, check=False)
+        peer = json.loads(done.stdout) if done.returncode == 0 else None
+        if peer is None:
+            print(f"peer: hftbacktest run failed: {done.stderr.strip().splitlines()[-1:]}")
+    else:
+        print(f"peer: {args.peer_python} not found; run `python3 -m venv /tmp/hbt-venv && "
+              f"/tmp/hbt-venv/bin/pip install 'hftbacktest==2.4.*'` for the comparison")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "data"
+        date = min(import_captures([capture], get_market("usdm"), root).dates).isoformat()
+        rows = dataset_rows(root)
+        print(f"data: {CAPTURE} -> {rows:,} dataset rows (depth levels, snapshot levels, trades)")
+        for name in STRATEGIES:
+            ours(root, date, name, Path(tmp) / "warm")  # warm: page cache, imports
+            runs = [ours(root, date, name, Path(tmp) / f"r{i}") for i in range(args.runs)]
+            best = min(runs, key=lambda r: r["seconds"])
+            line = (f"{name:7s} ours: {rows / best['seconds']:>10,.0f} rows/s ({best['seconds']:.2f} s), "
+                    f"fills {best['fills']}, position {best['position']:+.3f}, PnL {best['pnl']:+.4f} "
+                    f"(fees {best['fees']:+.4f}), orders {best['orders']}, rejects {best['rejects']}")
+            print(line)
+            if peer is not None:
+                p = peer["strategies"][name]
+                fills_diff = (best["fills"] - p["fills"]) / p["fills"] if p["fills"] else float("nan")
+                print(f"{'':7s} hftbacktest {peer['version']}: {p['rows_per_s']:>10,.0f} rows/s "
+                      f"({p['seconds']:.3f} s, {peer['rows']:,} rows), fills {p['fills']}, position "
+                      f"{p['position']:+.3f}, PnL {p['pnl']:+.4f} (fees {p['fees']:+.4f}), orders "
+                      f"{p['orders_submitted']}, rejects {p['gtx_rejects']}")
+                print(f"{'':7s} ratio rows/s ours/peer {rows / best['seconds'] / p['rows_per_s']:.3f} "
+                      f"(target >= 1.0); fills {fills_diff:+.1%} (target within "
+                      f"{'5' if name == 'join' else '2'}%)")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
