@@ -1,4 +1,4 @@
-"""`make demo`: synthetic venue -> `recorder run` -> dataset -> validation report -> replay at max speed.
+"""`make demo`: synthetic venue -> `recorder run` -> dataset -> validation report -> calibration -> backtest.
 
 Runs everything on this machine (127.0.0.1), nothing reaches Binance. The venue runs in real time (1x) so
 the exchange timestamps it sends stay comparable with the receive times the validator judges.
@@ -11,6 +11,8 @@ import asyncio
 import json
 import logging
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,12 +26,13 @@ from recorder.numbers import format_units
 from recorder.rebuild import rebuild
 from recorder.runtime import Recorder
 from recorder.validate import print_report
-from replay.engine import DayReplay, Pacer, paced
 from replay.venue.server import VenueServer
-from replay.view import run_view
 from schemas import TABLES
 
 console = Console()
+# 0.01 BTC/ETH a side; maker fee 0 as on Binance's spot market-maker programme (the VIP 0 rate of 0.1%
+# would make the fee-aware spread 0.2% of the price wide, and the quoter would never be filled)
+BACKTEST_FLAGS = ["--order-size", "0.01", "--param", "maker_fee=0"]
 
 
 def dataset_summary(root: Path, exchange: str) -> Table:
@@ -85,12 +88,14 @@ def main() -> None:
     report_path = next((args.out / "reports" / market.exchange / date).glob("validation-*.json"))
     print_report(json.loads(report_path.read_text()), console)
     console.print(f"HTML report: {report_path.with_suffix('.html')}")
-    console.rule(f"replay --date {date} --data {args.out} --speed max")
-    pacer = Pacer(None)
-    replay = DayReplay(args.out, market, date)
-    stats = run_view(paced(replay.events(), pacer), pacer, replay.first_ns, replay.last_ns, console)
-    console.print(f"replayed {stats.events:,} events of {(replay.last_ns - replay.first_ns) / 1e9:.0f} s "
-                  f"in {time.perf_counter() - stats.wall_start:.2f} s")
+    simulator = args.out / "simulator.yaml"
+    first = symbols[0]
+    for command in (["calibrate", "--date", date, "--data", str(args.out), "--symbols", first, "--write", str(simulator)],
+                    ["--date", date, "--data", str(args.out), "--symbols", first, "--speed", "max", "--config",
+                     str(simulator), *BACKTEST_FLAGS]):
+        console.rule("replay " + " ".join(command))
+        result = subprocess.run([sys.executable, "-m", "replay.cli", *command], check=False)
+        code = code or result.returncode
     raise SystemExit(code)
 
 

@@ -98,6 +98,19 @@ def test_config_file_and_flags(tmp_path):
     assert params.gamma == 0.2 and params.requote_interval == 0.25 and params.k == "auto"
 
 
+def test_example_config_lists_the_defaults():
+    assert load_params(ROOT / "config" / "simulator.example.yaml") == SimParams().check()
+
+
+def test_example_user_strategy_skews_with_inventory():
+    params = load_params(None, {"strategy": "replay.sim.example_strategy:InventorySkewedTouch",
+                                "strategy_options": '{"skew_ticks": 2}'})
+    strategy = load_strategy(params)
+    flat, long = strategy.quote(state(q=0)), strategy.quote(state(q=3))
+    assert (flat.bid, flat.ask) == (99.95, 100.05)
+    assert long.bid == pytest.approx(99.95 - 2 * 0.1 * 3) and long.ask == 100.05
+
+
 def test_user_strategy_from_a_file(tmp_path):
     path = tmp_path / "mine.py"
     path.write_text("from replay.sim.strategies import Quote\n"

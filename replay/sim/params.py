@@ -189,6 +189,11 @@ def _coerce(name: str, value: Any) -> Any:
             return False
         raise SimConfigError(f"{name} must be true or false, got {value!r}")
     if name == "strategy_options":
+        if isinstance(value, str):  # from --param strategy_options='{"skew_ticks": 2}'
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise SimConfigError(f"strategy_options must be a mapping such as {{\"x\": 1}}, got {value!r}") from None
         return value
     if name in ("tolerance_ticks", "seed"):
         try:

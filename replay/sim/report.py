@@ -36,7 +36,9 @@ def _plot(ts: list[int], lines: list[tuple[list[float], str]], label: str, heigh
 
 
 def _money(value: float | None) -> str:
-    return "–" if value is None else f"{value:,.6g}" if abs(value) < 1 else f"{value:,.2f}"
+    if value is None:
+        return "–"
+    return "0" if value == 0 else f"{value:,.6g}" if abs(value) < 1 else f"{value:,.2f}"
 
 
 def _rows(pairs: list[tuple[str, str]]) -> str:
