@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Render a validation HTML report in headless Chromium and save a PNG (offline: no network needed).
+# Render an HTML report (validation or backtest) in headless Chromium and save a PNG (offline: no network needed).
 # Usage: scripts/screenshot_report.sh report.html [out.png] [WIDTHxHEIGHT]
 # Debian: apt-get update && apt-get install -y chromium
 set -euo pipefail

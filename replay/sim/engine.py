@@ -2,8 +2,9 @@
 
 `Simulator.on_event(event)` is fed the replay engine's events in arrival order (sans-I/O: no files or
 clocks inside). Two clocks: the local one (arrival time, when the strategy sees data and decides) and the
-exchange one (`E`, when the matching engine acts). Local time t maps to the exchange clock as t minus the
-smallest recv − E seen (clock skew plus the fastest delivery, taken as zero latency). An order sent at t is
+exchange one (when the matching engine acts: the transaction time `T` where the market gives it, as on
+futures, else the event time `E`). Local time t maps to the exchange clock as t minus the
+smallest recv − exchange time seen (clock skew plus the fastest delivery, taken as zero latency). An order sent at t is
 live at the exchange from that moment + entry latency; a cancel takes effect after the entry latency too, and
 the order can still fill until then; a fill at exchange time x is known to the strategy at x + response
 latency. Prices and quantities are
@@ -111,8 +112,8 @@ class Simulator:
         self.quoted: dict[int, SimOrder | None] = {BUY: None, SELL: None}  # the current intent per side
         self.next_oid = 1
         self.exchange_now = 0
-        self.clock_offset: int | None = None  # min(recv − E) so far: clock skew + the fastest delivery
-        self.feed_latency_ns = 0.0  # EWMA of recv − E − clock_offset: the feed latency beyond the fastest
+        self.clock_offset: int | None = None  # min(recv − exchange time) so far: clock skew + the fastest delivery
+        self.feed_latency_ns = 0.0  # EWMA of recv − exchange time − clock_offset: the feed latency beyond the fastest
         self.feed_samples: list[int] = []
         # accounting (exact)
         self.inventory = 0  # 1e-8 base units, true
@@ -163,7 +164,8 @@ class Simulator:
             book = event.book
             if book is None or not book.bids or not book.asks:
                 return
-            ex = event.exchange_ts
+            transact = getattr(event.data, "transact_ts", None)  # ms, futures depth only
+            ex = transact * 1_000_000 if transact else event.exchange_ts
             if ex is not None:
                 lat = now - ex
                 self.feed_samples.append(lat)
@@ -183,7 +185,7 @@ class Simulator:
             if self.orders:
                 self._on_book(book)
         elif kind is TRADE:
-            ex = event.exchange_ts
+            ex = event.data.get("trade_ts") or event.exchange_ts
             if ex is None:
                 ex = self._exchange_time(now) - int(self.feed_latency_ns)
             self._clock(ex)
@@ -381,7 +383,7 @@ class Simulator:
     # -- quoting ---------------------------------------------------------------------------------
     def _exchange_time(self, local: int) -> int:
         """A local moment on the exchange clock. Local and exchange clocks differ by skew, so the fastest
-        delivery seen (min recv − E) is taken as zero latency, as hftbacktest's converter does."""
+        delivery seen (min recv − exchange time) is taken as zero latency, as hftbacktest's converter does."""
         return local - (self.clock_offset or 0)
 
     def _latency_ns(self, const: float, factor: float) -> int:

@@ -122,8 +122,8 @@ def summarize(sim: Simulator, stopped: str | None = None) -> dict:
             "fits_last": sim.fits[-3:],
         },
         "latency_ms": {
-            "clock_offset": (sim.clock_offset or 0) / 1e6,  # min(recv − E): skew + fastest delivery
-            "feed_p50": _pct(feed, 50),  # recv − E − clock_offset
+            "clock_offset": (sim.clock_offset or 0) / 1e6,  # min(recv − exchange time): skew + fastest delivery
+            "feed_p50": _pct(feed, 50),  # recv − exchange time − clock_offset
             "feed_p99": _pct(feed, 99),
             "entry": sim.entry_const * 1000 + sim.entry_factor * sim.feed_latency_ns / 1e6,
             "response": sim.resp_const * 1000 + sim.resp_factor * sim.feed_latency_ns / 1e6,
