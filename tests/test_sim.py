@@ -260,6 +260,31 @@ def test_poisson_model_follows_the_intensity():
     assert not cold.fills
 
 
+def test_poisson_draws_cover_only_the_time_an_order_was_live():
+    # one order, live for 20 ms after a long idle span: P(fill) = A·dt = 0.02, not A·(idle span)
+    fills = 0
+    for seed in range(200):
+        sim, m = make(Fixed(99.9, None), fill_model="poisson", A=1.0, k=1e-9, seed=seed)
+        m.depth(BIDS, ASKS, after_ms=3_600_000)
+        m.depth(BIDS, ASKS, after_ms=15)  # live
+        m.depth(BIDS, ASKS, after_ms=20)
+        fills += len(sim.fills)
+    assert fills <= 15  # expected 200 × 0.02 = 4
+
+
+def test_regime_pause_cancels_quotes_while_volatility_spikes():
+    sim, m = make(Fixed(99.0, 101.0), requote_interval=1.0, pause_vol_ratio=2.0, sigma_halflife=600.0,
+                  fast_sigma_halflife=2.0)
+    for i in range(120):  # calm: the mid alternates by 0.1
+        mid = 100.0 + 0.1 * (i % 2)
+        m.depth([(mid - 0.05, 1.0)], [(mid + 0.05, 1.0)], after_ms=1000)
+    assert not sim.paused and sim.quoted[BUY] is not None
+    for i in range(10):  # wild: swings of 5
+        mid = 100.0 + 5 * (i % 2)
+        m.depth([(mid - 0.05, 1.0)], [(mid + 0.05, 1.0)], after_ms=1000)
+    assert sim.paused and sim.counts["pauses"] == 1 and sim.quoted == {BUY: None, SELL: None}
+
+
 def test_post_only_order_crossing_on_arrival_is_rejected_with_a_lockout():
     sim, m = make(Fixed(100.0, None), reject_lockout=5.0, requote_interval=0.1)
     m.depth(BIDS, ASKS)  # bid 100.0 sent, arrives 10 ms later
@@ -311,6 +336,29 @@ def test_kill_switch_on_loss():
     m.trade(99.0, 1.0, True)  # bought 0.001 at 100
     m.depth([(80.0, 1.0)], [(80.1, 1.0)], after_ms=200)  # mark: −0.02
     assert sim.killed and "max_loss" in sim.killed and not sim.quoted[BUY]
+
+
+def test_kill_switch_can_flatten_as_a_taker():
+    sim, m = make(Fixed(100.0, None), max_drawdown=0.005, flatten_on_kill=True, requote_interval=0.1)
+    m.depth(BIDS, ASKS)
+    m.depth(BIDS, ASKS, after_ms=20)
+    m.trade(99.0, 1.0, True)  # bought 0.001 at 100
+    m.depth([(90.0, 1.0)], [(90.1, 1.0)], after_ms=200)
+    assert sim.killed and "max_drawdown" in sim.killed and sim.inventory == 0
+    taker = sim.fills[-1]
+    assert taker.liquidity == "taker" and taker.price == 90 * UNIT and taker.fee == pytest.approx(90 * 0.001 * 0.0007)
+
+
+def test_fill_lockout_keeps_the_side_unquoted():
+    sim, m = make(Fixed(100.0, None), fill_lockout=5.0, requote_interval=0.1)
+    m.depth(BIDS, ASKS)
+    m.depth(BIDS, ASKS, after_ms=20)
+    m.trade(99.0, 1.0, True)
+    for _ in range(20):
+        m.depth(BIDS, ASKS, after_ms=200)  # 4 s: still locked
+    assert len(sim.fills) == 1 and sim.quoted[BUY] is None
+    m.depth(BIDS, ASKS, after_ms=1500)
+    assert sim.quoted[BUY] is not None
 
 
 def test_pnl_attribution_sums_to_the_total():

@@ -55,6 +55,7 @@ class SimOrder:
     queue_ahead: float = 0.0  # displayed quantity ahead of us at our price (1e-8 units)
     level_qty: int = 0  # displayed quantity at our price when last seen
     traded_at_level: float = 0.0  # trade quantity at our price since the last depth change
+    checked_at: int = 0  # exchange ns of the last poisson draw
 
 
 @dataclass(slots=True)
@@ -137,7 +138,6 @@ class Simulator:
         self.next_decision = 0
         self.next_sample = 0
         self.next_fit = 0
-        self.last_poisson = None
         self.peak_pnl = 0.0
         self.max_drawdown = 0.0
         self.counts = {"orders": 0, "cancels": 0, "rejects": 0, "kept": 0, "decisions": 0, "unsynced_spans": 0,
@@ -257,7 +257,7 @@ class Simulator:
         levels = self.book.bids if order.side == BUY else self.book.asks
         order.level_qty = levels.get(order.price, 0)
         order.queue_ahead = float(order.level_qty)
-        self.last_poisson = self.exchange_now if self.last_poisson is None else self.last_poisson
+        order.checked_at = self.exchange_now
 
     # -- fill models -----------------------------------------------------------------------------
     def _on_book(self, book) -> None:
@@ -314,18 +314,17 @@ class Simulator:
                         self._fill(order, filled, "queue ahead traded away at our price")
 
     def _poisson(self, now: int) -> None:
-        if self.last_poisson is None:
-            self.last_poisson = now
-            return
-        dt = (now - self.last_poisson) / 1e9
-        self.last_poisson = now
-        if dt <= 0:
-            return
+        """Each live order: filled with probability A·e^(−kδ)·dt over the exchange time since its last check."""
         for order in list(self.orders):
-            if order.active:
-                delta = abs(order.price / UNIT - self.mid)
-                if self.rng.random() < min(1.0, self.A * math.exp(-self.k * delta) * dt):
-                    self._fill(order, order.qty, f"poisson fill at depth {delta:.6g}")
+            if not order.active:
+                continue
+            dt = (now - order.checked_at) / 1e9
+            order.checked_at = now
+            if dt <= 0:
+                continue
+            delta = abs(order.price / UNIT - self.mid)
+            if self.rng.random() < min(1.0, self.A * math.exp(-self.k * delta) * dt):
+                self._fill(order, order.qty, f"poisson fill at depth {delta:.6g}")
 
     # -- fills and accounting --------------------------------------------------------------------
     def _fill(self, order: SimOrder, qty: int, reason: str, liquidity: str = "maker", price: int | None = None) -> None:
