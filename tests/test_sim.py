@@ -170,7 +170,9 @@ def make(strategy, **kw) -> tuple[Simulator, Market]:
     sim = Simulator("BTCUSDT", params, strategy, TICK, LOT, T0 + 3600 * 10**9, maker_fee=-0.00005,
                     taker_fee=0.0007)
     sim.valid = True
-    return sim, Market(sim)
+    market = Market(sim)
+    market.depth(BIDS, ASKS)  # the quoter's first decision comes with the next event, on this book
+    return sim, market
 
 
 BIDS = [(100.0, 0.005), (99.9, 1.0)]
@@ -211,7 +213,10 @@ def test_partial_fills():
     m.trade(100.0, 0.006, True)  # 0.005 ahead, then 0.001 of ours
     assert [f.qty for f in sim.fills] == [LOT] and sim.quoted[BUY].qty == 2 * LOT
     m.trade(100.0, 0.004, True)
-    assert [f.qty for f in sim.fills] == [LOT, 2 * LOT] and sim.quoted[BUY] is None
+    assert [f.qty for f in sim.fills] == [LOT, 2 * LOT] and not sim.orders
+    assert sim.quoted[BUY] is not None  # the strategy learns the order is gone after the response latency
+    m.depth(BIDS, ASKS, after_ms=15)
+    assert sim.quoted[BUY] is None
 
 
 def test_entry_latency_delays_a_fill():
@@ -335,6 +340,7 @@ def test_kill_switch_on_loss():
     m.depth(BIDS, ASKS, after_ms=20)
     m.trade(99.0, 1.0, True)  # bought 0.001 at 100
     m.depth([(80.0, 1.0)], [(80.1, 1.0)], after_ms=200)  # mark: −0.02
+    m.depth([(80.0, 1.0)], [(80.1, 1.0)], after_ms=200)  # the next decision sees it
     assert sim.killed and "max_loss" in sim.killed and not sim.quoted[BUY]
 
 
@@ -344,9 +350,11 @@ def test_kill_switch_can_flatten_as_a_taker():
     m.depth(BIDS, ASKS, after_ms=20)
     m.trade(99.0, 1.0, True)  # bought 0.001 at 100
     m.depth([(90.0, 1.0)], [(90.1, 1.0)], after_ms=200)
+    m.depth([(90.0, 1.0)], [(90.1, 1.0)], after_ms=200)
     assert sim.killed and "max_drawdown" in sim.killed and sim.inventory == 0
     taker = sim.fills[-1]
-    assert taker.liquidity == "taker" and taker.price == 90 * UNIT and taker.fee == pytest.approx(90 * 0.001 * 0.0007)
+    assert taker.liquidity == "taker" and taker.price == 90 * UNIT and taker.side == SELL
+    assert taker.qty == sum(f.qty for f in sim.fills[:-1]) and taker.fee == pytest.approx(90 * taker.qty / UNIT * 0.0007)
 
 
 def test_fill_lockout_keeps_the_side_unquoted():

@@ -50,6 +50,7 @@ class SimOrder:
     qty: int  # remaining, 1e-8 units
     sent_local: int  # ns
     live_at: int  # exchange ns
+    size: int = 0  # as sent
     cancel_at: int | None = None  # exchange ns
     active: bool = False
     queue_ahead: float = 0.0  # displayed quantity ahead of us at our price (1e-8 units)
@@ -91,7 +92,7 @@ class Simulator:
 
     def __init__(self, symbol: str, params: SimParams, strategy: Strategy, tick: int, lot: int,
                  horizon_ns: int, maker_fee: float, taker_fee: float,
-                 log: Callable[[dict], None] | None = None) -> None:
+                 log: Callable[[dict], None] | None = None, grid_start_ns: int | None = None) -> None:
         self.symbol, self.p, self.strategy = symbol, params, strategy
         self.tick, self.lot = tick, lot
         self.horizon_ns = horizon_ns
@@ -126,6 +127,7 @@ class Simulator:
         self.avg_cost = 0.0
         self.known_inventory = 0
         self.pending_known: list[Fill] = []
+        self.pending_gone: list[tuple[int, SimOrder]] = []  # (local time known, order filled or rejected)
         self.fills: list[Fill] = []
         # state
         self.mid: float | None = None
@@ -135,7 +137,8 @@ class Simulator:
         self.killed: str | None = None
         self.paused = False
         self.lockout_until = {BUY: 0, SELL: 0}
-        self.next_decision = 0
+        self.decision_interval = int(params.requote_interval * 1e9)
+        self.next_decision = grid_start_ns  # decisions on a grid of data time from here (default: first event)
         self.next_sample = 0
         self.next_fit = 0
         self.peak_pnl = 0.0
@@ -159,7 +162,15 @@ class Simulator:
         now = event.recv_ts
         if self.first_ts is None:
             self.first_ts = now
+            if self.next_decision is None:
+                self.next_decision = now
         self.last_ts = now
+        if now >= self.next_decision and self.valid and self.mid is not None:
+            # a timer-driven quoter: it decides at the grid point, on what it knew then (before this event)
+            at = now - (now - self.next_decision) % self.decision_interval
+            self._learn_fills(at)
+            self._decide(at)
+            self.next_decision = at + self.decision_interval
         if kind is DEPTH or kind is SNAPSHOT:
             book = event.book
             if book is None or not book.bids or not book.asks:
@@ -220,11 +231,6 @@ class Simulator:
         if now >= self.next_fit:  # until a first fit succeeds, retry every second
             fitted = self._refit(now)
             self.next_fit = now + int((self.p.refit_interval if fitted or self.fits else 1.0) * 1e9)
-        if now >= self.next_decision:  # on a fixed grid of data time, like a timer-driven quoter
-            self._decide(now)
-            interval = int(self.p.requote_interval * 1e9)
-            self.next_decision = now + interval if not self.next_decision else \
-                now - (now - self.next_decision) % interval + interval
 
     def _clock(self, exchange_ts: int) -> None:
         """Advance exchange time: orders arriving become live (or are rejected), cancels take effect."""
@@ -245,8 +251,8 @@ class Simulator:
         bid, ask = self.best
         if (order.side == BUY and order.price >= ask) or (order.side == SELL and order.price <= bid):
             self.counts["rejects"] += 1
-            self._remove(order)
-            known = order.live_at + self._latency_ns(self.resp_const, self.resp_factor)
+            known = self._local_time(order.live_at) + self._latency_ns(self.resp_const, self.resp_factor)
+            self._remove(order, known)
             self.lockout_until[order.side] = max(self.lockout_until[order.side],
                                                  known + int(self.p.reject_lockout * 1e9))
             self.log({"ts": known, "action": "reject", "side": SIDE_NAME[order.side], "price": order.price,
@@ -333,17 +339,17 @@ class Simulator:
         notional = price * qty / (UNIT * UNIT)
         fee = notional * (self.maker_fee if liquidity == "maker" else self.taker_fee)
         self._account(side, price, qty, fee)
-        known = self.exchange_now + self._latency_ns(self.resp_const, self.resp_factor)
+        known = self._local_time(self.exchange_now) + self._latency_ns(self.resp_const, self.resp_factor)
         fill = Fill(self.exchange_now, known, side, price, qty, self.mid, fee, liquidity, self.inventory)
         self.fills.append(fill)
         self.pending_known.append(fill)
         order.qty -= qty
         if order.qty <= 0:
-            self._remove(order)
+            self._remove(order, known)
         if self.p.fill_lockout > 0:
             self.lockout_until[side] = max(self.lockout_until[side], known + int(self.p.fill_lockout * 1e9))
-        self.log({"ts": self.exchange_now, "action": "fill", "side": SIDE_NAME[side], "price": price, "qty": qty,
-                  "liquidity": liquidity, "reasons": [reason]})
+        self.log({"ts": known, "exchange_ts": self.exchange_now, "action": "fill", "side": SIDE_NAME[side],
+                  "price": price, "qty": qty, "liquidity": liquidity, "reasons": [reason]})
 
     def _account(self, side: int, price: int, qty: int, fee: float) -> None:
         signed = side * qty
@@ -363,14 +369,23 @@ class Simulator:
         self.spread_capture += side * (self.mid - px) * qty / UNIT
 
     def _learn_fills(self, now: int) -> None:
+        """What the strategy knows by local time `now`: its fills, and which of its orders are gone."""
         while self.pending_known and self.pending_known[0].known_ts <= now:
             fill = self.pending_known.pop(0)
             self.known_inventory += fill.side * fill.qty
+        if self.pending_gone:
+            for entry in [e for e in self.pending_gone if e[0] <= now]:
+                self.pending_gone.remove(entry)
+                if self.quoted[entry[1].side] is entry[1]:
+                    self.quoted[entry[1].side] = None
 
-    def _remove(self, order: SimOrder) -> None:
+    def _remove(self, order: SimOrder, known: int | None = None) -> None:
+        """Off the exchange; the strategy sees its quote gone at `known` (filled, rejected) or at once."""
         if order in self.orders:
             self.orders.remove(order)
-        if self.quoted[order.side] is order:
+        if known is not None:
+            self.pending_gone.append((known, order))
+        elif self.quoted[order.side] is order:
             self.quoted[order.side] = None
 
     def _drop_all(self, now: int, reason: str) -> None:
@@ -384,6 +399,9 @@ class Simulator:
         """A local moment on the exchange clock. Local and exchange clocks differ by skew, so the fastest
         delivery seen (min recv − exchange time) is taken as zero latency, as hftbacktest's converter does."""
         return local - (self.clock_offset or 0)
+
+    def _local_time(self, exchange: int) -> int:
+        return exchange + (self.clock_offset or 0)
 
     def _latency_ns(self, const: float, factor: float) -> int:
         return int(const * 1e9 + factor * self.feed_latency_ns)
@@ -505,13 +523,13 @@ class Simulator:
             return
         if current is not None:
             band = self.p.tolerance_ticks * self.tick
-            if abs(current.price - price) <= band and current.qty == size:
+            if abs(current.price - price) <= band and current.size == size:
                 self.counts["kept"] += 1
                 return
             self._cancel_side(side, now, [*reasons, f"requote to {price / UNIT:.10g}"])
         entry = self._latency_ns(self.entry_const, self.entry_factor)
         sent_exchange = self._exchange_time(now)
-        order = SimOrder(self.next_oid, side, price, size, now, sent_exchange + entry)
+        order = SimOrder(self.next_oid, side, price, size, now, sent_exchange + entry, size=size)
         self.next_oid += 1
         self.orders.append(order)
         self.quoted[side] = order

@@ -132,6 +132,15 @@ def summarize(sim: Simulator, stopped: str | None = None) -> dict:
     }
 
 
+def fills_of(sim: Simulator) -> dict:
+    """Every fill, as columns: exchange time, time the strategy knew, side (+1 buy / −1 sell), price, qty, ..."""
+    f = sim.fills
+    return {"exchange_ts": [x.exchange_ts for x in f], "known_ts": [x.known_ts for x in f], "side": [x.side for x in f],
+            "price": [x.price / UNIT for x in f], "qty": [x.qty / UNIT for x in f], "mid": [x.mid for x in f],
+            "fee": [x.fee for x in f], "liquidity": [x.liquidity for x in f],
+            "inventory": [x.inventory / UNIT for x in f]}
+
+
 def series_of(sim: Simulator) -> dict:
     s = sim.series
     return {"ts": s.ts, "mid": s.mid, "bid": s.bid, "ask": s.ask, "inventory": s.inventory, "pnl": s.pnl,

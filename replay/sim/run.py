@@ -24,7 +24,7 @@ from replay.engine import DEPTH, SNAPSHOT, DayReplay, ReplayEvent
 from replay.sim.engine import Simulator, StrategyError
 from replay.sim.params import SimParams
 from replay.sim.report import print_summary, render_html
-from replay.sim.results import series_of, summarize
+from replay.sim.results import fills_of, series_of, summarize
 from replay.sim.strategies import load_strategy
 
 # maker, taker: Binance's base (VIP 0) rates
@@ -100,7 +100,8 @@ def _make_simulator(symbol: str, event: ReplayEvent, params: SimParams, replay: 
     taker = params.taker_fee if params.taker_fee is not None else taker
     name = _file_stem(params)
     log = logs[symbol] = DecisionLog(out_dir / f"decisions-{symbol}-{name}.jsonl")
-    return Simulator(symbol, params, load_strategy(params), tick, lot, horizon, maker, taker, log)
+    return Simulator(symbol, params, load_strategy(params), tick, lot, horizon, maker, taker, log,
+                     grid_start_ns=replay.first_event_ns())
 
 
 def _file_stem(params: SimParams) -> str:
@@ -155,7 +156,7 @@ def backtest(events: Iterator[ReplayEvent], replay: DayReplay, params: SimParams
         summary["params"] = asdict(params)
         summary["date"] = replay.date.isoformat()
         summary["market"] = replay.market.name
-        result = {"summary": summary, "series": series_of(sim)}
+        result = {"summary": summary, "series": series_of(sim), "fills": fills_of(sim)}
         stem = out_dir / f"backtest-{symbol}-{_file_stem(params)}"
         json_path = stem.with_suffix(".json")
         json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY))
