@@ -6,8 +6,9 @@ exchange one (when the matching engine acts: the transaction time `T` where the 
 futures, else the event time `E`). Local time t maps to the exchange clock as t minus the
 smallest recv − exchange time seen (clock skew plus the fastest delivery, taken as zero latency). An order sent at t is
 live at the exchange from that moment + entry latency; a cancel takes effect after the entry latency too, and
-the order can still fill until then; a fill at exchange time x is known to the strategy at x + response
-latency. Prices and quantities are
+the order can still fill until then; a fill (or reject) at exchange time x is known to the strategy, and its
+quote seen gone, at x on the local clock + response latency. The quoter is timer-driven: at each grid point
+of `requote_interval` it decides on what it knew then, i.e. before the event that crosses the grid point. Prices and quantities are
 integers in 1e-8 units as in the book; cash is an exact integer in 1e-16 units of the quote currency.
 
 Fill models (for maker orders; the quoter only posts, post-only orders that would cross are rejected):
