@@ -47,6 +47,7 @@ def _rows(pairs: list[tuple[str, str]]) -> str:
 
 def key_figures(summary: dict) -> list[tuple[str, str]]:
     pnl, fills, inv, risk = summary["pnl"], summary["fills"], summary["inventory"], summary["risk"]
+    model, lat = summary["model"], summary["latency_ms"]
     sharpe = risk["sharpe"]["annualised"]
     return [
         ("PnL total", _money(pnl["total"])),
@@ -62,7 +63,14 @@ def key_figures(summary: dict) -> list[tuple[str, str]]:
         ("time above soft / at hard limit", f"{inv['time_above_soft']:.1%} / {inv['time_at_hard']:.1%}"),
         ("max drawdown", _money(risk["max_drawdown"])),
         ("Sharpe (1-min PnL, annualised)", "–" if sharpe is None else f"{sharpe:.2f}"),
+        ("σ / A / k at the end (fits)", (f"{_num(model['sigma_end'])} / {_num(model['A_end'])} / {_num(model['k_end'])} "
+                                        f"({model['fits']})")),
+        ("feed latency p50 / entry / response", f"{_num(lat['feed_p50'])} / {lat['entry']:.1f} / {lat['response']:.1f} ms"),
     ]
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
 
 
 def print_summary(summary: dict, console: Console) -> None:
@@ -73,11 +81,6 @@ def print_summary(summary: dict, console: Console) -> None:
     table.add_column("value", justify="right")
     for key, value in key_figures(summary):
         table.add_row(key, value)
-    model, lat = summary["model"], summary["latency_ms"]
-    table.add_row("σ / A / k at the end", f"{model['sigma_end']:.4g} / {model['A_end']:.4g} / {model['k_end']:.4g}")
-    feed = lat["feed_p50"]
-    table.add_row("feed latency p50 / entry / response",
-                  f"{'–' if feed is None else f'{feed:.1f}'} / {lat['entry']:.1f} / {lat['response']:.1f} ms")
     if summary["stopped"]:
         table.add_row("[red]stopped[/]", f"[red]{summary['stopped']}[/]")
     console.print(table)
