@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from recorder.importer import import_captures
 from recorder.markets import get_market
-from replay.engine import DayReplay, Pacer, paced
+from replay.engine import TRADE, DayReplay, Pacer, paced
 from replay.sim.params import load_params
 from replay.sim.run import backtest
 
@@ -41,7 +41,7 @@ def ours(root: Path, date: str, name: str, reports: Path) -> dict:
     market = get_market("usdm")
     params = load_params(None, {**COMMON, **STRATEGIES[name]})
     started = time.perf_counter()
-    replay = DayReplay(root, market, date)
+    replay = DayReplay(root, market, date, channels=(TRADE,))  # what the simulator reads
     outcome = backtest(paced(replay.events(), Pacer(None)), replay, params, reports, replay.last_ns, progress=False)
     seconds = time.perf_counter() - started
     summary = outcome.summaries[0]

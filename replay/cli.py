@@ -80,7 +80,7 @@ def _root(
         typer.echo(ctx.get_help())
         raise typer.Exit(EXIT_BAD_INPUT)
     from recorder.markets import get_market
-    from replay.engine import DayReplay, Pacer, paced
+    from replay.engine import AGG_TRADE, BOOK_TICKER, EVENT, TRADE, DayReplay, Pacer, paced
     from replay.view import run_view
     from schemas import DatasetError, parse_date
 
@@ -94,7 +94,9 @@ def _root(
         if start_ns is not None and end_ns is not None and end_ns <= start_ns:
             raise BadInput(f"--to {end} is not after --from {start}")
         wanted = None if symbols is None else [s.strip().upper() for s in symbols.split(",") if s.strip()]
-        replay = DayReplay(data, mk, day, wanted, start_ns, end_ns)
+        # the simulator reads depth, snapshots and trades only; the view shows every channel
+        channels = (TRADE,) if params is not None else (TRADE, AGG_TRADE, BOOK_TICKER, EVENT)
+        replay = DayReplay(data, mk, day, wanted, start_ns, end_ns, channels=channels)
     except (ValueError, BadInput, DatasetError) as e:
         _fail(str(e), debug, e)
         return
