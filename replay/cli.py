@@ -138,9 +138,10 @@ def _run_backtest(replay, params, pacer, exchange_time: bool, last: int, out: Pa
 
     from replay.engine import paced
     from replay.sim.run import backtest, print_outcome
+    from replay.view import wide_console
     from schemas import DatasetError
 
-    console = _wide_console()
+    console = wide_console()
     try:
         outcome = backtest(paced(replay.events(), pacer, exchange_time), replay, params, out, last,
                            Console(stderr=True), progress)
@@ -157,13 +158,6 @@ def _run_backtest(replay, params, pacer, exchange_time: bool, last: int, out: Pa
         raise typer.Exit(130)
     if outcome.stopped:
         _fail(f"stopped: {outcome.stopped} (partial report written)", debug)
-
-
-def _wide_console():  # type: ignore[no-untyped-def]
-    """Rich's console, 120 columns when writing to a file or pipe (tables stay readable in logs)."""
-    from rich.console import Console
-
-    return Console(width=None if sys.stdout.isatty() else 120)
 
 
 def _berlin_ns(day, text: str, option: str) -> int:
@@ -361,6 +355,7 @@ def calibrate(
     from replay.engine import TRADE, DayReplay
     from replay.sim.calibrate import calibrate_events
     from replay.sim.params import params_yaml
+    from replay.view import wide_console
     from schemas import DatasetError, parse_date
 
     try:
@@ -395,7 +390,7 @@ def calibrate(
         table.add_row(r["symbol"], f"{r['span_s']:,.0f}", f"{r['trades']:,}", num(r["sigma"]), num(fit.get("A")),
                       num(fit.get("k")), num(fit.get("r2")), str(rolling["fits"]), num(rolling["A_median"]),
                       num(rolling["k_median"]))
-    console = _wide_console()
+    console = wide_console()
     console.print(table)
     if write is not None:
         chosen = next((r for r in results if r["fit"] and r["sigma"]), None)
@@ -421,10 +416,10 @@ def montecarlo(
     dt=0.005, A=140, k=1.5)."""
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
     from replay.montecarlo import table
+    from replay.view import wide_console
 
     try:
         rows = table(gamma or [0.1, 0.01, 0.5], paths, seed, spread_convention)
@@ -438,7 +433,7 @@ def montecarlo(
     for r in rows:
         out.add_row(f"{r['gamma']:g}", r["strategy"], f"{r['spread']:.2f}", f"{r['profit_mean']:.2f}",
                     f"{r['profit_std']:.2f}", f"{r['q_mean']:.2f}", f"{r['q_std']:.2f}")
-    Console().print(out)
+    wide_console().print(out)
     if json_path is not None:
         json_path.write_text(json.dumps(rows, indent=2))
 

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from rich.console import Console
 from rich.table import Table
 
 from recorder.config import load_config
@@ -27,9 +26,10 @@ from recorder.rebuild import rebuild
 from recorder.runtime import Recorder
 from recorder.validate import print_report
 from replay.venue.server import VenueServer
+from replay.view import wide_console
 from schemas import TABLES
 
-console = Console()
+console = wide_console()
 # 0.01 BTC/ETH a side; maker fee 0 as on Binance's spot market-maker programme (the VIP 0 rate of 0.1%
 # would make the fee-aware spread 0.2% of the price wide, and the quoter would never be filled)
 BACKTEST_FLAGS = ["--order-size", "0.01", "--param", "maker_fee=0"]

@@ -8,6 +8,7 @@ the effective speed.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,12 @@ from recorder.numbers import format_units
 from replay.engine import BOOK_INVALID, BOOK_VALID, TRADE, Pacer, ReplayEvent
 
 BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def wide_console(stderr: bool = False) -> Console:
+    """Rich's console, 120 columns when writing to a file or pipe (tables stay readable in logs)."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 120)
 
 
 def berlin(ns: int) -> str:
