@@ -33,6 +33,7 @@ from recorder.rebuild import (
 )
 from recorder.sync import LocalBook
 from schemas import DatasetError, available, decimal_units, list_files, parse_date
+from schemas.layout import BERLIN
 
 # ReplayEvent kinds
 DEPTH, SNAPSHOT, TRADE, AGG_TRADE, BOOK_TICKER, EVENT = "depth", "snapshot", "trade", "agg_trade", "book_ticker", "event"
@@ -216,7 +217,9 @@ class DayReplay:
 
 
 def _fmt(ns: int) -> str:
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat(timespec="milliseconds")
+    """Berlin wall time, as --from/--to are given."""
+    moment = dt.datetime.fromtimestamp(ns / 1e9, BERLIN)
+    return f"{moment.isoformat(sep=' ', timespec='milliseconds')[:23]} Berlin"
 
 
 class Pacer:
