@@ -457,6 +457,7 @@ def test_replay_date_prints_the_backtest_and_writes_reports(day, tmp_path):
     saved = json.loads((tmp_path / "backtest-BTCUSDT-as.json").read_text())
     summary = saved["summary"]
     assert summary["fills"]["count"] > 0 and summary["orders"]["orders"] > 0
+    assert summary["quotes"]["bid_time"] > 0.5 and 0 < summary["quotes"]["bid_distance"] < 100
     pnl = summary["pnl"]
     assert pnl["spread_capture"] + pnl["inventory"] + pnl["fees"] == pytest.approx(pnl["total"], abs=1e-6)
     html = (tmp_path / "backtest-BTCUSDT-as.html").read_text()

@@ -47,7 +47,7 @@ def _rows(pairs: list[tuple[str, str]]) -> str:
 
 def key_figures(summary: dict) -> list[tuple[str, str]]:
     pnl, fills, inv, risk = summary["pnl"], summary["fills"], summary["inventory"], summary["risk"]
-    model, lat = summary["model"], summary["latency_ms"]
+    model, lat, quotes = summary["model"], summary["latency_ms"], summary["quotes"]
     sharpe = risk["sharpe"]["annualised"]
     return [
         ("PnL total", _money(pnl["total"])),
@@ -57,6 +57,8 @@ def key_figures(summary: dict) -> list[tuple[str, str]]:
         ("realized / unrealized", f"{_money(pnl['realized'])} / {_money(pnl['unrealized'])}"),
         ("fills (buys/sells)", f"{fills['count']} ({fills['buys']}/{fills['sells']})"),
         ("orders / fill ratio", f"{fills['orders']} / {fills['fill_ratio']:.3f}"),
+        ("quote distance from mid bid / ask", f"{_num(quotes['bid_distance'])} / {_num(quotes['ask_distance'])}"),
+        ("time quoted bid / ask", f"{quotes['bid_time']:.1%} / {quotes['ask_time']:.1%}"),
         ("volume / share of market", f"{fills['volume']:g} / {fills['market_share']:.4%}"),
         ("inventory final / max |q|", f"{inv['final']:g} / {inv['max_abs']:g}"),
         ("mean |q| (order sizes)", f"{inv['mean_abs_q']:.2f}"),

@@ -75,6 +75,10 @@ def summarize(sim: Simulator, stopped: str | None = None) -> dict:
             "mean_abs_inventory": float(inv.mean()) if len(inv) else 0.0,
         })
         previous_pnl = end_pnl
+    mids = np.array(s.mid)
+    with np.errstate(invalid="ignore"):
+        bid_distance = mids - np.array(s.bid)
+        ask_distance = np.array(s.ask) - mids
     span = sim.sampled_time
     return {
         "symbol": sim.symbol,
@@ -111,6 +115,12 @@ def summarize(sim: Simulator, stopped: str | None = None) -> dict:
             "max_abs": float(np.abs(np.array(s.inventory)).max()) if s.inventory else 0.0,
             "time_above_soft": sim.time_at_soft / span if span else 0.0,
             "time_at_hard": sim.time_at_hard / span if span else 0.0,
+        },
+        "quotes": {  # mean distance of our live quotes from the mid over the samples that had one
+            "bid_distance": float(np.nanmean(bid_distance)) if np.isfinite(bid_distance).any() else None,
+            "ask_distance": float(np.nanmean(ask_distance)) if np.isfinite(ask_distance).any() else None,
+            "bid_time": float(np.isfinite(bid_distance).mean()) if len(bid_distance) else 0.0,
+            "ask_time": float(np.isfinite(ask_distance).mean()) if len(ask_distance) else 0.0,
         },
         "risk": {"max_drawdown": sim.max_drawdown, "sharpe": sharpe(ts, pnl)},
         "model": {
