@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from recorder.numbers import parse_units
 from replay.engine import BOOK_INVALID, BOOK_VALID, DEPTH, SNAPSHOT, TRADE, ReplayEvent
 from replay.sim.calibrate import IntensityEstimator, VolatilityEstimator
 from replay.sim.params import AUTO, SimParams, parse_latency
@@ -98,7 +99,7 @@ class Simulator:
         self.tick, self.lot = tick, lot
         self.horizon_ns = horizon_ns
         self.maker_fee, self.taker_fee = maker_fee, taker_fee
-        self.size = _units(params.order_size) if params.order_size is not None else lot
+        self.size = parse_units(params.order_size) if params.order_size is not None else lot
         self.size = max(lot, self.size // lot * lot)
         self.log = log or (lambda entry: None)
         self.entry_const, self.entry_factor = parse_latency(params.entry_latency)
@@ -608,9 +609,3 @@ class Simulator:
         if self.last_ts is not None and self.mid is not None:
             self._learn_fills(self.last_ts)
             self._sample(self.last_ts)
-
-
-def _units(text: str) -> int:
-    from recorder.numbers import parse_units
-
-    return parse_units(text)

@@ -18,6 +18,7 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from recorder.numbers import parse_units
 from recorder.validate import instrument_steps
 from recorder.window import TradingWindow
 from replay.engine import DEPTH, SNAPSHOT, DayReplay, ReplayEvent
@@ -88,8 +89,6 @@ def _make_simulator(symbol: str, event: ReplayEvent, params: SimParams, replay: 
     tick, lot = instrument_steps(replay.root, replay.market.exchange, replay.date, symbol)
     book = event.book
     if params.tick_size is not None:
-        from recorder.numbers import parse_units
-
         tick = parse_units(params.tick_size)
     if tick is None:
         tick = _gcd_steps(p for p, _ in list(book.bids.items())[-50:] + list(book.asks.items())[:50])
