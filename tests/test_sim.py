@@ -77,6 +77,22 @@ def test_as_spread_shrinks_towards_the_horizon():
     assert early.ask - early.bid > late.ask - late.bid == pytest.approx((2 / 0.1) * math.log1p(0.1 / 1.5))
 
 
+def test_as_horizon_is_the_window_end_or_the_end_of_the_data():
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from recorder.window import TradingWindow
+    from replay.sim.run import horizon_ns
+
+    window = TradingWindow(dt.time(8), dt.time(22))
+    start, end = window.bounds_for("2024-05-01")
+    inside = SimpleNamespace(date=dt.date(2024, 5, 1), first_event_ns=lambda: start + 3600 * 10**9)
+    assert horizon_ns(SimParams(), inside, start + 7200 * 10**9, window) == end
+    assert horizon_ns(SimParams(horizon="span"), inside, start + 7200 * 10**9, window) == start + 7200 * 10**9
+    night = SimpleNamespace(date=dt.date(2024, 5, 1), first_event_ns=lambda: start - 7200 * 10**9)  # 06:00
+    assert horizon_ns(SimParams(), night, start - 3600 * 10**9, window) == start - 3600 * 10**9
+
+
 # ---- parameters ------------------------------------------------------------------------------------
 
 
