@@ -306,6 +306,19 @@ def test_regime_pause_cancels_quotes_while_volatility_spikes():
     assert sim.paused and sim.counts["pauses"] == 1 and sim.quoted == {BUY: None, SELL: None}
 
 
+def test_model_strategy_waits_for_its_first_estimates():
+    sim, m = make(AvellanedaStoikov(SimParams(gamma=0.1)), sigma="auto", A="auto", k="auto", requote_interval=0.1)
+    for _ in range(15):
+        m.depth(BIDS, ASKS, after_ms=100)
+    assert sim.counts["orders"] == 0 and sim.warming_up  # σ is there after 1 s, A and k are not
+    depths = [0.05] * 15 + [0.15] * 8 + [0.25] * 4 + [0.35] * 2 + [0.45]
+    for i, d in enumerate(depths):
+        m.trade(100.05 - d if i % 2 else 100.05 + d, 0.001, bool(i % 2), after_ms=20)
+    for _ in range(25):
+        m.depth(BIDS, ASKS, after_ms=100)
+    assert not sim.warming_up and sim.fits and sim.k > 0 and sim.counts["orders"] > 0
+
+
 def test_post_only_order_crossing_on_arrival_is_rejected_with_a_lockout():
     sim, m = make(Fixed(100.0, None), reject_lockout=5.0, requote_interval=0.1)
     m.depth(BIDS, ASKS)  # bid 100.0 sent, arrives 10 ms later

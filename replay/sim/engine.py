@@ -37,7 +37,6 @@ from replay.sim.strategies import MarketState, Quote, Strategy
 UNIT = 100_000_000  # 1e-8 units per price or quantity unit
 BUY, SELL = 1, -1
 SIDE_NAME = {BUY: "bid", SELL: "ask"}
-DEFAULT_A, DEFAULT_K = 1.0, 1.0  # before the first fit, when A/k are auto
 
 
 class StrategyError(RuntimeError):
@@ -107,9 +106,11 @@ class Simulator:
         self.vol = VolatilityEstimator(params.sigma_halflife)
         self.fast_vol = VolatilityEstimator(params.fast_sigma_halflife)
         self.intensity = IntensityEstimator(params.intensity_window, tick / UNIT)
-        self.A = DEFAULT_A if params.A == AUTO else params.A
-        self.k = DEFAULT_K if params.k == AUTO else params.k
+        self.A = math.nan if params.A == AUTO else params.A  # until the first fit
+        self.k = math.nan if params.k == AUTO else params.k
         self.fits: list[dict] = []
+        # a model strategy waits for the first estimates of what is `auto` (σ, A, k); the references need none
+        self.warming_up = params.strategy not in ("join", "fixed")
         self.rng = np.random.default_rng(params.seed)
         # exchange side
         self.orders: list[SimOrder] = []  # at the exchange or on their way: at most a few
@@ -331,7 +332,8 @@ class Simulator:
             if dt <= 0:
                 continue
             delta = abs(order.price / UNIT - self.mid)
-            if self.rng.random() < min(1.0, self.A * math.exp(-self.k * delta) * dt):
+            rate = self.A * math.exp(-self.k * delta)
+            if rate > 0 and self.rng.random() < min(1.0, rate * dt):  # no rate (nan) before the first fit
                 self._fill(order, order.qty, f"poisson fill at depth {delta:.6g}")
 
     # -- fills and accounting --------------------------------------------------------------------
@@ -435,6 +437,14 @@ class Simulator:
             return
         if self._check_kill(now):
             return
+        if self.warming_up:
+            waiting = [name for name, missing in (
+                ("σ", self.p.sigma == AUTO and self.vol.sigma is None),
+                ("A, k", (self.p.A == AUTO or self.p.k == AUTO) and not self.fits)) if missing]
+            if waiting:
+                return
+            self.warming_up = False
+            self.log({"ts": now, "action": "resume", "reasons": ["model parameters estimated from the data: quoting"]})
         if self.p.pause_vol_ratio is not None:
             slow, fast = self.vol.sigma, self.fast_vol.sigma
             wild = bool(slow and fast and fast / slow > self.p.pause_vol_ratio)

@@ -72,7 +72,7 @@ def key_figures(summary: dict) -> list[tuple[str, str]]:
 
 
 def _num(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4g}"
+    return "–" if value is None or math.isnan(value) else f"{value:.4g}"
 
 
 def print_summary(summary: dict, console: Console) -> None:

@@ -125,8 +125,8 @@ def summarize(sim: Simulator, stopped: str | None = None) -> dict:
         "risk": {"max_drawdown": sim.max_drawdown, "sharpe": sharpe(ts, pnl)},
         "model": {
             "sigma_end": sim.sigma(),
-            "A_end": sim.A,
-            "k_end": sim.k,
+            "A_end": None if math.isnan(sim.A) else sim.A,
+            "k_end": None if math.isnan(sim.k) else sim.k,
             "fits": len(sim.fits),
             "fits_first": sim.fits[:3],
             "fits_last": sim.fits[-3:],
