@@ -40,7 +40,7 @@ DEPTH, SNAPSHOT, TRADE, AGG_TRADE, BOOK_TICKER, EVENT = "depth", "snapshot", "tr
 BOOK_VALID, BOOK_INVALID = "book_valid", "book_invalid"
 CHANNEL_TABLES = {TRADE: "trades", AGG_TRADE: "agg_trades", BOOK_TICKER: "book_ticker", EVENT: "events"}
 DECIMAL_COLUMNS = {"price", "qty", "bid_price", "bid_qty", "ask_price", "ask_qty"}
-BATCH_ROWS = 8_192  # rows decoded at a time: small enough that decoding never stalls a paced replay
+BATCH_ROWS = 2_048  # rows decoded at a time: small enough that decoding never stalls a paced replay
 SEEK_LOOKBACK_NS = 10 * 1_000_000_000  # diffs that may bridge a checkpoint arrive within this before it
 SEEK_SETTLE_NS = 2 * 1_000_000_000  # a checkpoint is chosen this long before the start, to be synced by then
 
