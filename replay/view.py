@@ -1,8 +1,7 @@
-"""The default consumer of `replay --date ...`: a live top-of-book / trades view with progress.
+"""`replay --date ... --view`: a live top-of-book / trades view with progress, and console helpers.
 
-Until the simulator is the default consumer, this shows what the replay engine hands out: per symbol the
-valid book's best bid/ask (or that the book is invalid), the last trade, and data time, wall time and
-the effective speed.
+The view shows what the replay engine hands out: per symbol the valid book's best bid/ask (or that the
+book is invalid), the last trade, and data time, wall time and the effective speed.
 """
 
 from __future__ import annotations
