@@ -311,6 +311,7 @@ def test_model_strategy_waits_for_its_first_estimates():
     for _ in range(15):
         m.depth(BIDS, ASKS, after_ms=100)
     assert sim.counts["orders"] == 0 and sim.warming_up  # σ is there after 1 s, A and k are not
+    assert summarize(sim)["model"]["warmed_up"] is False  # the report says why nothing was quoted
     depths = [0.05] * 15 + [0.15] * 8 + [0.25] * 4 + [0.35] * 2 + [0.45]
     for i, d in enumerate(depths):
         m.trade(100.05 - d if i % 2 else 100.05 + d, 0.001, bool(i % 2), after_ms=20)

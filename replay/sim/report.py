@@ -67,6 +67,8 @@ def key_figures(summary: dict) -> list[tuple[str, str]]:
         ("Sharpe (1-min PnL, annualised)", "–" if sharpe is None else f"{sharpe:.2f}"),
         ("σ / A / k at the end (fits)", (f"{_num(model['sigma_end'])} / {_num(model['A_end'])} / {_num(model['k_end'])} "
                                         f"({model['fits']})")),
+        *([("not quoting", "σ or A, k never estimated (too few trades or mid changes): set them or use join/fixed")]
+          if not model["warmed_up"] else []),
         ("feed latency p50 / entry / response", f"{_num(lat['feed_p50'])} / {lat['entry']:.1f} / {lat['response']:.1f} ms"),
     ]
 

@@ -128,6 +128,7 @@ def summarize(sim: Simulator, stopped: str | None = None) -> dict:
             "A_end": None if math.isnan(sim.A) else sim.A,
             "k_end": None if math.isnan(sim.k) else sim.k,
             "fits": len(sim.fits),
+            "warmed_up": not sim.warming_up,  # False: σ or A, k never had an estimate, nothing was quoted
             "fits_first": sim.fits[:3],
             "fits_last": sim.fits[-3:],
         },
