@@ -22,7 +22,9 @@ def _thin(ts: list[int], *columns: list[float]) -> tuple[list[int], list[list[fl
     return ts[::step], [c[::step] for c in columns]
 
 
-def _plot(ts: list[int], lines: list[tuple[list[float], str]], label: str, height: int = 190) -> str:
+def _plot(ts: list[int], lines: list[tuple[list[float], str]], label: str, height: int = 190,
+          dots: list[tuple[list[int], list[float], str]] = ()) -> str:
+    """Lines on the sampled time axis, and optional dots (their own times, e.g. fills) in the same frame."""
     values = [v for column, _ in lines for v in column if v is not None and math.isfinite(v)]
     if not ts or not values:
         return f'<p class="muted">no {_e(label)} data</p>'
@@ -31,8 +33,22 @@ def _plot(ts: list[int], lines: list[tuple[list[float], str]], label: str, heigh
     p = Plot(ts[0], ts[-1], lo - pad, hi + pad, width=900, height=height)
     for column, color in lines:
         p.polyline([(t, v if v is not None and math.isfinite(v) else None) for t, v in zip(ts, column)], color)
+    for times, prices, color in dots:  # a run of one point is drawn as a dot
+        p.polyline([point for t, v in zip(times, prices) for point in ((t, v), (t, None))], color)
     p.axes(True, y_label=label, x_label="Berlin time")
     return p.svg(label)
+
+
+def _fill_dots(result: dict) -> list[tuple[list[int], list[float], str]]:
+    """Buy and sell fills (when the quoter knew, on the plots' arrival-time axis; price), ≤ MAX_POINTS each."""
+    fills = result.get("fills") or {}
+    out = []
+    for side, color in ((1, "#1a7f37"), (-1, "#cf222e")):
+        picked = [(t, p) for t, p, s in zip(fills.get("known_ts", []), fills.get("price", []), fills.get("side", []))
+                  if s == side]
+        picked = picked[::max(1, math.ceil(len(picked) / MAX_POINTS))]
+        out.append(([t for t, _ in picked], [p for _, p in picked], color))
+    return out
 
 
 def _money(value: float | None) -> str:
@@ -122,8 +138,8 @@ def render_html(results: list[dict], title: str) -> str:
 {_plot(ts, [(pnl, "#0969da"), (spread, "#1a7f37"), (inv_pnl, "#b58100"), (fees, "#cf222e")], "PnL")}</div>
 <div class="full"><h3>Inventory (base units)</h3>{_plot(ts, [(inventory, "#8250df")], "inventory", 150)}</div>
 <div class="full"><h3>Quotes against the mid</h3>
-{_legend([("mid", "#24292f"), ("our bid", "#1a7f37"), ("our ask", "#cf222e")])}
-{_plot(ts, [(mid, "#24292f"), (bid, "#1a7f37"), (ask, "#cf222e")], "price")}</div>
+{_legend([("mid", "#24292f"), ("our bid · buy fills", "#1a7f37"), ("our ask · sell fills", "#cf222e")])}
+{_plot(ts, [(mid, "#24292f"), (bid, "#1a7f37"), (ask, "#cf222e")], "price", dots=_fill_dots(result))}</div>
 <div class="full"><h3>Per hour</h3><table><tr><th>hour</th><th>PnL</th><th>fills</th><th>volume</th><th>share</th>
 <th>mean |inventory|</th></tr>{hours}</table></div></div></div>""")
     return f"""<!DOCTYPE html>
