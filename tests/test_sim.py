@@ -492,6 +492,7 @@ def test_replay_date_prints_the_backtest_and_writes_reports(day, tmp_path):
     assert pnl["spread_capture"] + pnl["inventory"] + pnl["fees"] == pytest.approx(pnl["total"], abs=1e-6)
     html = (tmp_path / "backtest-BTCUSDT-as.html").read_text()
     assert html.count("<svg") == 3 and "<script" not in html and "<link" not in html and 'src="' not in html
+    assert html.count("<circle") >= summary["fills"]["count"]  # every fill is a dot on the quotes plot
     decisions = (tmp_path / "decisions-BTCUSDT-as.jsonl").read_text().splitlines()
     assert decisions and all(json.loads(line)["reasons"] for line in decisions[:100])
 
