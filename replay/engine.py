@@ -66,6 +66,7 @@ class ReplayEvent:
     data: object
     book: OrderBook | None = None
     exchange_ts: int | None = None  # E in ns where the message has one
+    transact_ts: int | None = None  # T in ns where the message has one (futures depth, trades): matching time
 
 
 def _rows(paths: list[Path], symbol: str | None, kind: str, start_ns: int | None) -> Iterator[tuple]:
@@ -206,11 +207,15 @@ class DayReplay:
                         detail = {"update_id": local.update_id} if now_valid else {"reason": action.name.lower()}
                         yield ReplayEvent(recv_ts, seq, symbol, BOOK_VALID if now_valid else BOOK_INVALID, detail)
                 if emit:
-                    exch = data.event_ts * 1_000_000 if kind is DEPTH else None
-                    yield ReplayEvent(recv_ts, seq, symbol, kind, data, local.valid_book(), exch)
+                    exch = transact = None
+                    if kind is DEPTH:
+                        exch = data.event_ts * 1_000_000
+                        transact = data.transact_ts * 1_000_000 if data.transact_ts else None
+                    yield ReplayEvent(recv_ts, seq, symbol, kind, data, local.valid_book(), exch, transact)
             elif emit:
                 exch = data.get("event_ts") if kind is not EVENT else None
-                yield ReplayEvent(recv_ts, seq, symbol, kind, data, None, exch)
+                transact = data.get("trade_ts") or data.get("transact_ts") if kind is not EVENT else None
+                yield ReplayEvent(recv_ts, seq, symbol, kind, data, None, exch, transact)
 
     def first_event_ns(self) -> int:
         return self.start_ns if self.start_ns is not None else self.first_ns

@@ -178,8 +178,7 @@ class Simulator:
             book = event.book
             if book is None or not book.bids or not book.asks:
                 return
-            transact = getattr(event.data, "transact_ts", None)  # ms, futures depth only
-            ex = transact * 1_000_000 if transact else event.exchange_ts
+            ex = event.transact_ts or event.exchange_ts
             if ex is not None:
                 lat = now - ex
                 self.feed_samples.append(lat)
@@ -199,7 +198,7 @@ class Simulator:
             if self.orders:
                 self._on_book(book)
         elif kind is TRADE:
-            ex = event.data.get("trade_ts") or event.exchange_ts
+            ex = event.transact_ts or event.exchange_ts
             if ex is None:
                 ex = self._exchange_time(now) - int(self.feed_latency_ns)
             self._clock(ex)
