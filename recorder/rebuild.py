@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recorder.markets import Market
+from recorder.numbers import decimals_needed
 from recorder.protocol import DepthSnapshot, DepthUpdate
 from recorder.sync import Action, LocalBook
 from schemas import DatasetError, decimal_units, list_files
@@ -132,3 +133,22 @@ def rebuild(root: Path, market: Market, date: dt.date | str, symbol: str
         else:
             action = local.on_snapshot(message)
         yield seq, recv_ts, message, action, local
+
+
+def sampled_decimals(root: Path | str, exchange: str, date: dt.date, symbol: str) -> tuple[int, int]:
+    """Decimals a day's prices and quantities need, from the first row groups of depth and snapshots: the
+    tick and step sizes (10^-decimals) when the day has no instruments row."""
+    pd = qd = 0
+    for table in ("depth", "snapshots"):
+        try:
+            paths = list_files(root, exchange, table, date=date, symbols=[symbol])
+        except DatasetError:
+            continue
+        for path in paths[:2]:
+            parquet = pq.ParquetFile(path)
+            if parquet.metadata.num_row_groups == 0:
+                continue
+            group = parquet.read_row_group(0, columns=["price", "qty"])
+            pd = max([pd, *(decimals_needed(v) for v in decimal_units(group.column("price")) if v)])
+            qd = max([qd, *(decimals_needed(v) for v in decimal_units(group.column("qty")) if v)])
+    return pd, qd

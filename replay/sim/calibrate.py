@@ -127,9 +127,10 @@ class IntensityEstimator:
 
 def mid_of(book) -> tuple[float, float, float] | None:
     """(best bid, best ask, mid) of a valid book in price units (floats), None when a side is empty."""
-    if not book.bids or not book.asks:
+    best_bid, best_ask = book.best_bid(), book.best_ask()
+    if best_bid is None or best_ask is None:
         return None
-    bid, ask = book.bids.peekitem(-1)[0] / 1e8, book.asks.peekitem(0)[0] / 1e8
+    bid, ask = best_bid[0] / 1e8, best_ask[0] / 1e8
     return bid, ask, (bid + ask) / 2
 
 

@@ -187,7 +187,7 @@ class Simulator:
                 self.feed_latency_ns += 0.01 * (lat - self.clock_offset - self.feed_latency_ns)
             self._clock(ex if ex is not None else self._exchange_time(now) - int(self.feed_latency_ns))
             self.book = book
-            bid, ask = book.bids.peekitem(-1)[0], book.asks.peekitem(0)[0]
+            bid, ask = book.best_bid()[0], book.best_ask()[0]
             self.best = (bid, ask)
             mid = (bid + ask) / (2 * UNIT)
             if self.mid is not None and mid != self.mid:
@@ -578,7 +578,8 @@ class Simulator:
     def _flatten(self, now: int) -> None:
         """Close the inventory against the displayed book as a taker (walking levels)."""
         side = SELL if self.inventory > 0 else BUY
-        levels = self.book.bids.items()[::-1] if side == SELL else self.book.asks.items()
+        bids, asks = self.book.export()
+        levels = bids if side == SELL else asks
         left = abs(self.inventory)
         for price, qty in levels:
             if left <= 0:

@@ -9,7 +9,6 @@ stops early (a strategy error, Ctrl-C, the kill switch).
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +17,8 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from recorder.numbers import parse_units
+from recorder.numbers import SCALE, parse_units
+from recorder.rebuild import sampled_decimals
 from recorder.validate import instrument_steps
 from recorder.window import TradingWindow
 from replay.engine import DEPTH, SNAPSHOT, DayReplay, ReplayEvent
@@ -77,23 +77,15 @@ def horizon_ns(params: SimParams, replay: DayReplay, last_ns: int, window: Tradi
     return end
 
 
-def _gcd_steps(levels) -> int:
-    step = 0
-    for value in levels:
-        step = math.gcd(step, value)
-    return step or 1
-
-
-def _make_simulator(symbol: str, event: ReplayEvent, params: SimParams, replay: DayReplay, horizon: int,
-                    out_dir: Path, logs: dict[str, DecisionLog]) -> Simulator:
+def _make_simulator(symbol: str, params: SimParams, replay: DayReplay, horizon: int, out_dir: Path,
+                    logs: dict[str, DecisionLog]) -> Simulator:
     tick, lot = instrument_steps(replay.root, replay.market.exchange, replay.date, symbol)
-    book = event.book
     if params.tick_size is not None:
         tick = parse_units(params.tick_size)
-    if tick is None:
-        tick = _gcd_steps(p for p, _ in list(book.bids.items())[-50:] + list(book.asks.items())[:50])
-    if lot is None:
-        lot = _gcd_steps(q for _, q in list(book.bids.items())[-50:] + list(book.asks.items())[:50])
+    if tick is None or lot is None:  # no instruments row: the finest steps the recorded numbers use
+        price_decimals, qty_decimals = sampled_decimals(replay.root, replay.market.exchange, replay.date, symbol)
+        tick = tick or 10 ** (SCALE - price_decimals)
+        lot = lot or 10 ** (SCALE - qty_decimals)
     maker, taker = DEFAULT_FEES[replay.market.name]
     maker = params.maker_fee if params.maker_fee is not None else maker
     taker = params.taker_fee if params.taker_fee is not None else taker
@@ -139,7 +131,7 @@ def backtest(events: Iterator[ReplayEvent], replay: DayReplay, params: SimParams
                         continue
                     if not event.book.bids or not event.book.asks:
                         continue
-                    sim = sims[symbol] = _make_simulator(symbol, event, params, replay, horizon, out_dir, logs)
+                    sim = sims[symbol] = _make_simulator(symbol, params, replay, horizon, out_dir, logs)
                     sim.valid = True
                 sim.on_event(event)
     except StrategyError as exc:

@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 from recorder.book import OrderBook
 from recorder.markets import Market, SequenceRule, get_market
 from recorder.numbers import SCALE, decimals_needed, format_units
+from recorder.rebuild import sampled_decimals
 from replay.engine import (
     AGG_TRADE,
     BOOK_INVALID,
@@ -172,30 +173,13 @@ class RecordedSource:
             out[cols["symbol"][i]] = {k: v[i] for k, v in cols.items()}
         return out
 
-    def _sample_decimals(self, symbol: str) -> tuple[int, int]:
-        """Decimals the recorded prices and quantities need (first row group of depth and snapshots)."""
-        pd = qd = 0
-        for table in ("depth", "snapshots"):
-            try:
-                paths = list_files(self.root, self.market.exchange, table, date=self.date, symbols=[symbol])
-            except DatasetError:
-                continue
-            for path in paths[:2]:
-                parquet = pq.ParquetFile(path)
-                if parquet.metadata.num_row_groups == 0:
-                    continue
-                group = parquet.read_row_group(0, columns=["price", "qty"])
-                pd = max([pd, *(decimals_needed(v) for v in decimal_units(group.column("price")) if v)])
-                qd = max([qd, *(decimals_needed(v) for v in decimal_units(group.column("qty")) if v)])
-        return pd, qd
-
     def _make_spec(self, symbol: str) -> RecordedSpec:
         inst = self._instruments.get(symbol)
         pd = qd = None
         if inst is not None and not self.spot:
             pd, qd = inst["price_precision"], inst["quantity_precision"]
         if inst is None or (not self.spot and (pd is None or qd is None)):
-            spd, sqd = self._sample_decimals(symbol)
+            spd, sqd = sampled_decimals(self.root, self.market.exchange, self.date, symbol)
             pd = spd if pd is None else pd
             qd = sqd if qd is None else qd
         if inst is not None:
