@@ -89,11 +89,8 @@ def _root(
         mk = get_market(market)
         day = parse_date(date)
         pace = parse_speed(speed)
-        start_ns = None if start is None else _berlin_ns(day, start, "--from")
-        end_ns = None if end is None else _berlin_ns(day, end, "--to")
-        if start_ns is not None and end_ns is not None and end_ns <= start_ns:
-            raise BadInput(f"--to {end} is not after --from {start}")
-        wanted = None if symbols is None else [s.strip().upper() for s in symbols.split(",") if s.strip()]
+        start_ns, end_ns = _day_span(day, start, end)
+        wanted = _symbol_list(symbols)
         # the simulator reads depth, snapshots and trades only; the view shows every channel
         channels = (TRADE,) if params is not None else (TRADE, AGG_TRADE, BOOK_TICKER, EVENT)
         replay = DayReplay(data, mk, day, wanted, start_ns, end_ns, channels=channels)
@@ -158,6 +155,25 @@ def _run_backtest(replay, params, pacer, exchange_time: bool, last: int, out: Pa
         raise typer.Exit(130)
     if outcome.stopped:
         _fail(f"stopped: {outcome.stopped} (partial report written)", debug)
+
+
+def _day_span(day, start: str | None, end: str | None) -> tuple[int | None, int | None]:  # type: ignore[no-untyped-def]
+    """--from/--to (Berlin times on `day`) in UTC ns; None where not given."""
+    start_ns = None if start is None else _berlin_ns(day, start, "--from")
+    end_ns = None if end is None else _berlin_ns(day, end, "--to")
+    if start_ns is not None and end_ns is not None and end_ns <= start_ns:
+        raise BadInput(f"--to {end} is not after --from {start}")
+    return start_ns, end_ns
+
+
+def _symbol_list(text: str | None) -> list[str] | None:
+    """--symbols BTCUSDT,ethusdt -> ["BTCUSDT", "ETHUSDT"]; None = all of the day."""
+    if text is None:
+        return None
+    wanted = [s.strip().upper() for s in text.split(",") if s.strip()]
+    if not wanted:
+        raise BadInput("no symbols given")
+    return wanted
 
 
 def _berlin_ns(day, text: str, option: str) -> int:
@@ -231,13 +247,8 @@ def serve(
             from replay.venue.recorded import RecordedSource
 
             day = parse_date(date)
-            start_ns = None if start is None else _berlin_ns(day, start, "--from")
-            end_ns = None if end is None else _berlin_ns(day, end, "--to")
-            if start_ns is not None and end_ns is not None and end_ns <= start_ns:
-                raise BadInput(f"--to {end} is not after --from {start}")
-            wanted = None if symbols is None else [s.strip().upper() for s in symbols.split(",") if s.strip()]
-            if wanted is not None and not wanted:
-                raise BadInput("no symbols given")
+            start_ns, end_ns = _day_span(day, start, end)
+            wanted = _symbol_list(symbols)
             source = RecordedSource(data, mk, day, wanted, start_ns, end_ns, depth_suffix=depth_stream)
             syms = source.symbols()
         venue = VenueServer(
@@ -361,9 +372,8 @@ def calibrate(
     try:
         mk = get_market(market)
         day = parse_date(date)
-        start_ns = None if start is None else _berlin_ns(day, start, "--from")
-        end_ns = None if end is None else _berlin_ns(day, end, "--to")
-        wanted = None if symbols is None else [s.strip().upper() for s in symbols.split(",") if s.strip()]
+        start_ns, end_ns = _day_span(day, start, end)
+        wanted = _symbol_list(symbols)
         halflife_s, window_s = parse_duration(halflife), parse_duration(window)
         if halflife_s <= 0 or window_s <= 0:
             raise BadInput("--sigma-halflife and --window must be > 0")
