@@ -222,11 +222,14 @@ def _open(path: Path) -> BinaryIO:
 
 
 def _lines(f: BinaryIO, path: Path) -> Iterator[bytes]:
-    """Lines of `f`; decompression failures become CaptureError naming the line that could not be read."""
+    """Lines of `f` without their line ending (LF or CRLF); decompression failures become CaptureError
+    naming the line that could not be read."""
     lineno = 0
     try:
         for line in f:
             lineno += 1
+            if line[-1:] == b"\n":
+                line = line[:-2] if line[-2:-1] == b"\r" else line[:-1]
             yield line
     except (EOFError, OSError, zlib.error) as exc:
         reason = "truncated gzip stream" if isinstance(exc, EOFError) else f"unreadable data ({exc})"
@@ -248,11 +251,7 @@ def _parse_hftbacktest(lines: Iterable[bytes], path: Path, symbol: str | None) -
     file_symbol = symbol or _hftbacktest_symbol(path)
     stream_symbol: str | None = None
     prefix = f"{path}:"
-    lineno = 0
-    for line in lines:
-        lineno += 1
-        if line[-1:] == b"\n":
-            line = line[:-2] if line[-2:-1] == b"\r" else line[:-1]
+    for lineno, line in enumerate(lines, 1):
         sp = line.find(b" ")
         ts = line[:sp]
         payload = line[sp + 1 :]
@@ -303,11 +302,7 @@ def iter_cryptofeed(path: Path | str) -> Iterator[CaptureRecord]:
 
 def _parse_cryptofeed(lines: Iterable[bytes], path: Path) -> Iterator[CaptureRecord]:
     prefix = f"{path}:"
-    lineno = 0
-    for line in lines:
-        lineno += 1
-        if line[-1:] == b"\n":
-            line = line[:-2] if line[-2:-1] == b"\r" else line[:-1]
+    for lineno, line in enumerate(lines, 1):
         first = line[:1]
         if first.isdigit():  # "<ts>: <json>"
             colon = line.find(b": ")
