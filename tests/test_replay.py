@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from recorder.config import load_config
 from recorder.markets import get_market
-from recorder.runtime import Recorder
 from replay.engine import BOOK_INVALID, BOOK_VALID, DEPTH, DayReplay, Pacer, ReplayError, batches, paced
-from replay.venue.server import VenueServer
+from tests.synthetic_day import record_day, recorded_date
 
 SPOT = get_market("spot")
 
@@ -25,15 +22,9 @@ def day(tmp_path_factory) -> tuple[Path, str]:
     out = base / "data"
     (base / "rec.yaml").write_text("snapshot:\n  checkpoint_interval: 1s\n")
 
-    async def main():
-        async with VenueServer("spot", ["BTCUSDT", "ETHUSDT"], speed=1.0, seed=11, faults="disconnect=5s") as venue:
-            config = load_config(base / "rec.yaml", {
-                "market": "spot", "symbols": ["BTCUSDT", "ETHUSDT"], "out": out, "rest_url": venue.rest_url,
-                "ws_url": venue.ws_url, "duration": 12.0, "ignore_window": True})
-            return await Recorder(config).run()
-
-    assert asyncio.run(main()) == 0
-    date = next((out / "binance-spot" / "depth").glob("date=*")).name.split("=", 1)[1]
+    assert record_day(out, "spot", ["BTCUSDT", "ETHUSDT"], 12.0, faults="disconnect=5s", seed=11,
+                      config=base / "rec.yaml") == 0
+    date = recorded_date(out)
     return out, date
 
 

@@ -27,6 +27,7 @@ from replay.venue.recorded import RecordedSource, infer_depth_suffix
 from replay.venue.server import BookUnavailable, Disconnect, VenueServer
 from replay.venue.source import DepthDiff, RawEvent
 from schemas import available, read_table
+from tests.synthetic_day import record_day
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = ROOT.parent / "shared" / "realdata"
@@ -37,15 +38,8 @@ SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 
 
 def record_synthetic(out: Path, market: str, symbols: list[str], seconds: float, faults: str | None = None) -> None:
-    async def main():
-        async with VenueServer(market, symbols, speed=5.0, seed=7, faults=faults, ping_interval=1.0,
-                               ping_timeout=5.0) as venue:
-            config = load_config(None, {
-                "market": market, "symbols": symbols, "out": out, "rest_url": venue.rest_url,
-                "ws_url": venue.ws_url, "duration": seconds, "ignore_window": True})
-            return await Recorder(config).run()
-
-    assert asyncio.run(main()) == 0
+    assert record_day(out, market, symbols, seconds, faults=faults, speed=5.0, seed=7, ping_interval=1.0,
+                      ping_timeout=5.0) == 0
 
 
 def only_date(root: Path, market: str):

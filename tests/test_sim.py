@@ -6,7 +6,6 @@ the synthetic venue and, when ../shared is there, on the imported real USD-M cap
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import subprocess
@@ -16,9 +15,7 @@ from pathlib import Path
 import pytest
 
 from recorder.book import OrderBook
-from recorder.config import load_config
 from recorder.markets import get_market
-from recorder.runtime import Recorder
 from replay.engine import BOOK_INVALID, DEPTH, TRADE, DayReplay, Pacer, ReplayEvent, paced
 from replay.sim.calibrate import VolatilityEstimator, fit_intensity
 from replay.sim.engine import BUY, SELL, UNIT, Simulator, StrategyError
@@ -26,7 +23,7 @@ from replay.sim.params import SimConfigError, SimParams, load_params
 from replay.sim.results import summarize
 from replay.sim.run import backtest
 from replay.sim.strategies import GLFT, AvellanedaStoikov, MarketState, Quote, load_strategy
-from replay.venue.server import VenueServer
+from tests.synthetic_day import record_day, recorded_date
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "realdata" / "hftbacktest"
@@ -461,15 +458,8 @@ def day(tmp_path_factory) -> tuple[Path, str]:
     """15 s recorded from the synthetic venue."""
     out = tmp_path_factory.mktemp("sim") / "data"
 
-    async def main():
-        async with VenueServer("spot", ["BTCUSDT"], speed=1.0, seed=5) as venue:
-            config = load_config(None, {"market": "spot", "symbols": ["BTCUSDT"], "out": out,
-                                        "rest_url": venue.rest_url, "ws_url": venue.ws_url, "duration": 15.0,
-                                        "ignore_window": True})
-            return await Recorder(config).run()
-
-    assert asyncio.run(main()) == 0
-    date = next((out / "binance-spot" / "depth").glob("date=*")).name.split("=", 1)[1]
+    assert record_day(out, "spot", ["BTCUSDT"], 15.0) == 0
+    date = recorded_date(out)
     return out, date
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import shutil
@@ -15,11 +14,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from recorder.config import load_config
 from recorder.report_html import render_html
-from recorder.runtime import Recorder
 from recorder.validate import CHECKS, Thresholds, resolve_date, validate_command, validate_day
-from replay.venue.server import VenueServer
+from tests.synthetic_day import record_day, recorded_date
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 TOP_KEYS = {"report_version", "generated_at", "root", "market", "exchange", "date", "window", "status", "exit_code",
@@ -37,20 +34,10 @@ def record(path: Path, market: str, symbols: list[str], faults: str, seconds: fl
     config_file = path / "recorder.yaml"
     config_file.write_text("snapshot:\n  checkpoint_interval: 1s\n")  # snapshots to compare against
 
-    async def main():
-        async with VenueServer(market, symbols, speed=1.0, faults=faults or None, seed=5, ping_interval=1.0,
-                               ping_timeout=5.0) as venue:
-            config = load_config(config_file, {
-                "market": market, "symbols": symbols, "out": out, "rest_url": venue.rest_url,
-                "ws_url": venue.ws_url, "duration": seconds, "ignore_window": True})
-            return await Recorder(config).run()
-
-    assert asyncio.run(main()) == 0
+    assert record_day(out, market, symbols, seconds, faults=faults or None, config=config_file, ping_interval=1.0,
+                      ping_timeout=5.0) == 0
     return out
 
-
-def day_of(out: Path, market: str = "spot") -> str:
-    return next((out / f"binance-{market}" / "depth").glob("date=*")).name.split("=")[1]
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +68,7 @@ def cli(*args: str):
 
 def test_clean_day_passes_with_every_check(days, tmp_path):
     out = days["clean"]
-    report = validate_day(out, "spot", day_of(out))
+    report = validate_day(out, "spot", recorded_date(out))
     assert TOP_KEYS <= set(report)
     assert report["exit_code"] == 0, json.dumps({s: {c: v["summary"] for c, v in r["checks"].items()}
                                                 for s, r in report["symbols"].items()}, indent=1)
@@ -99,7 +86,7 @@ def test_clean_day_passes_with_every_check(days, tmp_path):
         assert len(series["depth_msgs"]) == series["n"] == len(series["synced_fraction"]) == len(series["mid"])
     assert sum(r["checks"]["snapshots"]["figures"]["compared"] for r in report["symbols"].values()) > 0
     # the command: exit 0, JSON and a self-contained HTML file
-    result = cli("--date", day_of(out), "--data", str(out), "--json", str(tmp_path / "r.json"),
+    result = cli("--date", recorded_date(out), "--data", str(out), "--json", str(tmp_path / "r.json"),
                  "--html", str(tmp_path / "r.html"))
     assert result.exit_code == 0, result.output
     assert "BTCUSDT" in result.output and "continuity" in result.output
@@ -111,14 +98,14 @@ def test_clean_day_passes_with_every_check(days, tmp_path):
 
 
 def test_futures_day_passes(days):
-    report = validate_day(days["usdm"], "usdm", day_of(days["usdm"], "usdm"))
+    report = validate_day(days["usdm"], "usdm", recorded_date(days["usdm"], "usdm"))
     assert report["exit_code"] == 0
     assert report["symbols"]["BTCUSDT"]["checks"]["continuity"]["figures"]["rule"] == "pu == prev u"
 
 
 def test_dropped_diffs_are_explained_breaks_but_cost_synced_time(days):
     out = days["drop"]
-    checks = validate_day(out, "spot", day_of(out))["symbols"]["BTCUSDT"]["checks"]
+    checks = validate_day(out, "spot", recorded_date(out))["symbols"]["BTCUSDT"]["checks"]
     continuity = checks["continuity"]["figures"]
     assert continuity["breaks"] > 0 and continuity["unexplained_breaks"] == 0
     assert checks["continuity"]["status"] == "warn"
@@ -130,7 +117,7 @@ def test_dropped_diffs_are_explained_breaks_but_cost_synced_time(days):
 
 def test_stale_snapshots_and_disconnects_are_reported(days):
     out = days["stale"]
-    report = validate_day(out, "spot", day_of(out))
+    report = validate_day(out, "spot", recorded_date(out))
     checks = report["symbols"]["BTCUSDT"]["checks"]
     # a stale snapshot is the exchange's timing, handled by the engine: a figure and a note, not a fault.
     # (Under CPU load every old snapshot may land while synced: then it is a checkpoint that is not comparable.)
@@ -152,12 +139,12 @@ def test_deleted_depth_rows_are_an_unexplained_break(days, tmp_path):
     seqs = pc.unique(pq.read_table(path, columns=["seq"]).column("seq")).to_pylist()
     lo, hi = seqs[len(seqs) // 2], seqs[len(seqs) // 2 + 3]  # a "row group" of three diffs goes missing
     rewrite(path, lambda t: pc.or_(pc.less(t["seq"], lo), pc.greater(t["seq"], hi)))
-    report = validate_day(out, "spot", day_of(out))
+    report = validate_day(out, "spot", recorded_date(out))
     continuity = report["symbols"]["BTCUSDT"]["checks"]["continuity"]
     assert continuity["status"] == "fail" and continuity["figures"]["unexplained_breaks"] == 1
     assert continuity["examples"][0]["explained"] is False and continuity["examples"][0]["time"]["berlin"]
     assert report["exit_code"] == 1
-    assert cli("--date", day_of(out), "--data", str(out)).exit_code == 1
+    assert cli("--date", recorded_date(out), "--data", str(out)).exit_code == 1
 
 
 def test_a_wrong_checkpoint_snapshot_level_fails_the_snapshot_check(days, tmp_path):
@@ -173,7 +160,7 @@ def test_a_wrong_checkpoint_snapshot_level_fails_the_snapshot_check(days, tmp_pa
     table = table.set_column(table.schema.get_field_index("qty"), table.schema.field("qty"),
                              pa.array(qty, type=table.schema.field("qty").type))
     pq.write_table(table, path)
-    report = validate_day(out, "spot", day_of(out))
+    report = validate_day(out, "spot", recorded_date(out))
     snapshots = report["symbols"]["BTCUSDT"]["checks"]["snapshots"]
     assert snapshots["status"] == "fail" and snapshots["figures"]["mismatched_levels"] >= 1, snapshots
     assert snapshots["examples"][0]["last_update_id"] and snapshots["examples"][0]["differences"]
@@ -189,7 +176,7 @@ def test_deleted_gap_events_leave_the_break_unexplained(days, tmp_path):
     first = gaps[0]
     # drop the first gap and its need_snapshot, as if those events rows were lost
     rewrite(path, lambda t: pc.invert(pc.and_(pc.greater_equal(t["seq"], first), pc.less_equal(t["seq"], first + 2))))
-    report = validate_day(out, "spot", day_of(out))
+    report = validate_day(out, "spot", recorded_date(out))
     continuity = report["symbols"]["BTCUSDT"]["checks"]["continuity"]["figures"]
     assert continuity["unexplained_breaks"] >= 1
     assert report["exit_code"] == 1
@@ -208,7 +195,7 @@ def test_unreadable_data_exits_2_with_one_line(days, tmp_path, damage):
         meta = dict(table.schema.metadata)
         meta[b"avellaneda_mm.schema_version"] = b"2.0"
         pq.write_table(table.replace_schema_metadata(meta), path)
-    result = cli("--date", day_of(out), "--data", str(out))
+    result = cli("--date", recorded_date(out), "--data", str(out))
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("recorder: error: ") and path.name in lines[0]
@@ -220,10 +207,10 @@ def test_usage_errors_exit_2(days, tmp_path):
     out = days["clean"]
     assert cli("--date", "20240501", "--data", str(out)).exit_code == 2  # no such day
     assert cli("--date", "someday", "--data", str(out)).exit_code == 2
-    assert cli("--date", day_of(out), "--data", str(out), "--symbols", "XRPUSDT").exit_code == 2
+    assert cli("--date", recorded_date(out), "--data", str(out), "--symbols", "XRPUSDT").exit_code == 2
     config = tmp_path / "c.yaml"
     config.write_text("validate:\n  max_gap_secs: 3\n")
-    result = cli("--date", day_of(out), "--data", str(out), "--config", str(config))
+    result = cli("--date", recorded_date(out), "--data", str(out), "--config", str(config))
     assert result.exit_code == 2 and "max_gap_secs" in result.output
 
 
@@ -231,7 +218,7 @@ def test_thresholds_from_config_can_fail_a_day(days, tmp_path):
     out = days["clean"]
     config = tmp_path / "c.yaml"
     config.write_text("validate:\n  max_latency_p99_ms: -1\n  min_synced_fraction: 0.5\n")
-    result = cli("--date", day_of(out), "--data", str(out), "--config", str(config), "--json", str(tmp_path / "r.json"))
+    result = cli("--date", recorded_date(out), "--data", str(out), "--config", str(config), "--json", str(tmp_path / "r.json"))
     assert result.exit_code == 1
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["thresholds"]["max_latency_p99_ms"] == -1
