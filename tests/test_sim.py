@@ -485,6 +485,9 @@ def test_replay_date_prints_the_backtest_and_writes_reports(day, tmp_path):
     assert html.count("<circle") >= summary["fills"]["count"]  # every fill is a dot on the quotes plot
     decisions = (tmp_path / "decisions-BTCUSDT-as.jsonl").read_text().splitlines()
     assert decisions and all(json.loads(line)["reasons"] for line in decisions[:100])
+    entries = [json.loads(line) for line in decisions]
+    placed = {e["order"] for e in entries if e["action"] == "place"}
+    assert {e["order"] for e in entries if e["action"] == "fill"} <= placed  # each fill names its order
 
 
 def test_calibrate_prints_and_writes_the_config(day, tmp_path):

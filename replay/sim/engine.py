@@ -49,7 +49,6 @@ class SimOrder:
     side: int
     price: int  # 1e-8 units
     qty: int  # remaining, 1e-8 units
-    sent_local: int  # ns
     live_at: int  # exchange ns
     size: int = 0  # as sent
     cancel_at: int | None = None  # exchange ns
@@ -257,7 +256,7 @@ class Simulator:
             self._remove(order, known)
             self.lockout_until[order.side] = max(self.lockout_until[order.side],
                                                  known + int(self.p.reject_lockout * 1e9))
-            self.log({"ts": known, "action": "reject", "side": SIDE_NAME[order.side], "price": order.price,
+            self.log({"ts": known, "action": "reject", "order": order.oid, "side": SIDE_NAME[order.side], "price": order.price,
                       "reasons": ["post-only order would have crossed the book on arrival",
                                   f"lockout {self.p.reject_lockout:g}s"]})
             return
@@ -351,7 +350,7 @@ class Simulator:
             self._remove(order, known)
         if self.p.fill_lockout > 0:
             self.lockout_until[side] = max(self.lockout_until[side], known + int(self.p.fill_lockout * 1e9))
-        self.log({"ts": known, "exchange_ts": self.exchange_now, "action": "fill", "side": SIDE_NAME[side],
+        self.log({"ts": known, "exchange_ts": self.exchange_now, "action": "fill", "order": order.oid, "side": SIDE_NAME[side],
                   "price": price, "qty": qty, "liquidity": liquidity, "reasons": [reason]})
 
     def _account(self, side: int, price: int, qty: int, fee: float) -> None:
@@ -394,7 +393,7 @@ class Simulator:
     def _drop_all(self, now: int, reason: str) -> None:
         for order in list(self.orders):
             self._remove(order)
-            self.log({"ts": now, "action": "cancel", "side": SIDE_NAME[order.side], "price": order.price,
+            self.log({"ts": now, "action": "cancel", "order": order.oid, "side": SIDE_NAME[order.side], "price": order.price,
                       "reasons": [reason]})
 
     # -- quoting ---------------------------------------------------------------------------------
@@ -540,12 +539,12 @@ class Simulator:
             self._cancel_side(side, now, [*reasons, f"requote to {price / UNIT:.10g}"])
         entry = self._latency_ns(self.entry_const, self.entry_factor)
         sent_exchange = self._exchange_time(now)
-        order = SimOrder(self.next_oid, side, price, size, now, sent_exchange + entry, size=size)
+        order = SimOrder(self.next_oid, side, price, size, sent_exchange + entry, size=size)
         self.next_oid += 1
         self.orders.append(order)
         self.quoted[side] = order
         self.counts["orders"] += 1
-        self.log({"ts": now, "action": "place", "side": SIDE_NAME[side], "price": price, "qty": size,
+        self.log({"ts": now, "action": "place", "order": order.oid, "side": SIDE_NAME[side], "price": price, "qty": size,
                   "reasons": reasons})
 
     def _cancel_side(self, side: int, now: int, reasons: list[str]) -> None:
@@ -555,7 +554,8 @@ class Simulator:
         self.quoted[side] = None
         current.cancel_at = self._exchange_time(now) + self._latency_ns(self.entry_const, self.entry_factor)
         self.counts["cancels"] += 1
-        self.log({"ts": now, "action": "cancel", "side": SIDE_NAME[side], "price": current.price, "reasons": reasons})
+        self.log({"ts": now, "action": "cancel", "order": current.oid, "side": SIDE_NAME[side], "price": current.price,
+                  "reasons": reasons})
 
     def _check_kill(self, now: int) -> bool:
         pnl = self.pnl()
@@ -585,7 +585,7 @@ class Simulator:
             if left <= 0:
                 break
             take = min(left, qty)
-            order = SimOrder(0, side, price, take, now, self.exchange_now, active=True)
+            order = SimOrder(0, side, price, take, self.exchange_now, active=True)
             self._fill(order, take, "flatten on kill", liquidity="taker")
             left -= take
 
