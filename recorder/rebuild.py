@@ -135,20 +135,25 @@ def rebuild(root: Path, market: Market, date: dt.date | str, symbol: str
         yield seq, recv_ts, message, action, local
 
 
+def first_row_groups(root: Path | str, exchange: str, table: str, date: dt.date, symbol: str, columns: list[str],
+                     files: int = 1) -> Iterator[pa.Table]:
+    """The first row group of each of a partition's first `files` files: a cheap sample of a day."""
+    try:
+        paths = list_files(root, exchange, table, date=date, symbols=[symbol])
+    except DatasetError:
+        return
+    for path in paths[:files]:
+        parquet = pq.ParquetFile(path)
+        if parquet.metadata.num_row_groups:
+            yield parquet.read_row_group(0, columns=columns)
+
+
 def sampled_decimals(root: Path | str, exchange: str, date: dt.date, symbol: str) -> tuple[int, int]:
     """Decimals a day's prices and quantities need, from the first row groups of depth and snapshots: the
     tick and step sizes (10^-decimals) when the day has no instruments row."""
     pd = qd = 0
     for table in ("depth", "snapshots"):
-        try:
-            paths = list_files(root, exchange, table, date=date, symbols=[symbol])
-        except DatasetError:
-            continue
-        for path in paths[:2]:
-            parquet = pq.ParquetFile(path)
-            if parquet.metadata.num_row_groups == 0:
-                continue
-            group = parquet.read_row_group(0, columns=["price", "qty"])
+        for group in first_row_groups(root, exchange, table, date, symbol, ["price", "qty"], files=2):
             pd = max([pd, *(decimals_needed(v) for v in decimal_units(group.column("price")) if v)])
             qd = max([qd, *(decimals_needed(v) for v in decimal_units(group.column("qty")) if v)])
     return pd, qd

@@ -34,12 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow.parquet as pq
 
 from recorder.book import OrderBook
 from recorder.markets import Market, SequenceRule, get_market
 from recorder.numbers import SCALE, decimals_needed, format_units
-from recorder.rebuild import sampled_decimals
+from recorder.rebuild import first_row_groups, sampled_decimals
 from replay.engine import (
     AGG_TRADE,
     BOOK_INVALID,
@@ -51,7 +50,7 @@ from replay.engine import (
     ReplayError,
     ReplayEvent,
 )
-from schemas import DatasetError, decimal_units, list_files, read_table
+from schemas import DatasetError, decimal_units, read_table
 
 from .server import BookUnavailable, Disconnect
 from .source import BookState, DepthDiff, MarketEvent, RawEvent, SymbolSpec
@@ -198,15 +197,8 @@ class RecordedSource:
     def _infer_suffix(self) -> str:
         gaps: list[int] = []
         for symbol in self._symbols:
-            try:
-                paths = list_files(self.root, self.market.exchange, "depth", date=self.date, symbols=[symbol])
-            except DatasetError:
-                continue
-            for path in paths[:1]:
-                parquet = pq.ParquetFile(path)
-                if parquet.metadata.num_row_groups == 0:
-                    continue
-                group = parquet.read_row_group(0, columns=["seq", "event_ts"])
+            for group in first_row_groups(self.root, self.market.exchange, "depth", self.date, symbol,
+                                          ["seq", "event_ts"]):
                 seq, ets = group.column("seq").to_pylist(), group.column("event_ts").to_pylist()
                 last_seq, last_e = None, None
                 for s, e in zip(seq[:200_000], ets[:200_000]):
