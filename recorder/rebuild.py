@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,25 +136,23 @@ def rebuild(root: Path, market: Market, date: dt.date | str, symbol: str
         yield seq, recv_ts, message, action, local
 
 
-def first_row_groups(root: Path | str, exchange: str, table: str, date: dt.date, symbol: str, columns: list[str],
-                     files: int = 1) -> Iterator[pa.Table]:
-    """The first row group of each of a partition's first `files` files: a cheap sample of a day."""
+def first_rows(root: Path | str, exchange: str, table: str, date: dt.date, symbol: str, columns: list[str],
+               rows: int, files: int = 1) -> Iterator[pa.RecordBatch]:
+    """The first `rows` rows of each of a partition's first `files` files: a cheap sample of a day."""
     try:
         paths = list_files(root, exchange, table, date=date, symbols=[symbol])
     except DatasetError:
         return
     for path in paths[:files]:
-        parquet = pq.ParquetFile(path)
-        if parquet.metadata.num_row_groups:
-            yield parquet.read_row_group(0, columns=columns)
+        yield from itertools.islice(pq.ParquetFile(path).iter_batches(batch_size=rows, columns=columns), 1)
 
 
 def sampled_decimals(root: Path | str, exchange: str, date: dt.date, symbol: str) -> tuple[int, int]:
-    """Decimals a day's prices and quantities need, from the first row groups of depth and snapshots: the
+    """Decimals a day's prices and quantities need, from the first rows of depth and snapshots: the
     tick and step sizes (10^-decimals) when the day has no instruments row."""
     pd = qd = 0
     for table in ("depth", "snapshots"):
-        for group in first_row_groups(root, exchange, table, date, symbol, ["price", "qty"], files=2):
+        for group in first_rows(root, exchange, table, date, symbol, ["price", "qty"], rows=5_000, files=2):
             pd = max([pd, *(decimals_needed(v) for v in decimal_units(group.column("price")) if v)])
             qd = max([qd, *(decimals_needed(v) for v in decimal_units(group.column("qty")) if v)])
     return pd, qd

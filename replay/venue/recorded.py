@@ -38,7 +38,7 @@ import orjson
 from recorder.book import OrderBook
 from recorder.markets import Market, SequenceRule, get_market
 from recorder.numbers import SCALE, decimals_needed, format_units
-from recorder.rebuild import first_row_groups, sampled_decimals
+from recorder.rebuild import first_rows, sampled_decimals
 from replay.engine import (
     AGG_TRADE,
     BOOK_INVALID,
@@ -197,11 +197,11 @@ class RecordedSource:
     def _infer_suffix(self) -> str:
         gaps: list[int] = []
         for symbol in self._symbols:
-            for group in first_row_groups(self.root, self.market.exchange, "depth", self.date, symbol,
-                                          ["seq", "event_ts"]):
+            for group in first_rows(self.root, self.market.exchange, "depth", self.date, symbol,
+                                    ["seq", "event_ts"], rows=200_000):
                 seq, ets = group.column("seq").to_pylist(), group.column("event_ts").to_pylist()
                 last_seq, last_e = None, None
-                for s, e in zip(seq[:200_000], ets[:200_000]):
+                for s, e in zip(seq, ets):
                     if s == last_seq:
                         continue
                     if last_e is not None:
