@@ -339,6 +339,7 @@ class Recorder:
             self.pipeline.event(now_ns, None, "journal_recovered", {"records": recovered})
         self.pipeline.event(now_ns, None, "window_start", {
             "symbols": self.symbols, "shard": list(self.config.shard), "stop_ns": stop_ns,
+            "ignore_window": self.config.ignore_window,
             "window": [str(self.config.window.start), str(self.config.window.end), self.config.window.timezone]})
         metrics_server = None
         writer: asyncio.Task | None = None

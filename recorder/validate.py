@@ -255,6 +255,11 @@ class Events:
     def is_import(self) -> bool:
         return any(k == "window_start" and "import" in json.dumps(d).lower() for _, _, k, d in self.connection_rows)
 
+    def ignored_window(self) -> bool:
+        """Every run of the day was started with --ignore-window: its span, not the trading window, is the plan."""
+        starts = [d for _, _, k, d in self.connection_rows if k == "window_start"]
+        return bool(starts) and all(d.get("ignore_window") for d in starts)
+
 
 def _load_events(root: Path, exchange: str, date: dt.date, symbol: str | None) -> list[tuple[int, int, str, dict]]:
     if not _files(root, exchange, "events", date, symbol):
@@ -836,7 +841,7 @@ def validate_symbol(root: Path, market: Market, date: dt.date, symbol: str, thre
     w0, w1 = window.bounds_for(date)
     d0, d1 = _depth_span(paths["depth"])
     inside = _overlap(d0, d1 + 1, w0, w1) / max(d1 + 1 - d0, 1)
-    imported = events.is_import() or inside < 0.5
+    imported = events.is_import() or events.ignored_window() or inside < 0.5
     t0, t1 = (d0, d1 + 1) if imported else (min(w0, d0), max(w1, d1 + 1))
     buckets = Buckets(t0, t1)
     tick, step = instrument_steps(root, exchange, date, symbol)
@@ -868,7 +873,7 @@ def validate_symbol(root: Path, market: Market, date: dt.date, symbol: str, thre
     elif synced_fraction < thresholds.warn_synced_fraction or p["gaps"]:
         status = "warn"
     if imported:
-        notes.append("imported or off-window data: window coverage reported, not judged")
+        notes.append("imported, off-window or --ignore-window data: window coverage reported, not judged")
     else:
         if window_coverage < thresholds.min_window_coverage:
             status = "fail"

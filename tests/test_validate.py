@@ -97,6 +97,19 @@ def test_clean_day_passes_with_every_check(days, tmp_path):
     assert "https://" not in page and page.count("http://") == page.count("http://www.w3.org/2000/svg")
 
 
+def test_an_ignore_window_run_is_judged_on_its_own_span_whatever_the_time(days):
+    """The fixture days are short --ignore-window runs: inside a window that covers them, coverage is reported,
+    not failed (the suite passes at any hour, also during the Berlin trading day)."""
+    from recorder.window import TradingWindow
+
+    out = days["clean"]
+    report = validate_day(out, "spot", recorded_date(out), window=TradingWindow(dt.time(0), dt.time(23, 59, 59)))
+    coverage = report["symbols"]["BTCUSDT"]["checks"]["coverage"]
+    assert coverage["figures"]["inside_window_fraction"] == 1.0
+    assert coverage["figures"]["imported_or_off_window"] and coverage["status"] != "fail"
+    assert any("--ignore-window" in note for note in coverage["notes"])
+
+
 def test_futures_day_passes(days):
     report = validate_day(days["usdm"], "usdm", recorded_date(days["usdm"], "usdm"))
     assert report["exit_code"] == 0
