@@ -873,9 +873,9 @@ def _channels_check(paths: dict[str, list[Path]], events: Events, first: int, la
         c: _data_silences(paths[CHANNEL_TABLES[c]], first, last, int(silent_after_s[c] * NS)) for c in present}
     status, examples, per_channel = "pass", [], {}
     for channel in expected:
-        spans = silences.get(channel, [])
-        silent_ns = sum(b - a for a, b in spans)
         absent = channel not in present
+        spans = silences.get(channel) or ([(first, last)] if absent else [])
+        silent_ns = sum(b - a for a, b in spans)
         if absent or silent_ns / span_ns > thresholds.max_silent_fraction:
             status = "fail"
         elif spans:
