@@ -32,7 +32,14 @@ from recorder.config import RecorderConfig
 from recorder.observability import Health, Metrics, MetricsServer, StatusRow, StatusView
 from recorder.pipeline import Pipeline, tune_gc, write_buffers
 from recorder.protocol import DepthUpdate, Instrument, ServerShutdown, parse_exchange_info, parse_frame
-from recorder.watchdog import Reconnect, StreamResumed, StreamSilent, StreamWatchdog, channels_of, stream_channel
+from recorder.watchdog import (
+    Reconnect,
+    StreamResumed,
+    StreamSilent,
+    StreamWatchdog,
+    channels_of,
+    stream_channel,
+)
 from recorder.window import Clock, SystemClock, TradingWindow, plan_run, sleep_until
 from schemas import berlin_date
 
@@ -695,9 +702,9 @@ class Recorder:
                 elif type(decision) is Reconnect:
                     conn = next((c for c in self.connections if c.cid == decision.connection), None)
                     if conn is not None:
-                        log.warning("connection %d: %s silent for %.0f s, reconnecting", conn.cid,
-                                    ", ".join(decision.streams[:5]) + (" ..." if len(decision.streams) > 5 else ""),
-                                    decision.silent_for_s)
+                        log.info("connection %d: %s silent for %.0f s, reconnecting", conn.cid,
+                                 ", ".join(decision.streams[:5]) + (" ..." if len(decision.streams) > 5 else ""),
+                                 decision.silent_for_s)
                         self.metrics.stream_reconnects.inc()
                         self._rollover(conn, "stream_silent")
 

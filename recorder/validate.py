@@ -827,16 +827,29 @@ def subscribed_channels(connection_rows: list) -> set[str] | None:
 
 
 def _event_silences(events: Events, end: int) -> dict[str, list[tuple[int, int]]]:
-    """Silent spans per channel from the watchdog's stream_silent / stream_resumed events (open ones end at `end`)."""
+    """Silent spans per channel from the watchdog's stream_silent / stream_resumed events.
+
+    A span still open ends with its recording run (the next window_end event), else at `end`."""
+    run_ends = sorted((seq, ts) for seq, ts, kind, _ in events.connection_rows if kind == "window_end")
     spans: dict[str, list[tuple[int, int]]] = {}
-    open_since: dict[str, int] = {}
-    for _, ts, kind, detail in events.symbol_rows:
+    open_since: dict[str, tuple[int, int]] = {}  # channel -> (seq, silent_since)
+
+    def close_before(seq: int) -> None:
+        for channel, (opened, since) in list(open_since.items()):
+            ended = next((ts for s, ts in run_ends if opened < s < seq), None)
+            if ended is not None:
+                spans.setdefault(channel, []).append((since, max(ended, since)))
+                del open_since[channel]
+
+    for seq, ts, kind, detail in events.symbol_rows:
+        close_before(seq)
         channel = detail.get("channel")
         if kind == "stream_silent" and channel not in open_since:
-            open_since[channel] = int(detail.get("silent_since", ts))
+            open_since[channel] = (seq, int(detail.get("silent_since", ts)))
         elif kind == "stream_resumed" and channel in open_since:
-            spans.setdefault(channel, []).append((open_since.pop(channel), int(detail.get("resumed_at", ts))))
-    for channel, since in open_since.items():
+            spans.setdefault(channel, []).append((open_since.pop(channel)[1], int(detail.get("resumed_at", ts))))
+    close_before(2**63 - 1)
+    for channel, (_, since) in open_since.items():
         spans.setdefault(channel, []).append((since, max(end, since)))
     return spans
 
@@ -893,8 +906,8 @@ def _channels_check(paths: dict[str, list[Path]], events: Events, first: int, la
     elif examples:
         summary += f"; {len(examples)} silent span(s)"
     notes = [] if subscribed is not None else [
-        "no subscription recorded (an import or an older recording): the channels present are expected, silences "
-        "are gaps in their rows longer than the watchdog threshold"]
+        ("no subscription recorded (an import or an older recording): the channels present are expected, silences "
+         "are gaps in their rows longer than the watchdog threshold")]
     figures = {"subscribed": None if subscribed is None else [c for c in CHANNELS if c in subscribed],
                "present": [c for c in CHANNELS if c in present], "expected": expected,
                "silences_from": "events" if subscribed is not None else "data", "channels": per_channel}

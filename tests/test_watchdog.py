@@ -162,7 +162,7 @@ def silent_trades(tmp_path_factory):
             config = load_config(config_file, {
                 "symbols": ["BTCUSDT", "ETHUSDT"], "out": out, "rest_url": venue.rest_url, "ws_url": venue.ws_url,
                 "duration": 4.0, "ignore_window": True})
-            recorder = Recorder(config)
+            recorder = Recorder(config, validate=True)
             code = await recorder.run()
             return recorder, code, venue.stats.connections_total
 
@@ -180,7 +180,7 @@ def event_rows(out: Path, symbol: str | None) -> list[dict]:
 
 
 def test_a_silent_stream_is_an_event_a_warning_a_metric_and_a_reconnect(silent_trades):
-    out, recorder, code, connections, records = silent_trades
+    out, recorder, _, connections, records = silent_trades
     silent = [e for e in event_rows(out, "BTCUSDT") if e["kind"] == "stream_silent"]
     assert len(silent) == 1
     detail = silent[0]["detail"]
@@ -205,8 +205,13 @@ def test_a_silent_stream_is_an_event_a_warning_a_metric_and_a_reconnect(silent_t
 
 
 def test_validate_fails_a_day_without_trades_and_names_the_span(silent_trades):
-    out, *_ = silent_trades
+    out, _, code, *_ = silent_trades
     date = next((out / "binance-spot" / "depth").glob("date=*")).name.split("=")[1]
+    # the run's own validation (what cron sees): exit 1, and its report says why
+    assert code == 1
+    [written] = (out / "reports" / "binance-spot" / date).glob("validation-*.json")
+    written_check = orjson.loads(written.read_bytes())["symbols"]["BTCUSDT"]["checks"]["channels"]
+    assert written_check["status"] == "fail" and written_check["examples"][0]["channel"] == "trade"
     report = validate_day(out, "spot", date)
     check = report["symbols"]["BTCUSDT"]["checks"]["channels"]
     assert check["status"] == "fail" and report["exit_code"] == 1
@@ -245,3 +250,17 @@ def test_validate_names_data_gaps_of_a_day_without_watchdog_events(silent_trades
     assert check["figures"]["expected"] == ["depth", "trade", "agg_trade", "book_ticker"]
     assert check["status"] == "fail", check
     assert check["examples"][0]["channel"] == "agg_trade" and check["examples"][0]["seconds"] > 1.5
+
+
+def test_a_silence_left_open_ends_with_its_run():
+    """A day recorded in two runs: a silence the first run never saw end is not carried into the second."""
+    from recorder.validate import Events, _event_silences
+
+    silent = {"stream": "btcusdt@trade", "channel": "trade", "silent_since": 10 * S, "threshold": 900.0}
+    symbol_rows = [(5, 20 * S, "stream_silent", silent),
+                   (30, 60 * S, "stream_silent", {**silent, "silent_since": 50 * S}),
+                   (40, 70 * S, "stream_resumed", {**silent, "resumed_at": 65 * S})]
+    connection_rows = [(1, 0, "window_start", {"channels": ["depth", "trade"]}), (10, 30 * S, "window_end", {}),
+                       (11, 40 * S, "window_start", {"channels": ["depth", "trade"]})]
+    spans = _event_silences(Events(symbol_rows, connection_rows), end=100 * S)
+    assert spans == {"trade": [(10 * S, 30 * S), (50 * S, 65 * S)]}
