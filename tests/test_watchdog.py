@@ -174,6 +174,36 @@ def silent_trades(tmp_path_factory):
     return out, recorder, code, connections, records
 
 
+def test_a_stream_that_comes_back_is_resumed(tmp_path):
+    """bookTicker of ETHUSDT withheld for the first 2.5 s: silent, then resumed; the gauge goes back to 0."""
+    out = tmp_path / "data"
+    config_file = tmp_path / "recorder.yaml"
+    config_file.write_text("watchdog:\n  silent_after: {book_ticker: 500ms}\n  reconnect_after: {book_ticker: 1h}\n")
+
+    async def main():
+        async with VenueServer("spot", ["ETHUSDT"], speed=5.0, faults="silence=bookTicker:ETHUSDT:0s:2500ms",
+                               seed=5, ping_interval=1.0, ping_timeout=5.0) as venue:
+            config = load_config(config_file, {
+                "symbols": ["ETHUSDT"], "out": out, "rest_url": venue.rest_url, "ws_url": venue.ws_url,
+                "duration": 4.0, "ignore_window": True})
+            recorder = Recorder(config)
+            await recorder.run()
+            return recorder
+
+    recorder = asyncio.run(main())
+    rows = [e for e in event_rows(out, "ETHUSDT") if e["kind"] in ("stream_silent", "stream_resumed")]
+    assert [e["kind"] for e in rows] == ["stream_silent", "stream_resumed"]
+    silent, resumed = (e["detail"] for e in rows)
+    assert resumed["silent_since"] == silent["silent_since"] < resumed["resumed_at"]
+    assert recorder.metrics.stream_silent.values[("ETHUSDT", "book_ticker")] == 0
+    assert recorder.silent_streams == set()
+    date = next((out / "binance-spot" / "depth").glob("date=*")).name.split("=")[1]
+    check = validate_day(out, "spot", date)["symbols"]["ETHUSDT"]["checks"]["channels"]
+    span = check["examples"][0]
+    assert span["channel"] == "book_ticker"
+    assert (span["start"]["ns"], span["end"]["ns"]) == (silent["silent_since"], resumed["resumed_at"])
+
+
 def event_rows(out: Path, symbol: str | None) -> list[dict]:
     table = read_table(out, "binance-spot", "events", symbols=[symbol])
     return [dict(row, detail=orjson.loads(row["detail"])) for row in table.to_pylist()]
