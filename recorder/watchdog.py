@@ -36,7 +36,6 @@ DEFAULT_RECONNECT_AFTER_S: Mapping[str, float] = {"depth": 300.0, "trade": 3600.
 
 _CHANNEL_OF_SUFFIX = {"depth": "depth", "trade": "trade", "aggTrade": "agg_trade", "bookTicker": "book_ticker"}
 _TYPE_OF_CHANNEL = {"depth": DepthUpdate, "trade": Trade, "agg_trade": AggTrade, "book_ticker": BookTicker}
-_WATCHED_TYPES = frozenset(_TYPE_OF_CHANNEL.values())
 
 
 def stream_channel(stream: str) -> tuple[str, str] | None:
@@ -116,10 +115,11 @@ class StreamWatchdog:
         return min(1.0, min(self.silent_after_ns.values()) / NS / 4)
 
     def seen(self, message: object, now: int) -> None:
-        """A parsed message received at `now`; the per-frame cost is one type test and one dict store."""
-        kind = type(message)
-        if kind in _WATCHED_TYPES:
-            self._last[kind, message.symbol] = now
+        """A parsed message received at `now`; on the hot path, so one dict store (about 0.1 µs)."""
+        try:
+            self._last[type(message), message.symbol] = now
+        except AttributeError:  # not a stream message: ParseError, SubscribeAck, ...
+            pass
 
     def opened(self, connection: int, streams: Iterable[str], now: int) -> None:
         """A connection carrying `streams` is open: their clocks (re)start now."""
