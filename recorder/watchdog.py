@@ -21,12 +21,13 @@ from recorder.protocol import AggTrade, BookTicker, DepthUpdate, Trade
 NS = 1_000_000_000
 CHANNELS = ("depth", "trade", "agg_trade", "book_ticker")  # the config's channel names
 
-# Defaults from the inter-arrival gaps of the real captures in shared/realdata (spot 2021 cryptofeed sessions
-# of illiquid pairs, 30-119 s each; hftbacktest 2023-24 BTC/ETH sessions of 5-7 min): the longest gap seen was
-# 17 s for depth@100ms (BUSDUSD, ZENUSD, RENBTCETH on spot), 16 s for bookTicker (BTCAUD), 113 s between
-# two aggTrades (QTUMETH; AXSBNB's first trade came 41 s after subscribing), while liquid symbols never
-# paused over 2.6 s on any channel. Depth and bookTicker follow every book change, so a minute without one
-# is several times the worst seen; trades of an illiquid pair can pause for many minutes, so 15 minutes.
+# Defaults from the inter-arrival gaps per stream in the real captures of shared/realdata (cryptofeed 2021
+# sessions of illiquid binance.com and binance.us pairs, 30-119 s each; hftbacktest 2023-24 BTC/ETH sessions of
+# 2-7 min): the longest gaps were 17 s on depth@100ms (BUSDUSD on binance.us; BTCAUD 15 s on binance.com),
+# 16 s on bookTicker (BTCAUD) and 113 s between two aggTrades (QTUMETH; AXSBNB's first came 41 s after the
+# subscription); BTC/ETH never paused over 2.1 s on depth, 3.9 s on bookTicker, 8.5 s on trades. Depth and
+# bookTicker follow every book change, so a minute without one is several times the worst seen; trades of an
+# illiquid pair can pause for many minutes, so 15 minutes.
 DEFAULT_SILENT_AFTER_S: Mapping[str, float] = {"depth": 60.0, "trade": 900.0, "agg_trade": 900.0,
                                                "book_ticker": 60.0}
 # A reconnect (a gapless rollover) only after the silence has lasted several times longer: a fresh connection
