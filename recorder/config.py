@@ -12,7 +12,7 @@ import os
 import re
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from recorder.markets import SPOT, Market, get_market
+from recorder.watchdog import CHANNELS, DEFAULT_RECONNECT_AFTER_S, DEFAULT_SILENT_AFTER_S
 
 CONFIG_PATH_ENV = "CONFIG_PATH"
 COMMAND_LINE = "command line"
@@ -77,6 +78,15 @@ class SyncConfig:
 
 
 @dataclass(frozen=True)
+class WatchdogConfig:
+    """Per channel (depth, trade, agg_trade, book_ticker): seconds without a message on a stream while its
+    connection is up before it counts as silent, and before its connection is replaced."""
+
+    silent_after_s: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SILENT_AFTER_S))
+    reconnect_after_s: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_RECONNECT_AFTER_S))
+
+
+@dataclass(frozen=True)
 class LogConfig:
     format: str = "plain"
     level: str = "info"
@@ -100,6 +110,7 @@ class RecorderConfig:
     log: LogConfig
     metrics_port: int | None
     validate: Mapping[str, Any]  # thresholds for `recorder validate`, interpreted there
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     duration_s: float | None = None  # command line only: stop after this long
     ignore_window: bool = False  # command line only: record outside the trading window
 
@@ -252,6 +263,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "log",
         "metrics_port",
         "validate",
+        "watchdog",
     ),
     "channels": ("depth", "trade", "agg_trade", "book_ticker"),
     "snapshot": ("limit", "checkpoint_interval", "stagger"),
@@ -260,6 +272,9 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "connection": ("lifetime", "max_streams", "reconnect_max_backoff", "rest_timeout", "weight_headroom"),
     "sync": ("max_buffer",),
     "log": ("format", "level"),
+    "watchdog": ("silent_after", "reconnect_after"),
+    "watchdog.silent_after": CHANNELS,
+    "watchdog.reconnect_after": CHANNELS,
 }
 
 
@@ -401,6 +416,17 @@ def _mapping(value: Any) -> dict[str, Any]:
     return dict(_typed(dict, "a mapping")(value))
 
 
+def _watchdog(section: _Reader) -> WatchdogConfig:
+    silent, reconnect = section.section("silent_after"), section.section("reconnect_after")
+    silent_after = {c: silent.get(c, _positive_duration, DEFAULT_SILENT_AFTER_S[c]) for c in CHANNELS}
+    reconnect_after = {c: reconnect.get(c, _positive_duration, DEFAULT_RECONNECT_AFTER_S[c]) for c in CHANNELS}
+    for channel in CHANNELS:
+        if reconnect_after[channel] <= silent_after[channel]:
+            raise reconnect.error(channel, f"{reconnect_after[channel]:g} s must be longer than "
+                                           f"watchdog.silent_after.{channel} ({silent_after[channel]:g} s)")
+    return WatchdogConfig(silent_after, reconnect_after)
+
+
 def _merge_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, str]:
     """Write the given CLI values into `data` (in place); return dotted key -> source of each."""
     unknown = [name for name in overrides if name not in _OVERRIDE_KEYS]
@@ -536,6 +562,7 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = 
         ),
         metrics_port=top.get("metrics_port", _port, None),
         validate=top.get("validate", _mapping, {}),
+        watchdog=_watchdog(top.section("watchdog")),
         duration_s=_command_line_duration(overrides.get("duration")),
         ignore_window=bool(overrides.get("ignore_window") or False),
     )

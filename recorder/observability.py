@@ -182,6 +182,16 @@ class Metrics:
         self.used_weight = self.gauge(
             "recorder_used_weight", "Binance request weight used this minute (X-MBX-USED-WEIGHT-1M)."
         )
+        self.stream_silent = self.gauge(
+            "recorder_stream_silent", "1 while the stream has had no message for longer than its watchdog "
+            "threshold, its connection up.", ("symbol", "channel")
+        )
+        self.stream_silences = self.counter(
+            "recorder_stream_silences_total", "Silences noticed by the stream watchdog.", ("symbol", "channel")
+        )
+        self.stream_reconnects = self.counter(
+            "recorder_stream_reconnects_total", "Connections replaced because a stream stayed silent."
+        )
 
     def counter(self, name: str, help: str, label_names: tuple[str, ...] = ()) -> Counter:
         return self._register("counter", Counter(name, help, label_names))

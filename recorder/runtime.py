@@ -32,6 +32,14 @@ from recorder.config import RecorderConfig
 from recorder.observability import Health, Metrics, MetricsServer, StatusRow, StatusView
 from recorder.pipeline import Pipeline, tune_gc, write_buffers
 from recorder.protocol import DepthUpdate, Instrument, ServerShutdown, parse_exchange_info, parse_frame
+from recorder.watchdog import (
+    Reconnect,
+    StreamResumed,
+    StreamSilent,
+    StreamWatchdog,
+    channels_of,
+    stream_channel,
+)
 from recorder.window import Clock, SystemClock, TradingWindow, plan_run, sleep_until
 from schemas import berlin_date
 
@@ -255,6 +263,8 @@ class Recorder:
         self.root = Path(config.out)
         self.journal_dir = self.root / ".journal" / self.market.exchange / self.tag
         self.metrics = Metrics()
+        self.watchdog = StreamWatchdog(config.watchdog.silent_after_s, config.watchdog.reconnect_after_s)
+        self.silent_streams = self.watchdog.silent  # names of the streams silent now (kept by the watchdog)
         self.pipeline: Pipeline | None = None
         self.journal: jr.Journal | None = None
         self.connections: list[Connection] = []
@@ -340,6 +350,7 @@ class Recorder:
         self.pipeline.event(now_ns, None, "window_start", {
             "symbols": self.symbols, "shard": list(self.config.shard), "stop_ns": stop_ns,
             "ignore_window": self.config.ignore_window,
+            "channels": channels_of(streams_for(self.config, self.symbols[0])),
             "window": [str(self.config.window.start), str(self.config.window.end), self.config.window.timezone]})
         metrics_server = None
         writer: asyncio.Task | None = None
@@ -359,6 +370,7 @@ class Recorder:
                 for group in shard_connections(self.config, self.symbols):
                     self._open_connection(group)
                 tasks.append(asyncio.create_task(self._snapshot_loop()))
+                tasks.append(asyncio.create_task(self._watchdog_loop()))
                 writer = asyncio.create_task(self._writer_loop())
                 if self.status_view:
                     tasks.append(asyncio.create_task(StatusView(self.status_rows).run()))
@@ -412,7 +424,8 @@ class Recorder:
         thresholds = Thresholds.from_mapping(self.config.validate)
         ok = True
         for date in sorted(self._dates):
-            report = validate_day(self.root, self.market, date, self.symbols, thresholds, window=span)
+            report = validate_day(self.root, self.market, date, self.symbols, thresholds, window=span,
+                                  silent_after_s=self.config.watchdog.silent_after_s)
             directory = report_dir(self.root, self.market.exchange, date)
             directory.mkdir(parents=True, exist_ok=True)
             stem = directory / f"validation-{self.tag}"
@@ -511,11 +524,13 @@ class Recorder:
                 async with websockets.connect(url, max_size=None, ping_interval=None, open_timeout=10,
                                               close_timeout=1) as ws:
                     conn.opened_at = time.monotonic()
+                    self.watchdog.opened(conn.cid, conn.streams, time.time_ns())
                     pipeline.event(time.time_ns(), None, "connect", {"connection": conn.cid, "streams": len(conn.streams)})
                     backoff = 0.25
                     rollover = loop.call_later(self.config.connection.lifetime_s, self._rollover, conn, "lifetime")
                     try:
                         recv = ws.recv
+                        seen = self.watchdog.seen
                         while True:  # the hot loop: receive, time-stamp, hand to the pipeline
                             raw = await recv(decode=False)
                             recv_ts = time.time_ns()
@@ -523,11 +538,13 @@ class Recorder:
                                 message = pipeline.frame(recv_ts, raw)
                             else:
                                 message = self._overlap_frame(conn, recv_ts, raw)
+                            seen(message, recv_ts)
                             if type(message) is ServerShutdown:
                                 self._rollover(conn, "server_shutdown")
                     finally:
                         rollover.cancel()
             except (OSError, websockets.ConnectionClosed, websockets.InvalidHandshake, TimeoutError) as exc:
+                self.watchdog.closed(conn.cid)
                 if conn.retiring:
                     return
                 now_ns = time.time_ns()
@@ -589,6 +606,7 @@ class Recorder:
 
     def _retire(self, conn: Connection) -> None:
         conn.retiring = True
+        self.watchdog.closed(conn.cid)
         if conn.task is not None:
             conn.task.cancel()
         self.connections.remove(conn)
@@ -654,6 +672,42 @@ class Recorder:
                 self.unsynced_since.pop(symbol, None)
             else:
                 self.unsynced_since.setdefault(symbol, now)
+
+    # ---- stream watchdog --------------------------------------------------------------------------
+
+    async def _watchdog_loop(self) -> None:
+        """Act on the stream watchdog's decisions, a few times per shortest silence threshold."""
+        for symbol in self.symbols:
+            for parsed in filter(None, map(stream_channel, streams_for(self.config, symbol))):
+                self.metrics.stream_silent.set(0, *parsed)
+        while True:
+            await asyncio.sleep(self.watchdog.check_interval_s)
+            now_ns = time.time_ns()
+            for decision in self.watchdog.check(now_ns):
+                if type(decision) is StreamSilent:
+                    self.pipeline.event(now_ns, decision.symbol, "stream_silent", {
+                        "stream": decision.stream, "channel": decision.channel,
+                        "silent_since": decision.silent_since_ns, "threshold": decision.threshold_s,
+                        "connection": decision.connection})
+                    log.warning("stream %s silent: no message for over %g s while connection %d is up",
+                                decision.stream, decision.threshold_s, decision.connection)
+                    self.metrics.stream_silent.set(1, decision.symbol, decision.channel)
+                    self.metrics.stream_silences.inc(decision.symbol, decision.channel)
+                elif type(decision) is StreamResumed:
+                    seconds = (decision.resumed_ns - decision.silent_since_ns) / 1e9
+                    self.pipeline.event(now_ns, decision.symbol, "stream_resumed", {
+                        "stream": decision.stream, "channel": decision.channel,
+                        "silent_since": decision.silent_since_ns, "resumed_at": decision.resumed_ns})
+                    log.info("stream %s resumed after %.1f s without a message", decision.stream, seconds)
+                    self.metrics.stream_silent.set(0, decision.symbol, decision.channel)
+                elif type(decision) is Reconnect:
+                    conn = next((c for c in self.connections if c.cid == decision.connection), None)
+                    if conn is not None:
+                        log.info("connection %d: %s silent for %.0f s, reconnecting", conn.cid,
+                                 ", ".join(decision.streams[:5]) + (" ..." if len(decision.streams) > 5 else ""),
+                                 decision.silent_for_s)
+                        self.metrics.stream_reconnects.inc()
+                        self._rollover(conn, "stream_silent")
 
     # ---- writing ----------------------------------------------------------------------------------
 

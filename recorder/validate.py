@@ -5,7 +5,7 @@ by `seq`, walks bookTicker and trades alongside it; the other tables are streame
 bounded by a row group plus small per-bucket series, whatever the size of the day.
 
 Checks (each pass / warn / fail / skip, with figures and worst examples; docs/validation.md lists the keys):
-coverage, continuity, snapshots, book_sanity, book_ticker, trades, time, files.
+coverage, channels, continuity, snapshots, book_sanity, book_ticker, trades, time, files.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from recorder.markets import Market, SequenceRule, get_market
 from recorder.protocol import DepthUpdate
 from recorder.rebuild import files_in_seq_order, rebuild
 from recorder.sync import Action, State
+from recorder.watchdog import CHANNELS, DEFAULT_SILENT_AFTER_S
 from recorder.window import TradingWindow
 from schemas import TABLES, DatasetError, available, check_file, decimal_units, list_files, read_table
 from schemas.layout import parse_date
@@ -39,10 +40,11 @@ BERLIN = ZoneInfo("Europe/Berlin")
 NS = 1_000_000_000
 MS = 1_000_000
 STATUS_ORDER = {"pass": 0, "skip": 0, "warn": 1, "fail": 2}
-CHECKS = ("coverage", "continuity", "snapshots", "book_sanity", "book_ticker", "trades", "time", "files")
+CHECKS = ("coverage", "channels", "continuity", "snapshots", "book_sanity", "book_ticker", "trades", "time", "files")
 MAX_EXAMPLES = 10
 LAT_MIN_MS, LAT_MAX_MS = -60_000, 60_000  # latency histogram range, 1 ms bins (clamped at the ends)
 EXPLAINING_KINDS = {"gap", "need_snapshot", "resync", "buffer_overflow"}
+CHANNEL_TABLES = {"depth": "depth", "trade": "trades", "agg_trade": "agg_trades", "book_ticker": "book_ticker"}
 CONNECTION_KINDS = {"connect", "disconnect", "rollover", "window_start", "window_end", "journal_recovered",
                     "server_shutdown"}
 
@@ -71,6 +73,7 @@ class Thresholds:
     max_latency_p99_ms: float = 2000.0  # p99 of recv - E above the day's minimum (clock offset removed)
     max_clock_offset_ms: float = 5000.0  # |median recv - E| above this: warn (clock badly off)
     max_recv_ts_backsteps: int = 0  # recv_ts going backwards in seq order: warn above
+    max_silent_fraction: float = 0.05  # share of the recorded span a recorded channel may be silent: fail above
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> Thresholds:
@@ -819,11 +822,110 @@ def _depth_span(paths: list[Path]) -> tuple[int, int]:
     return int(lo), int(hi)
 
 
+# ---- channel coverage -----------------------------------------------------------------------------------
+
+
+def subscribed_channels(connection_rows: list) -> set[str] | None:
+    """Channels the recorder subscribed (`channels` of its window_start events); None when no event says."""
+    lists = [d["channels"] for _, _, k, d in connection_rows if k == "window_start" and isinstance(d.get("channels"), list)]
+    return None if not lists else {c for channels in lists for c in channels}
+
+
+def _event_silences(events: Events, end: int) -> dict[str, list[tuple[int, int]]]:
+    """Silent spans per channel from the watchdog's stream_silent / stream_resumed events.
+
+    A span still open ends with its recording run (the next window_end event), else at `end`."""
+    run_ends = sorted((seq, ts) for seq, ts, kind, _ in events.connection_rows if kind == "window_end")
+    spans: dict[str, list[tuple[int, int]]] = {}
+    open_since: dict[str, tuple[int, int]] = {}  # channel -> (seq, silent_since)
+
+    def close_before(seq: int) -> None:
+        for channel, (opened, since) in list(open_since.items()):
+            ended = next((ts for s, ts in run_ends if opened < s < seq), None)
+            if ended is not None:
+                spans.setdefault(channel, []).append((since, max(ended, since)))
+                del open_since[channel]
+
+    for seq, ts, kind, detail in events.symbol_rows:
+        close_before(seq)
+        channel = detail.get("channel")
+        if kind == "stream_silent" and channel not in open_since:
+            open_since[channel] = (seq, int(detail.get("silent_since", ts)))
+        elif kind == "stream_resumed" and channel in open_since:
+            spans.setdefault(channel, []).append((open_since.pop(channel)[1], int(detail.get("resumed_at", ts))))
+    close_before(2**63 - 1)
+    for channel, (_, since) in open_since.items():
+        spans.setdefault(channel, []).append((since, max(end, since)))
+    return spans
+
+
+def _data_silences(paths: list[Path], start: int, end: int, threshold_ns: int) -> list[tuple[int, int]]:
+    """Spans over `threshold_ns` without a row of this table within [start, end], edges included."""
+    spans, previous = [], start
+    for batch in _batches(paths, ["recv_ts"]):
+        recv = batch.column("recv_ts").to_numpy()
+        if not len(recv):
+            continue
+        steps = np.diff(np.r_[[previous], recv])
+        for k in np.flatnonzero(steps > threshold_ns).tolist():
+            spans.append((int(previous if k == 0 else recv[k - 1]), int(recv[k])))
+        previous = max(previous, int(recv[-1]))
+    if end - previous > threshold_ns:
+        spans.append((previous, end))
+    return spans
+
+
+def _channels_check(paths: dict[str, list[Path]], events: Events, first: int, last: int,
+                    silent_after_s: Mapping[str, float], thresholds: Thresholds) -> dict:
+    """Every channel subscribed (per the window_start events) or present in the day delivers over the day.
+
+    A channel subscribed but without a row fails; so does one silent (watchdog events, or for days without
+    them, gaps in its rows longer than the watchdog's threshold) for over `max_silent_fraction` of the
+    recorded span; shorter silences warn. An imported day expects only the channels its capture holds.
+    """
+    subscribed = subscribed_channels(events.connection_rows)
+    present = {c for c in CHANNELS if paths[CHANNEL_TABLES[c]]}
+    expected = [c for c in CHANNELS if c in present or subscribed and c in subscribed]
+    span_ns = max(last - first, 1)
+    silences = _event_silences(events, last) if subscribed is not None else {
+        c: _data_silences(paths[CHANNEL_TABLES[c]], first, last, int(silent_after_s[c] * NS)) for c in present}
+    status, examples, per_channel = "pass", [], {}
+    for channel in expected:
+        absent = channel not in present
+        spans = silences.get(channel) or ([(first, last)] if absent else [])
+        silent_ns = sum(b - a for a, b in spans)
+        if absent or silent_ns / span_ns > thresholds.max_silent_fraction:
+            status = "fail"
+        elif spans:
+            status = _worst(status, "warn")
+        per_channel[channel] = {"rows": not absent, "silent_spans": len(spans),
+                                "silent_seconds": round(silent_ns / NS, 3),
+                                "silent_fraction": round(min(silent_ns / span_ns, 1.0), 6)}
+        examples += [{"channel": channel, "start": when(a), "end": when(b), "seconds": round((b - a) / NS, 3)}
+                     for a, b in spans]
+    failing = [c for c in expected if c not in present or per_channel[c]["silent_fraction"] > thresholds.max_silent_fraction]
+    summary = f"{len(expected)} channel(s): {', '.join(expected)}"
+    if failing:
+        summary += "; silent: " + ", ".join(
+            f"{c} (no data)" if c not in present else f"{c} ({per_channel[c]['silent_seconds']:g} s)" for c in failing)
+    elif examples:
+        summary += f"; {len(examples)} silent span(s)"
+    notes = [] if subscribed is not None else [
+        ("no subscription recorded (an import or an older recording): the channels present are expected, silences "
+         "are gaps in their rows longer than the watchdog threshold")]
+    figures = {"subscribed": None if subscribed is None else [c for c in CHANNELS if c in subscribed],
+               "present": [c for c in CHANNELS if c in present], "expected": expected,
+               "silences_from": "events" if subscribed is not None else "data", "channels": per_channel}
+    examples.sort(key=lambda e: -e["seconds"])
+    return _check(status, summary, figures, examples[:MAX_EXAMPLES], notes)
+
+
 # ---- one symbol -----------------------------------------------------------------------------------------
 
 
 def validate_symbol(root: Path, market: Market, date: dt.date, symbol: str, thresholds: Thresholds,
-                    window: TradingWindow, connection_rows: list) -> tuple[dict, int]:
+                    window: TradingWindow, connection_rows: list,
+                    silent_after_s: Mapping[str, float] = DEFAULT_SILENT_AFTER_S) -> tuple[dict, int]:
     exchange = market.exchange
     files_check, paths = _files_check(root, exchange, date, symbol)
     if not paths["depth"]:
@@ -899,6 +1001,8 @@ def validate_symbol(root: Path, market: Market, date: dt.date, symbol: str, thre
         + [{"unsynced": True, "start": when(a), "end": when(b), "seconds": round((b - a) / NS, 3)}
            for a, b in sorted(unsynced_list, key=lambda x: x[0] - x[1])[:MAX_EXAMPLES]],
         notes)
+
+    checks["channels"] = _channels_check(paths, events, first, last, silent_after_s, thresholds)
 
     # 2. continuity
     breaks = p["breaks"]
@@ -1112,7 +1216,8 @@ def _event_synced_ns(rows: list, first: int, last: int) -> int:
 
 
 def validate_day(root: str | Path, market: str | Market, date: str | dt.date, symbols: Sequence[str] | None = None,
-                 thresholds: Thresholds = Thresholds(), window: TradingWindow | None = None) -> dict:
+                 thresholds: Thresholds = Thresholds(), window: TradingWindow | None = None,
+                 silent_after_s: Mapping[str, float] = DEFAULT_SILENT_AFTER_S) -> dict:
     """Validate one recorded Berlin day; the JSON report (see docs/validation.md). DatasetError when unreadable."""
     started = time.perf_counter()
     root = Path(root)
@@ -1134,7 +1239,8 @@ def validate_day(root: str | Path, market: str | Market, date: str | dt.date, sy
         check_file(path, table="events", exchange=exchange)
     per_symbol, rows = {}, 0
     for symbol in symbols:
-        per_symbol[symbol], n = validate_symbol(root, market, day, symbol, thresholds, window, connection_rows)
+        per_symbol[symbol], n = validate_symbol(root, market, day, symbol, thresholds, window, connection_rows,
+                                                silent_after_s)
         rows += n
     status = _worst(*(s["status"] for s in per_symbol.values()))
     elapsed = time.perf_counter() - started
@@ -1225,7 +1331,7 @@ def validate_command(
         thresholds = Thresholds.from_mapping(cfg.validate)
         window = TradingWindow(cfg.window.start, cfg.window.end, cfg.window.timezone)
         wanted = None if symbols is None else [s.strip().upper() for s in symbols.split(",") if s.strip()]
-        report = validate_day(cfg.out, cfg.market, day, wanted, thresholds, window)
+        report = validate_day(cfg.out, cfg.market, day, wanted, thresholds, window, cfg.watchdog.silent_after_s)
     except (ConfigError, ValueError, TypeError) as exc:
         raise fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     except DatasetError as exc:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.0"  # MAJOR.MINOR; readers accept any minor of their major (minor = added columns)
+SCHEMA_VERSION = "1.1"  # MAJOR.MINOR; readers accept any minor of their major (minor = added columns)
 SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
 
 # Parquet key-value metadata written on every file.
@@ -39,6 +39,8 @@ EVENT_KINDS = (
     "need_snapshot",
     "snapshot_waiting",
     "rollover",
+    "stream_silent",  # 1.1
+    "stream_resumed",  # 1.1
 )
 
 

@@ -86,7 +86,7 @@ def test_example_file_documents_every_key():
         "timezone", "start", "end", "writer", "segment_seconds", "segment_rows", "journal_flush_ms",
         "row_group_rows", "connection", "lifetime", "max_streams", "reconnect_max_backoff", "rest_timeout",
         "weight_headroom", "sync", "max_buffer", "shard", "log", "format", "level", "metrics_port",
-        "validate",
+        "validate", "watchdog", "silent_after", "reconnect_after",
     ]  # fmt: skip
     for key in keys:
         assert f"{key}:" in text, key

@@ -47,6 +47,7 @@ def test_imported_session_validates(session, tmp_path):
             where = f"{session.name} {date} {symbol}\n{_summary(report)}"
             assert checks["continuity"]["status"] == "pass", where
             assert checks["coverage"]["figures"]["imported_or_off_window"], where
+            assert checks["channels"]["status"] == "pass", where  # every channel the capture holds delivers
             if result.messages.get(("snapshots", date, symbol), 0):
                 assert checks["snapshots"]["status"] == "pass", where
                 assert checks["snapshots"]["figures"]["mismatched_levels"] == 0, where

@@ -9,6 +9,10 @@ Grammar (comma separated `key=value`, whitespace ignored, empty string or `none`
     slow_rest=P:DUR                                  per REST request: answer DUR later
     disconnect=DUR                                   drop every WS connection after DUR of wall time
     lifetime=DUR                                     WS connection lifetime (normal close at the end)
+    silence=CHANNEL:SYMBOL[:FROM[:UNTIL]]            stop sending stream <symbol>@<CHANNEL> (depth,
+                                                     trade, aggTrade, bookTicker) to every client from
+                                                     FROM (default 0) until UNTIL (default: for good),
+                                                     in wall time since the venue started
     seed=N                                           seed of the fault decisions
 
 P is a probability in [0, 1]; DUR is a duration such as 300ms, 1.5s, 2m, 1h (bare number = seconds).
@@ -26,6 +30,7 @@ PROB_KEYS = ("drop", "duplicate", "reorder", "malformed", "stale_snapshot", "htt
 PROB_DUR_KEYS = ("delay", "slow_rest", "http429", "http418")  # http429/418: DUR is Retry-After, optional
 RETRY_AFTER_DEFAULT_S = {"http429": 2.0, "http418": 120.0}
 DUR_KEYS = ("disconnect", "lifetime")
+SILENCE_CHANNELS = ("depth", "trade", "aggTrade", "bookTicker")
 
 def _prob(key: str, text: str) -> float:
     try:
@@ -35,6 +40,23 @@ def _prob(key: str, text: str) -> float:
     if not 0.0 <= p <= 1.0:  # also rejects nan
         raise ValueError(f"fault {key}: probability {text} must be within 0..1")
     return p
+
+
+def _silence(text: str) -> tuple[str, str, float, float | None]:
+    channel, _, rest = text.partition(":")
+    symbol, _, times = rest.partition(":")
+    if channel not in SILENCE_CHANNELS or not symbol:
+        raise ValueError(f"fault silence: use CHANNEL:SYMBOL[:FROM[:UNTIL]] with CHANNEL one of "
+                         f"{', '.join(SILENCE_CHANNELS)}, got {text!r}")
+    start, _, until = times.partition(":")
+    try:
+        start_s = parse_duration(start) if start else 0.0
+        until_s = parse_duration(until) if until else None
+    except ValueError as e:
+        raise ValueError(f"fault silence: {e}") from None
+    if until_s is not None and until_s <= start_s:
+        raise ValueError(f"fault silence: UNTIL {until} must be after FROM {start or 0}")
+    return channel, symbol.upper(), start_s, until_s
 
 
 @dataclass(frozen=True)
@@ -55,6 +77,7 @@ class FaultSpec:
     slow_rest_s: float = 0.0
     disconnect_s: float | None = None
     lifetime_s: float | None = None
+    silence: tuple[str, str, float, float | None] | None = None  # (channel, SYMBOL, from_s, until_s)
     seed: int = 0
 
     @classmethod
@@ -99,13 +122,15 @@ class FaultSpec:
                 if d <= 0:
                     raise ValueError(f"fault {key}: duration must be positive")
                 values[f"{key}_s"] = d
+            elif key == "silence":
+                values["silence"] = _silence(value)
             elif key == "seed":
                 try:
                     values["seed"] = int(value)
                 except ValueError:
                     raise ValueError(f"fault seed: bad integer {value!r}") from None
             else:
-                known = ", ".join(PROB_KEYS + PROB_DUR_KEYS + DUR_KEYS + ("seed",))
+                known = ", ".join(PROB_KEYS + PROB_DUR_KEYS + DUR_KEYS + ("silence", "seed"))
                 raise ValueError(f"unknown fault {key!r}; known: {known}")
         return cls(**values)  # type: ignore[arg-type]
 
@@ -124,6 +149,9 @@ class FaultSpec:
         for k in DUR_KEYS:
             if getattr(self, k + "_s"):
                 parts.append(f"{k}={getattr(self, k + '_s'):g}s")
+        if self.silence:
+            channel, symbol, start, until = self.silence
+            parts.append(f"silence={channel}:{symbol}:{start:g}s" + ("" if until is None else f":{until:g}s"))
         if self.seed:
             parts.append(f"seed={self.seed}")
         return ",".join(parts) or "none"

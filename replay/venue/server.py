@@ -621,10 +621,24 @@ class VenueServer:
         subs = self._subscribers.get(stream)
         if not subs:
             return
+        if self.faults.silence and self._silenced(stream):
+            return
         raw = payload if isinstance(payload, str) else _dumps(payload)
         self.stats.frames[stream.split("@", 1)[1]] += 1
         for c in list(subs):
             c.deliver(stream, raw, depth)
+
+    def _silenced(self, stream: str) -> bool:
+        """The `silence` fault: this stream is not sent to anyone now."""
+        channel, symbol, start, until = self.faults.silence
+        symbol_part, _, suffix = stream.partition("@")
+        if symbol_part != symbol.lower() or suffix.partition("@")[0] != channel:
+            return False
+        elapsed = self._loop.time() - self._t0
+        if elapsed < start or until is not None and elapsed >= until:
+            return False
+        self.fault_counts["silence"] += 1
+        return True
 
     def _publish_diff(self, d: DepthDiff) -> None:
         self.last_published_u[(d.symbol, d.suffix)] = d.u
