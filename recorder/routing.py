@@ -47,7 +47,7 @@ class PlannedConnection:
         """The SUBSCRIBE messages to send after connecting to `url(ws_url)` (none if the URL names them)."""
         if "?streams=" in self.url(ws_url):
             return []
-        return subscribe_requests(self.streams)
+        return subscribe_requests(self.streams, SUBSCRIBE_BATCH)
 
 
 def symbol_streams(symbol: str, channels: Sequence[str]) -> list[str]:
