@@ -31,7 +31,7 @@ from recorder.compaction import compact_day
 from recorder.config import RecorderConfig
 from recorder.observability import Health, Metrics, MetricsServer, StatusRow, StatusView
 from recorder.pipeline import Pipeline, tune_gc, write_buffers
-from recorder.protocol import DepthUpdate, Instrument, ServerShutdown, parse_exchange_info, parse_frame
+from recorder.protocol import AggTrade, DepthUpdate, Instrument, ServerShutdown, parse_exchange_info, parse_frame
 from recorder.routing import ConnectLimiter, PlannedConnection, plan_connections, subscribe_interval_s
 from recorder.window import Clock, SystemClock, TradingWindow, plan_run, sleep_until
 from schemas import berlin_date
@@ -87,6 +87,7 @@ class Connection:
     task: asyncio.Task | None = None
     retiring: bool = False
     successor: Connection | None = None  # the connection taking over during a rollover
+    last_ids: dict[tuple[str, type], int] = field(default_factory=dict)  # without depth: last trade id recorded
 
 
 def streams_for(config: RecorderConfig, symbol: str) -> list[str]:
@@ -524,7 +525,7 @@ class Recorder:
                         while True:  # the hot loop: receive, time-stamp, hand to the pipeline
                             raw = await recv(decode=False)
                             recv_ts = time.time_ns()
-                            if len(conn.owned) == len(conn.symbols):
+                            if len(conn.owned) == len(conn.symbols) and conn.plan.carries_depth:
                                 message = pipeline.frame(recv_ts, raw)
                             else:
                                 message = self._overlap_frame(conn, recv_ts, raw)
@@ -563,10 +564,10 @@ class Recorder:
         """
         message = parse_frame(raw)
         symbol = getattr(message, "symbol", None)
-        if symbol is None or symbol in conn.owned:
-            return self.pipeline.frame(recv_ts, raw)
         if not conn.plan.carries_depth:
             return self._overlap_takeover(conn, symbol, recv_ts, raw, message)
+        if symbol is None or symbol in conn.owned:
+            return self.pipeline.frame(recv_ts, raw)
         old = self.owner.get(symbol)
         if old is None or old is conn or type(message) is not DepthUpdate:
             return message
@@ -583,16 +584,31 @@ class Recorder:
             self._retire(old)
         return self.pipeline.frame(recv_ts, raw)
 
-    def _overlap_takeover(self, conn: Connection, symbol: str, recv_ts: int, raw: bytes, message: object) -> object:
-        """A rollover of a connection without depth (USD-M `/market`): no update ids to bridge, so the new
-        connection takes a symbol over at its first frame of it; the old one's copies are dropped after."""
+    def _overlap_takeover(self, conn: Connection, symbol: str | None, recv_ts: int, raw: bytes,
+                          message: object) -> object:
+        """Frames of a connection without depth (USD-M `/market`), which remembers the last trade id it
+        recorded per stream. In a rollover the new connection takes a symbol's stream over at the frame
+        that follows the old one's last (its copies of earlier ones are dropped, later ones the old one
+        still delivers); a stream without ids, or one the old connection never recorded, at once."""
+        frame_id = getattr(message, "agg_trade_id", None) if type(message) is AggTrade else getattr(
+            message, "trade_id", None)
+        key = (symbol, type(message))
+        if symbol is None or symbol in conn.owned:
+            if frame_id is not None:
+                conn.last_ids[key] = frame_id
+            return self.pipeline.frame(recv_ts, raw)
         old = next((c for c in self.connections if c.successor is conn and symbol in c.owned), None)
         if old is None:
             return message  # the old connection's copy of a symbol already taken over
+        last = old.last_ids.get(key)
+        if frame_id is not None and last is not None and frame_id != last + 1:
+            return message
         old.owned.discard(symbol)
         conn.owned.add(symbol)
         if not old.owned:
             self._retire(old)
+        if frame_id is not None:
+            conn.last_ids[key] = frame_id
         return self.pipeline.frame(recv_ts, raw)
 
     def _force_takeover(self, old: Connection, new: Connection) -> None:

@@ -18,7 +18,9 @@ from websockets.exceptions import InvalidStatus
 
 from recorder import routing
 from recorder.client import BookClient
+from recorder.config import load_config
 from recorder.markets import COINM, SPOT, USDM
+from recorder.runtime import Recorder
 from recorder.routing import ConnectLimiter, plan_connections, subscribe_interval_s, subscribe_requests
 from replay.venue import VenueServer
 from replay.venue.recorded import RecordedSource
@@ -221,3 +223,25 @@ def test_replayed_0ms_day_serves_a_default_recorder_with_batched_100ms_diffs(tmp
 
 def only_date(root: Path) -> str:
     return next((root / "binance-usdm" / "depth").glob("date=*")).name.split("=", 1)[1]
+
+
+def test_usdm_rollover_of_both_routes_keeps_the_book_and_each_agg_trade_once(tmp_path):
+    """Both connections (/public with depth, /market with aggTrade) roll over before their lifetime: the book
+    never resyncs, and no aggTrade is lost or recorded twice at a handover."""
+    out = tmp_path / "D"
+
+    async def main():
+        async with VenueServer("usdm", ["BTCUSDT"], speed=5.0, seed=5, events_per_second=80) as venue:
+            config = load_config(None, {
+                "market": "usdm", "symbols": ["BTCUSDT"], "out": out, "rest_url": venue.rest_url,
+                "ws_url": venue.ws_url, "duration": 5.0, "ignore_window": True})
+            config = dataclasses.replace(config, connection=dataclasses.replace(config.connection, lifetime_s=1.2))
+            return await Recorder(config).run()
+
+    assert asyncio.run(main()) == 0
+    events = read_table(out, "binance-usdm", "events").to_pylist()
+    kinds = [e["kind"] for e in events]
+    assert kinds.count("rollover") >= 4 and "gap" not in kinds and kinds.count("synced") == 1
+    ids = read_table(out, "binance-usdm", "agg_trades", symbols=["BTCUSDT"]).sort_by("seq").column(
+        "agg_trade_id").to_pylist()
+    assert len(ids) > 20 and ids == list(range(ids[0], ids[0] + len(ids)))
