@@ -262,7 +262,7 @@ class Recorder:
         self.connections: list[Connection] = []
         self.owner: dict[str, Connection] = {}
         self.limiter = RestLimiter(self.market.weight_limit_per_minute, config.connection.weight_headroom)
-        self.connect_limiter = ConnectLimiter.for_market(self.market, config.connection.weight_headroom)
+        self.connect_limiter = ConnectLimiter.for_market(self.market)
         self.fetcher: SnapshotFetcher | None = None
         self.instruments: dict[str, Instrument] = {}
         self.failed_journals: list[Path] = []
