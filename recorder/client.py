@@ -20,7 +20,6 @@ import httpx
 import websockets
 
 from recorder.markets import Market
-from recorder.routing import PlannedConnection, plan_connections, subscribe_interval_s
 from recorder.protocol import (
     DepthSnapshot,
     DepthUpdate,
@@ -30,6 +29,7 @@ from recorder.protocol import (
     parse_frame,
     parse_snapshot,
 )
+from recorder.routing import PlannedConnection, plan_connections, subscribe_interval_s
 from recorder.sync import Action, LocalBook
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from recorder.compaction import compact_day
 from recorder.config import RecorderConfig
 from recorder.observability import Health, Metrics, MetricsServer, StatusRow, StatusView
 from recorder.pipeline import Pipeline, tune_gc, write_buffers
-from recorder.protocol import AggTrade, DepthUpdate, Instrument, ServerShutdown, parse_exchange_info, parse_frame
+from recorder.protocol import DepthUpdate, Instrument, ServerShutdown, parse_exchange_info, parse_frame
 from recorder.routing import ConnectLimiter, PlannedConnection, plan_connections, subscribe_interval_s
 from recorder.window import Clock, SystemClock, TradingWindow, plan_run, sleep_until
 from schemas import berlin_date
@@ -590,8 +590,7 @@ class Recorder:
         recorded per stream. In a rollover the new connection takes a symbol's stream over at the frame
         that follows the old one's last (its copies of earlier ones are dropped, later ones the old one
         still delivers); a stream without ids, or one the old connection never recorded, at once."""
-        frame_id = getattr(message, "agg_trade_id", None) if type(message) is AggTrade else getattr(
-            message, "trade_id", None)
+        frame_id = getattr(message, "agg_trade_id", getattr(message, "trade_id", None))  # aggTrade a, trade t
         key = (symbol, type(message))
         if symbol is None or symbol in conn.owned:
             if frame_id is not None:

@@ -20,8 +20,8 @@ from recorder import routing
 from recorder.client import BookClient
 from recorder.config import load_config
 from recorder.markets import COINM, SPOT, USDM
-from recorder.runtime import Recorder
 from recorder.routing import ConnectLimiter, plan_connections, subscribe_interval_s, subscribe_requests
+from recorder.runtime import Recorder
 from replay.venue import VenueServer
 from replay.venue.recorded import RecordedSource
 from schemas import read_table
