@@ -188,7 +188,10 @@ def test_venue_refuses_streams_it_cannot_serve(stream):
     assert answer["id"] == 7 and answer["error"]["code"] == 2 and stream in answer["error"]["msg"]
 
 
-def test_usdm_recorder_records_agg_trades_on_the_market_route(tmp_path):
+@pytest.mark.parametrize("subscribe", [False, True], ids=["url", "subscribe"])
+def test_usdm_recorder_records_agg_trades_on_the_market_route(tmp_path, monkeypatch, subscribe):
+    if subscribe:  # streams sent as paced SUBSCRIBE messages, as for a whole-market list
+        monkeypatch.setattr(routing, "MAX_URL_BYTES", 0)
     out = tmp_path / "D"
     assert record_day(out, "usdm", ["BTCUSDT"], 3.0, speed=5.0, seed=4, events_per_second=80) == 0
     agg = read_table(out, "binance-usdm", "agg_trades", symbols=["BTCUSDT"])
