@@ -8,7 +8,9 @@ Binance's public API documentation (spot, USD-M futures, COIN-M futures), as rea
   `/public` (high-frequency: `@depth*`, `@bookTicker`, and by the tier maps clients use, `@trade`),
   `/market` (regular: `@aggTrade`, `@markPrice`, `@kline_*`, `@forceOrder`, tickers), `/private` (user
   data). A connection on an unrouted path (`/ws`, `/stream`) gets only `/public` data; other streams are
-  acknowledged and never delivered. Kept as data in `STREAM_ROUTES`.
+  acknowledged and never delivered ("fails silently rather than erroring"). Each stream page now names its
+  URL PATH (e.g. `@rpiDepth@500ms`: `/public`). Kept as data in `STREAM_ROUTES`. `@trade` is not
+  documented for USD-M; it is on `/public` by the tier map of other clients (rustrade-data).
 * Spot WebSocket Streams: 1024 streams per connection; 5 incoming messages per second per connection,
   ping and pong frames and JSON control messages (SUBSCRIBE ...) counted; 300 connection attempts per
   5 minutes per IP; a ping every 20 s, disconnected without a pong within 1 minute; 24 h lifetime,
@@ -18,11 +20,14 @@ Binance's public API documentation (spot, USD-M futures, COIN-M futures), as rea
   for spot only; the same 300 per 5 minutes is assumed.
 * COIN-M WebSocket Market Streams: as USD-M but on wss://dstream.binance.com without routes; the page
   now says 1024 streams per connection (it said 200 before).
+* Change logs (spot to 2026-07-01, derivatives to 2026-01-09, plus the routing notice): USD-M
+  `@aggTrade` has a field `nq` since 2025-12-31 (quantity without RPI orders; not recorded yet); spot
+  streams send `serverShutdown` before a maintenance close (handled: rollover); no change to stream names,
+  depth limits, snapshot weights or ping timing of the streams recorded here.
 * Depth snapshots: spot weight 5/25/50/250 for limit <=100/500/1000/5000; futures limits
   5,10,20,50,100,500,1000 with weight 2/5/10/20. Request weight per minute: spot 6000, futures 2400.
   Diff depth streams: spot `@depth@100ms`, `@depth` (1000 ms); futures `@depth@0ms`, `@depth@100ms`,
-  `@depth` (250 ms), `@depth@500ms`. No change to these since 2024 in the spot, USD-M and COIN-M change
-  logs, other than the routing above.
+  `@depth` (250 ms), `@depth@500ms`.
 """
 
 from __future__ import annotations
@@ -137,6 +142,7 @@ PUBLIC, MARKET = "/public", "/market"
 STREAM_ROUTES: dict[str, dict[str, str]] = {
     "usdm": {
         "depth": PUBLIC,
+        "rpiDepth": PUBLIC,
         "bookTicker": PUBLIC,
         "trade": PUBLIC,
         "aggTrade": MARKET,
