@@ -1,8 +1,9 @@
 """Thin I/O shell around the sync engine: one WebSocket connection, REST snapshots, local books.
 
-`BookClient` subscribes to the depth streams (and optional other channels) of some symbols over one
-combined-stream connection, fetches snapshots with httpx whenever a symbol's engine asks for one, and
-keeps a `LocalBook` per symbol. All decisions are the engine's; this module only moves bytes.
+`BookClient` subscribes to the depth streams (and optional other channels) of some symbols over the
+combined-stream connections of the market's connection plan (`recorder.routing`: one per route on USD-M),
+fetches snapshots with httpx whenever a symbol's engine asks for one, and keeps a `LocalBook` per symbol.
+All decisions are the engine's; this module only moves bytes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from recorder.protocol import (
     parse_frame,
     parse_snapshot,
 )
+from recorder.routing import PlannedConnection, plan_connections, subscribe_interval_s
 from recorder.sync import Action, LocalBook
 
 log = logging.getLogger(__name__)
@@ -148,11 +150,19 @@ class SnapshotFetcher:
         raise RestError(f"depth {symbol}: no usable snapshot after {self.max_attempts} attempts")
 
 
+async def send_paced(ws: websockets.ClientConnection, messages: list[str], interval_s: float) -> None:
+    """Send control messages (SUBSCRIBE) one every `interval_s`, within Binance's incoming-message limit."""
+    for i, message in enumerate(messages):
+        if i:
+            await asyncio.sleep(interval_s)
+        await ws.send(message)
+
+
 FrameHandler = Callable[[int, object], None]
 
 
 class BookClient:
-    """Keeps local books of `symbols` in sync over one connection; reconnects with backoff and jitter."""
+    """Keeps local books of `symbols` in sync over the market's connections; reconnects with backoff and jitter."""
 
     def __init__(
         self,
@@ -170,16 +180,18 @@ class BookClient:
         self.ws_url = (ws_url or market.ws_url).rstrip("/")
         self.fetcher = SnapshotFetcher(market, rest_url or market.rest_url, limit)
         self.depth_suffix = depth_stream or market.depth_streams[0]
-        self.streams = [market.depth_stream(s, self.depth_suffix) for s in self.symbols]
-        self.streams += [f"{s.lower()}@{c}" for s in self.symbols for c in extra_channels]
+        market.depth_stream("x", self.depth_suffix)  # a one-line error for a suffix the market does not offer
+        channels = [self.depth_suffix, *extra_channels]
+        self.plan: list[PlannedConnection] = plan_connections(market, self.symbols, channels,
+                                                              market.max_streams_per_connection)
         self.books = {s: LocalBook(market.sequence_rule, s) for s in self.symbols}
         self.on_message = on_message
         self.counters: dict[str, int] = {"frames": 0, "parse_errors": 0, "reconnects": 0, "resyncs": 0}
         self._snapshot_tasks: dict[str, asyncio.Task] = {}
 
     @property
-    def url(self) -> str:
-        return f"{self.ws_url}/stream?streams={'/'.join(self.streams)}"
+    def urls(self) -> list[str]:
+        return [planned.url(self.ws_url) for planned in self.plan]
 
     async def run(self, duration: float | None = None, stop: asyncio.Event | None = None) -> None:
         """Run until `duration` seconds have passed or `stop` is set."""
@@ -197,24 +209,30 @@ class BookClient:
             self._reset_all("stop")
 
     async def _run_connections(self) -> None:
-        backoff = 0.2
         async with httpx.AsyncClient(timeout=self.fetcher.timeout) as http:
             self.fetcher.http = http
-            while True:
-                try:
-                    await self._connection()
-                    backoff = 0.2
-                except (OSError, websockets.ConnectionClosed, websockets.InvalidHandshake) as exc:
-                    log.info("connection lost: %s", exc)
-                    self._reset_all("disconnect")
-                    await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
-                    backoff = min(backoff * 2, 30.0)
-                self._reset_all("reconnect")
-                self.counters["reconnects"] += 1
+            await asyncio.gather(*(self._run_connection(planned) for planned in self.plan))
 
-    async def _connection(self) -> None:
-        async with websockets.connect(self.url, max_size=None, ping_interval=None) as ws:
-            for symbol in self.symbols:
+    async def _run_connection(self, planned: PlannedConnection) -> None:
+        """Keep one planned connection up; only the one carrying depth resets and resyncs the books."""
+        backoff = 0.2
+        books = [s for s in self.symbols if s in planned.symbols] if planned.carries_depth else []
+        while True:
+            try:
+                await self._connection(planned, books)
+                backoff = 0.2
+            except (OSError, websockets.ConnectionClosed, websockets.InvalidHandshake) as exc:
+                log.info("connection lost: %s", exc)
+                self._reset(books, "disconnect")
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                backoff = min(backoff * 2, 30.0)
+            self._reset(books, "reconnect")
+            self.counters["reconnects"] += 1
+
+    async def _connection(self, planned: PlannedConnection, books: list[str]) -> None:
+        async with websockets.connect(planned.url(self.ws_url), max_size=None, ping_interval=None) as ws:
+            await send_paced(ws, planned.subscriptions(self.ws_url), subscribe_interval_s(self.market))
+            for symbol in books:
                 self._request_snapshot(symbol)
             while True:
                 if self.handle_frame(time.time_ns(), await ws.recv(decode=False)):
@@ -260,8 +278,11 @@ class BookClient:
                 await asyncio.sleep(0.05)
 
     def _reset_all(self, reason: str) -> None:
-        for task in self._snapshot_tasks.values():
-            task.cancel()
-        self._snapshot_tasks.clear()
-        for local_book in self.books.values():
-            local_book.reset(reason)
+        self._reset(self.symbols, reason)
+
+    def _reset(self, symbols: list[str], reason: str) -> None:
+        for symbol in symbols:
+            task = self._snapshot_tasks.pop(symbol, None)
+            if task is not None:
+                task.cancel()
+            self.books[symbol].reset(reason)

@@ -1,7 +1,33 @@
-"""Binance market definitions: endpoints, depth limits and weights, stream names and limits.
+"""Binance market definitions: endpoints, depth limits and weights, stream names, routes and limits.
 
 One table of facts per market so the recorder, the venue and replay agree on them. Figures follow
-Binance's public API documentation (spot, USD-M futures, COIN-M futures).
+Binance's public API documentation (spot, USD-M futures, COIN-M futures), as read on 2026-12-02:
+
+* USD-M "Important WebSocket Change Notice -- Base URL Split & Migration" (announced 2026-03-06, legacy
+  URLs retired 2026-04-23): market streams are served on routed paths of wss://fstream.binance.com --
+  `/public` (high-frequency: `@depth*`, `@bookTicker`, and by the tier maps clients use, `@trade`),
+  `/market` (regular: `@aggTrade`, `@markPrice`, `@kline_*`, `@forceOrder`, tickers), `/private` (user
+  data). A connection on an unrouted path (`/ws`, `/stream`) gets only `/public` data; other streams are
+  acknowledged and never delivered ("fails silently rather than erroring"). Each stream page now names its
+  URL PATH (e.g. `@rpiDepth@500ms`: `/public`). Kept as data in `STREAM_ROUTES`. `@trade` is not
+  documented for USD-M; it is on `/public` by the tier map of other clients (rustrade-data).
+* Spot WebSocket Streams: 1024 streams per connection; 5 incoming messages per second per connection,
+  ping and pong frames and JSON control messages (SUBSCRIBE ...) counted; 300 connection attempts per
+  5 minutes per IP; a ping every 20 s, disconnected without a pong within 1 minute; 24 h lifetime,
+  `serverShutdown` event before a maintenance close. No routes.
+* USD-M WebSocket Market Streams: 1024 streams per connection, 10 incoming messages per second, ping
+  every 3 minutes, pong within 10 minutes, 24 h lifetime. The connection-attempt limit is documented
+  for spot only; the same 300 per 5 minutes is assumed.
+* COIN-M WebSocket Market Streams: as USD-M but on wss://dstream.binance.com without routes; the page
+  now says 1024 streams per connection (it said 200 before).
+* Change logs (spot to 2026-07-01, derivatives to 2026-01-09, plus the routing notice): USD-M
+  `@aggTrade` has a field `nq` since 2025-12-31 (quantity without RPI orders; not recorded yet); spot
+  streams send `serverShutdown` before a maintenance close (handled: rollover); no change to stream names,
+  depth limits, snapshot weights or ping timing of the streams recorded here.
+* Depth snapshots: spot weight 5/25/50/250 for limit <=100/500/1000/5000; futures limits
+  5,10,20,50,100,500,1000 with weight 2/5/10/20. Request weight per minute: spot 6000, futures 2400.
+  Diff depth streams: spot `@depth@100ms`, `@depth` (1000 ms); futures `@depth@0ms`, `@depth@100ms`,
+  `@depth` (250 ms), `@depth@500ms`.
 """
 
 from __future__ import annotations
@@ -34,6 +60,8 @@ class Market:
     server_ping_interval_s: float  # how often Binance pings a client
     server_pong_timeout_s: float  # how long it waits for the pong before disconnecting
     connection_lifetime_s: float = 24 * 3600.0
+    max_connection_attempts: int = 300  # per IP in `connection_attempt_window_s`
+    connection_attempt_window_s: float = 300.0
 
     @property
     def depth_path(self) -> str:
@@ -72,12 +100,73 @@ class Market:
                 return weight
         raise AssertionError("unreachable: check_limit bounds the limit")
 
+    @property
+    def routed(self) -> bool:
+        """True if this market serves its streams on routed paths (`/public`, `/market`)."""
+        return self.name in STREAM_ROUTES
+
+    def route_of(self, stream: str) -> str:
+        """The path prefix a stream is served on (`/public`, `/market`), '' on a market without routes.
+
+        Raises ValueError for a stream kind the route table does not know on a routed market."""
+        routes = STREAM_ROUTES.get(self.name)
+        if routes is None:
+            return ""
+        kind = stream_kind(stream)
+        try:
+            return routes[kind]
+        except KeyError:
+            raise ValueError(f"no route known for stream {stream!r} on {self.name}") from None
+
+    def delivers_on(self, stream: str, route: str) -> bool:
+        """True if a connection on path prefix `route` ('' = unrouted `/ws`, `/stream`) gets this stream."""
+        routes = STREAM_ROUTES.get(self.name)
+        if routes is None:
+            return route == ""
+        wanted = routes.get(stream_kind(stream))
+        return wanted is not None and wanted == (route or UNROUTED_SERVES)
+
     def depth_stream(self, symbol: str, suffix: str | None = None) -> str:
         """Stream name such as `btcusdt@depth@100ms`."""
         suffix = suffix or self.depth_streams[0]
         if suffix not in self.depth_streams:
             raise ValueError(f"depth stream {suffix!r} not offered on {self.name}; use one of {self.depth_streams}")
         return f"{symbol.lower()}@{suffix}"
+
+
+PUBLIC, MARKET = "/public", "/market"
+
+# stream kind -> route path, per market with routes (USD-M, Base URL Split notice of 2026-03-06).
+# The kind is the stream name after `<symbol>@` up to the next `@`, without digits or `_<interval>`:
+# depth@100ms, depth5 -> depth; kline_1m -> kline; markPrice@1s -> markPrice.
+STREAM_ROUTES: dict[str, dict[str, str]] = {
+    "usdm": {
+        "depth": PUBLIC,
+        "rpiDepth": PUBLIC,
+        "bookTicker": PUBLIC,
+        "trade": PUBLIC,
+        "aggTrade": MARKET,
+        "markPrice": MARKET,
+        "kline": MARKET,
+        "continuousKline": MARKET,
+        "forceOrder": MARKET,
+        "ticker": MARKET,
+        "miniTicker": MARKET,
+        "compositeIndex": MARKET,
+        "assetIndex": MARKET,
+        "contractInfo": MARKET,
+    },
+}
+UNROUTED_SERVES = PUBLIC  # what a routed market still delivers on an unrouted path (`/ws`, `/stream`)
+
+
+def stream_kind(stream: str) -> str:
+    """`btcusdt@depth@100ms` -> `depth`, `btcusdt@depth20` -> `depth`, `btcusdt@kline_1m` -> `kline`, `!ticker@arr` -> `ticker`."""
+    if stream.startswith("!"):  # an all-market stream: !bookTicker, !forceOrder@arr
+        name = stream[1:].split("@", 1)[0]
+    else:
+        name = stream.split("@", 2)[1] if "@" in stream else stream
+    return name.split("_", 1)[0].rstrip("0123456789")
 
 
 SPOT = Market(
@@ -126,7 +215,7 @@ COINM = Market(
     depth_weights=_FUTURES_WEIGHTS,
     allowed_limits=_FUTURES_LIMITS,
     depth_streams=("depth@100ms", "depth@0ms", "depth", "depth@500ms"),
-    max_streams_per_connection=200,
+    max_streams_per_connection=1024,
     max_incoming_messages_per_second=10,
     weight_limit_per_minute=2400,
     sequence_rule=SequenceRule.FUTURES,

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import websockets
 
 from recorder import journal as jr
-from recorder.client import RestError, RestLimiter, SnapshotFetcher
+from recorder.client import RestError, RestLimiter, SnapshotFetcher, send_paced
 from recorder.compaction import compact_day
 from recorder.config import RecorderConfig
 from recorder.observability import Health, Metrics, MetricsServer, StatusRow, StatusView
@@ -40,6 +40,7 @@ from recorder.watchdog import (
     channels_of,
     stream_channel,
 )
+from recorder.routing import ConnectLimiter, PlannedConnection, plan_connections, subscribe_interval_s
 from recorder.window import Clock, SystemClock, TradingWindow, plan_run, sleep_until
 from schemas import berlin_date
 
@@ -88,11 +89,13 @@ class Connection:
     cid: int
     symbols: list[str]
     streams: list[str]
+    plan: PlannedConnection  # its route, symbols and streams
     owned: set[str] = field(default_factory=set)
     opened_at: float = 0.0
     task: asyncio.Task | None = None
     retiring: bool = False
     successor: Connection | None = None  # the connection taking over during a rollover
+    last_ids: dict[tuple[str, type], int] = field(default_factory=dict)  # without depth: last trade id recorded
 
 
 def streams_for(config: RecorderConfig, symbol: str) -> list[str]:
@@ -107,11 +110,10 @@ def streams_for(config: RecorderConfig, symbol: str) -> list[str]:
     return streams
 
 
-def shard_connections(config: RecorderConfig, symbols: list[str]) -> list[list[str]]:
-    """Group symbols so each connection stays within the per-connection stream limit."""
-    per_symbol = len(streams_for(config, "x"))
-    per_connection = max(1, config.connection.max_streams // per_symbol)
-    return [symbols[i : i + per_connection] for i in range(0, len(symbols), per_connection)]
+def shard_connections(config: RecorderConfig, symbols: list[str]) -> list[PlannedConnection]:
+    """The connections for these symbols: per route of the market, each within the per-connection stream limit."""
+    channels = [stream.split("@", 1)[1] for stream in streams_for(config, "x")]
+    return plan_connections(config.market, symbols, channels, config.connection.max_streams)
 
 
 def max_seq_on_disk(root: Path, exchange: str, date, symbols: list[str]) -> int:
@@ -270,6 +272,7 @@ class Recorder:
         self.connections: list[Connection] = []
         self.owner: dict[str, Connection] = {}
         self.limiter = RestLimiter(self.market.weight_limit_per_minute, config.connection.weight_headroom)
+        self.connect_limiter = ConnectLimiter.for_market(self.market)
         self.fetcher: SnapshotFetcher | None = None
         self.instruments: dict[str, Instrument] = {}
         self.failed_journals: list[Path] = []
@@ -367,8 +370,8 @@ class Recorder:
                     await metrics_server.start()
                 for symbol in self.symbols:
                     self.pipeline.engine(symbol, now_ns)
-                for group in shard_connections(self.config, self.symbols):
-                    self._open_connection(group)
+                for planned in shard_connections(self.config, self.symbols):
+                    self._open_connection(planned)
                 tasks.append(asyncio.create_task(self._snapshot_loop()))
                 tasks.append(asyncio.create_task(self._watchdog_loop()))
                 writer = asyncio.create_task(self._writer_loop())
@@ -502,27 +505,31 @@ class Recorder:
 
     # ---- connections ------------------------------------------------------------------------------
 
-    def _open_connection(self, symbols: list[str], takeover_from: Connection | None = None) -> Connection:
+    def _open_connection(self, planned: PlannedConnection, takeover_from: Connection | None = None) -> Connection:
         self._cid += 1
-        streams = [s for symbol in symbols for s in streams_for(self.config, symbol)]
-        conn = Connection(self._cid, symbols, streams)
+        symbols = list(planned.symbols)
+        conn = Connection(self._cid, symbols, list(planned.streams), planned)
         if takeover_from is None:
             conn.owned = set(symbols)
-            for symbol in symbols:
-                self.owner[symbol] = conn
+            if planned.carries_depth:  # `owner`: the connection whose depth diffs a symbol's book follows
+                for symbol in symbols:
+                    self.owner[symbol] = conn
         self.connections.append(conn)
         conn.task = asyncio.create_task(self._connection_loop(conn))
         return conn
 
     async def _connection_loop(self, conn: Connection) -> None:
-        url = f"{self.config.ws_url.rstrip('/')}/stream?streams={'/'.join(conn.streams)}"
+        url = conn.plan.url(self.config.ws_url)
+        subscriptions = conn.plan.subscriptions(self.config.ws_url)
         backoff = 0.25
         pipeline = self.pipeline
         loop = asyncio.get_running_loop()
         while not conn.retiring:
             try:
+                await asyncio.sleep(self.connect_limiter.reserve(time.monotonic()))
                 async with websockets.connect(url, max_size=None, ping_interval=None, open_timeout=10,
                                               close_timeout=1) as ws:
+                    await send_paced(ws, subscriptions, subscribe_interval_s(self.market))
                     conn.opened_at = time.monotonic()
                     self.watchdog.opened(conn.cid, conn.streams, time.time_ns())
                     pipeline.event(time.time_ns(), None, "connect", {"connection": conn.cid, "streams": len(conn.streams)})
@@ -534,7 +541,7 @@ class Recorder:
                         while True:  # the hot loop: receive, time-stamp, hand to the pipeline
                             raw = await recv(decode=False)
                             recv_ts = time.time_ns()
-                            if len(conn.owned) == len(conn.symbols):
+                            if len(conn.owned) == len(conn.symbols) and conn.plan.carries_depth:
                                 message = pipeline.frame(recv_ts, raw)
                             else:
                                 message = self._overlap_frame(conn, recv_ts, raw)
@@ -550,7 +557,7 @@ class Recorder:
                 now_ns = time.time_ns()
                 pipeline.event(now_ns, None, "disconnect", {"connection": conn.cid, "reason": str(exc)[:200]})
                 log.warning("connection %d lost: %s", conn.cid, exc)
-                for symbol in conn.owned:
+                for symbol in (conn.owned if conn.plan.carries_depth else ()):  # no book rides on the others
                     pipeline.reset(symbol, now_ns, "disconnect")
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
                 backoff = min(backoff * 2, self.config.connection.reconnect_max_backoff_s)
@@ -560,7 +567,7 @@ class Recorder:
         if old.retiring or old.successor is not None:
             return
         log.info("connection %d: %s, rolling over to a fresh connection", old.cid, reason)
-        new = self._open_connection(old.symbols, takeover_from=old)
+        new = self._open_connection(old.plan, takeover_from=old)
         old.successor = new
         self.pipeline.event(time.time_ns(), None, "rollover",
                             {"from": old.cid, "to": new.cid, "reason": reason})
@@ -575,6 +582,8 @@ class Recorder:
         """
         message = parse_frame(raw)
         symbol = getattr(message, "symbol", None)
+        if not conn.plan.carries_depth:
+            return self._overlap_takeover(conn, symbol, recv_ts, raw, message)
         if symbol is None or symbol in conn.owned:
             return self.pipeline.frame(recv_ts, raw)
         old = self.owner.get(symbol)
@@ -593,6 +602,32 @@ class Recorder:
             self._retire(old)
         return self.pipeline.frame(recv_ts, raw)
 
+    def _overlap_takeover(self, conn: Connection, symbol: str | None, recv_ts: int, raw: bytes,
+                          message: object) -> object:
+        """Frames of a connection without depth (USD-M `/market`), which remembers the last trade id it
+        recorded per stream. In a rollover the new connection takes a symbol's stream over at the frame
+        that follows the old one's last (its copies of earlier ones are dropped, later ones the old one
+        still delivers); a stream without ids, or one the old connection never recorded, at once."""
+        frame_id = getattr(message, "agg_trade_id", getattr(message, "trade_id", None))  # aggTrade a, trade t
+        key = (symbol, type(message))
+        if symbol is None or symbol in conn.owned:
+            if frame_id is not None:
+                conn.last_ids[key] = frame_id
+            return self.pipeline.frame(recv_ts, raw)
+        old = next((c for c in self.connections if c.successor is conn and symbol in c.owned), None)
+        if old is None:
+            return message  # the old connection's copy of a symbol already taken over
+        last = old.last_ids.get(key)
+        if frame_id is not None and last is not None and frame_id != last + 1:
+            return message
+        old.owned.discard(symbol)
+        conn.owned.add(symbol)
+        if not old.owned:
+            self._retire(old)
+        if frame_id is not None:
+            conn.last_ids[key] = frame_id
+        return self.pipeline.frame(recv_ts, raw)
+
     def _force_takeover(self, old: Connection, new: Connection) -> None:
         if old.retiring:
             return
@@ -600,8 +635,9 @@ class Recorder:
         for symbol in list(old.owned):
             old.owned.discard(symbol)
             new.owned.add(symbol)
-            self.owner[symbol] = new
-            self.pipeline.reset(symbol, now_ns, "rollover")
+            if old.plan.carries_depth:
+                self.owner[symbol] = new
+                self.pipeline.reset(symbol, now_ns, "rollover")
         self._retire(old)
 
     def _retire(self, conn: Connection) -> None:

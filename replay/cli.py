@@ -309,7 +309,8 @@ async def _serve_recorded(venue, source) -> bool:  # type: ignore[no-untyped-def
     end_ns = min(source.last_ns, source.day.end_ns or source.last_ns)
     print(
         f"venue ready: market={venue.market.name} date={source.date} symbols={','.join(venue.symbols)} "
-        f"depth={source.depth_suffix} from={clock(source.start_ms)} to={clock(end_ns // 1_000_000)} "
+        f"depth={source.depth_suffix} batched={','.join(sorted(venue.depth_served - {source.depth_suffix})) or '-'} "
+        f"from={clock(source.start_ms)} to={clock(end_ns // 1_000_000)} "
         f"speed={format_speed(venue.speed)} faults={venue.faults} rest={venue.rest_url} ws={venue.ws_url}",
         flush=True,
     )

@@ -191,7 +191,7 @@ def test_cli_errors_name_the_command_line(tmp_path):
         ("window: {start: '8am'}\n", r"window\.start: bad time"),
         ("window: {timezone: Mars/Olympus}\n", r"window\.timezone: unknown time zone"),
         ("connection: {lifetime: 24h}\n", r"connection\.lifetime: must be shorter than Binance's 24 h"),
-        ("market: coinm\nconnection: {max_streams: 300}\n", r"connection\.max_streams: 300 exceeds coinm"),
+        ("market: coinm\nconnection: {max_streams: 1100}\n", r"connection\.max_streams: 1100 exceeds coinm"),
         ("connection: {weight_headroom: 1.5}\n", r"connection\.weight_headroom: must be within"),
         ("writer: {segment_rows: 0}\n", r"writer\.segment_rows: must be >= 1"),
         ("sync: {max_buffer: true}\n", r"sync\.max_buffer: expected an integer, got bool"),

@@ -2,7 +2,12 @@
 
 WebSocket: `/ws/<stream>[/<stream>...]` (raw frames), `/ws` (subscribe later), `/stream?streams=a/b`
 (combined frames `{"stream":..,"data":..}`); live SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS /
-SET_PROPERTY / GET_PROPERTY. REST (plain HTTP GET answered from websockets' `process_request` hook):
+SET_PROPERTY / GET_PROPERTY. On a routed market (USD-M) the same under `/public` and `/market`, as Binance
+since 2026-03-06: a stream is delivered only on its route (`recorder.markets.STREAM_ROUTES`), an unrouted
+path gets only `/public` streams; others are acknowledged and never delivered, as Binance does. A stream
+the venue cannot serve (partial depth, a depth speed a recorded day cannot give) is refused with an
+error, never acknowledged. Limits as Binance: streams per connection, incoming messages per second,
+connection attempts per 5 minutes per IP. REST (plain HTTP GET answered from websockets' `process_request` hook):
 depth, exchangeInfo, ping, time under the market's prefix, with per-IP request weights, 429/418 as Binance.
 Outside Binance's paths: `GET /_venue/book?symbol=S[&update_id=N]` (truth) and `GET /_venue/stats`.
 
@@ -32,7 +37,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from recorder.markets import Market, SequenceRule, get_market
+from recorder.markets import MARKET, PUBLIC, Market, SequenceRule, get_market
 
 from .faults import FaultDecider, FaultSpec
 from .source import (
@@ -198,12 +203,22 @@ class DiffBatcher:
         self.prev_u = prev_u
 
     def add(self, ch: DepthChange) -> None:
+        self._merge(ch.update_id, ch.update_id, ch.ts, ch.bids, ch.asks)
+
+    def add_diff(self, d: DepthDiff) -> None:
+        """Merge a diff of a faster stream (a recorded `@depth@0ms`): the batch keeps the first diff's U
+        and pu and the last one's u, so the batched stream continues by Binance's rules."""
+        if self.U is None and d.pu is not None:
+            self.prev_u = d.pu
+        self._merge(d.U, d.u, d.T, d.bids, d.asks)
+
+    def _merge(self, first_id: int, last_id: int, ts: int, bids: list[Level], asks: list[Level]) -> None:
         if self.U is None:
-            self.U = ch.update_id
-        self.u, self.T = ch.update_id, ch.ts
-        for p, q in ch.bids:
+            self.U = first_id
+        self.u, self.T = last_id, ts
+        for p, q in bids:
             self.bids[p] = q
-        for p, q in ch.asks:
+        for p, q in asks:
             self.asks[p] = q
 
     def flush(self, E: int) -> DepthDiff | None:
@@ -232,11 +247,12 @@ class DiffBatcher:
 
 
 class _Client:
-    def __init__(self, server: VenueServer, ws: ServerConnection, cid: int, combined: bool):
+    def __init__(self, server: VenueServer, ws: ServerConnection, cid: int, combined: bool, route: str = ""):
         self.server = server
         self.ws = ws
         self.cid = cid
         self.combined = combined
+        self.route = route  # path prefix it connected on: '' (unrouted), `/public`, `/market`
         self.subs: dict[str, None] = {}  # ordered set
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.faults = FaultDecider(server.faults, f"ws:{cid}", server.fault_counts)
@@ -307,6 +323,7 @@ class _IpState:
     banned_until: float = 0.0
     bans: int = 0
     faults: FaultDecider | None = None
+    connects: deque[float] = field(default_factory=deque)  # WebSocket connection attempts in the window
 
 
 @dataclass
@@ -409,6 +426,16 @@ class VenueServer:
         for iv in set(self.intervals.values()):
             if iv:
                 self._next_boundary[iv] = (self.market_ms // iv + 1) * iv
+        # depth streams served: all for a source of book changes (batched here); for a source of formed
+        # diffs (a recorded day) its own stream and the slower ones, batched from its diffs
+        native = getattr(source, "depth_suffix", None)
+        self.depth_served = set(self.intervals)
+        self._derived: dict[str, list[DiffBatcher]] = {}
+        if native is not None:
+            native_iv = self.intervals[native]
+            self.depth_served = {sfx for sfx, iv in self.intervals.items() if sfx == native or iv > native_iv}
+            for sym in self.symbols:
+                self._derived[sym] = [self._batchers[(sym, sfx)] for sfx in self.depth_served if sfx != native]
 
     # -- lifecycle --------------------------------------------------------------------------------
     @property
@@ -597,6 +624,8 @@ class VenueServer:
                 self._publish_ticker(ev)
             elif isinstance(ev, DepthDiff):
                 self._publish_diff(ev)
+                for batcher in self._derived.get(ev.symbol, ()):
+                    batcher.add_diff(ev)
             elif isinstance(ev, RawEvent):
                 self._fanout(f"{ev.symbol.lower()}@{ev.suffix}", ev.payload, depth=ev.depth)
             elif isinstance(ev, Disconnect):
@@ -663,7 +692,18 @@ class VenueServer:
     def _subscribe(self, client: _Client, stream: str) -> None:
         if stream not in client.subs:
             client.subs[stream] = None
-            self._subscribers.setdefault(stream, set()).add(client)
+            if self.market.delivers_on(stream, client.route):  # else: acknowledged, never delivered
+                self._subscribers.setdefault(stream, set()).add(client)
+
+    def _unservable(self, streams: list[str]) -> str | None:
+        """Why the venue refuses these streams (the first it cannot serve), None if it serves them all."""
+        for stream in streams:
+            name = stream.split("@", 1)[1] if "@" in stream and not stream.startswith("!") else ""
+            if name in ("trade", "aggTrade", "bookTicker") or name in self.depth_served:
+                continue
+            served = ", ".join(["trade", "aggTrade", "bookTicker", *sorted(self.depth_served)])
+            return f"Invalid request: stream `{stream}` is not served by this venue (it serves <symbol>@ {served})"
+        return None
 
     def _unsubscribe(self, client: _Client, stream: str) -> None:
         if stream in client.subs:
@@ -674,25 +714,30 @@ class VenueServer:
                 if not subs:
                     del self._subscribers[stream]
 
-    @staticmethod
-    def _url_streams(path: str) -> tuple[bool, list[str]] | None:
-        """(combined, streams) for a WS path, None if not a stream path."""
+    def _url_streams(self, path: str) -> tuple[str, bool, list[str]] | None:
+        """(route, combined, streams) for a WS path, None if not a stream path."""
         parts = urlsplit(path)
         p = parts.path
+        route = ""
+        if self.market.routed:
+            for prefix in (PUBLIC, MARKET):
+                if p.startswith(prefix + "/"):
+                    route, p = prefix, p[len(prefix):]
+                    break
         if p in ("/ws", "/ws/"):
-            return False, []
+            return route, False, []
         if p.startswith("/ws/"):
-            return False, [s for s in unquote(p[4:]).split("/") if s]
+            return route, False, [s for s in unquote(p[4:]).split("/") if s]
         if p in ("/stream", "/stream/"):
             qs = parse_qs(parts.query)
             streams = qs.get("streams", [""])[0]
-            return True, [s for s in streams.split("/") if s]
+            return route, True, [s for s in streams.split("/") if s]
         return None
 
     async def _handler(self, ws: ServerConnection) -> None:
-        combined, streams = self._url_streams(ws.request.path) or (False, [])
+        route, combined, streams = self._url_streams(ws.request.path) or ("", False, [])
         self._next_cid += 1
-        client = _Client(self, ws, self._next_cid, combined)
+        client = _Client(self, ws, self._next_cid, combined, route)
         for s in streams:
             self._subscribe(client, s)
         self._clients.add(client)
@@ -803,6 +848,9 @@ class VenueServer:
                 new = [p for p in dict.fromkeys(params) if p not in client.subs]
                 if len(client.subs) + len(new) > self.market.max_streams_per_connection:
                     return ws_error(2, "Invalid request: too many parameters", req_id)
+                refused = self._unservable(new)
+                if refused is not None:
+                    return ws_error(2, refused, req_id)
                 for p in new:
                     self._subscribe(client, p)
             else:
@@ -847,9 +895,12 @@ class VenueServer:
             parsed = self._url_streams(request.path)
             if parsed is None:
                 return self._response(404, b"", content_type="text/plain")
-            if len(parsed[1]) > self.market.max_streams_per_connection:
+            if len(parsed[2]) > self.market.max_streams_per_connection:
                 return self._response(400, {"code": -1, "msg": "Too many streams requested"})
-            return None
+            refused = self._unservable(parsed[2])
+            if refused is not None:
+                return self._response(400, {"code": 2, "msg": refused})
+            return self._connection_attempt(connection)
         try:
             return await self._rest(connection, request)
         except Exception:
@@ -857,6 +908,20 @@ class VenueServer:
             return self._response(
                 500, {"code": -1000, "msg": "An unknown error occurred while processing the request."}
             )
+
+    def _connection_attempt(self, connection: ServerConnection) -> Response | None:
+        """Binance's connection-attempt limit per IP (300 per 5 minutes): over it, 429 and no connection."""
+        st = self._ip_state((connection.remote_address or ("?",))[0])
+        now = time.monotonic()
+        window = self.market.connection_attempt_window_s
+        while st.connects and st.connects[0] <= now - window:
+            st.connects.popleft()
+        if len(st.connects) >= self.market.max_connection_attempts:
+            self.fault_counts["connect_429"] += 1
+            retry = str(max(1, math.ceil(st.connects[0] + window - now)))
+            return self._response(429, {"code": -1003, "msg": "Too many connection attempts"}, [("Retry-After", retry)])
+        st.connects.append(now)
+        return None
 
     def _ip_state(self, ip: str) -> _IpState:
         st = self._ips.get(ip)
