@@ -43,29 +43,50 @@ class RestError(Exception):
 class RestLimiter:
     """One request-weight budget per process, fed by Binance's `X-MBX-USED-WEIGHT-1M` header.
 
-    Also remembers a back-off deadline from 429/418 `Retry-After`, during which no request is sent.
+    Binance counts weight per IP per minute and bans an IP that keeps sending past the limit (429, then
+    418). The server's figure lags: it arrives with a response, after other requests may have left. So a
+    request reserves its weight before it is sent, and the estimate of this minute's use is the larger of
+    what this process sent and what the server last reported plus the weight still in flight: many
+    snapshot requests waiting for the next minute go out only as far as the budget allows, never all at
+    once. Also remembers a back-off deadline from 429/418 `Retry-After`, during which no request is sent.
     """
 
     limit_per_minute: int
     headroom: float = 0.8  # keep 20 % of the budget free for other clients of the same IP
-    used: int = 0
+    used: int = 0  # the server's last figure
     used_at: float = 0.0
     blocked_until: float = 0.0
+    sent: int = 0  # weight this process sent in the current minute
+    sent_minute: float = 0.0
+    in_flight: int = 0  # weight sent whose response has not been seen
 
     def observe(self, headers: httpx.Headers, now: float) -> None:
         used = headers.get("x-mbx-used-weight-1m")
         if used is not None and used.isdigit():
             self.used, self.used_at = int(used), now
 
-    def delay_for(self, weight: int, now: float) -> float:
-        """Seconds to wait before a request of this weight fits the budget."""
+    def estimate(self, now: float) -> int:
+        """This minute's weight as far as we know: never below what we sent ourselves."""
+        minute_start = now - (now % 60.0)
+        if self.sent_minute < minute_start:
+            self.sent, self.sent_minute = 0, minute_start
+        reported = self.used if self.used_at >= minute_start else 0
+        return max(reported + self.in_flight, self.sent)
+
+    def reserve(self, weight: int, now: float) -> float:
+        """0.0 and the weight counted as sent if a request of this weight fits now; else seconds to wait
+        before asking again. Every reservation that returned 0.0 is ended by `done`."""
         if now < self.blocked_until:
             return self.blocked_until - now
-        minute_start = now - (now % 60.0)
-        used = self.used if self.used_at >= minute_start else 0
-        if used + weight <= self.limit_per_minute * self.headroom:
-            return 0.0
-        return 60.0 - (now % 60.0) + 0.05
+        if self.estimate(now) + weight > self.limit_per_minute * self.headroom:
+            return 60.0 - (now % 60.0) + 0.05
+        self.sent += weight
+        self.in_flight += weight
+        return 0.0
+
+    def done(self, weight: int) -> None:
+        """The reserved request got its response (or failed): its weight is in the server's figure now."""
+        self.in_flight = max(0, self.in_flight - weight)
 
     def back_off(self, seconds: float, now: float) -> None:
         self.blocked_until = max(self.blocked_until, now + seconds)
@@ -108,12 +129,14 @@ class SnapshotFetcher:
         params = {"symbol": symbol, "limit": self.limit}
         backoff = 0.5
         for attempt in range(1, self.max_attempts + 1):
-            delay = self.limiter.delay_for(weight, time.time())
-            if delay > 0:
+            while (delay := self.limiter.reserve(weight, time.time())) > 0:
                 self._count("waited_for_budget")
                 await asyncio.sleep(delay)
             try:
-                response = await http.get(url, params=params, timeout=self.timeout)
+                try:
+                    response = await http.get(url, params=params, timeout=self.timeout)
+                finally:
+                    self.limiter.done(weight)
             except httpx.TimeoutException:
                 self._count("timeout")
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.5))

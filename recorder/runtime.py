@@ -32,6 +32,7 @@ from recorder.config import RecorderConfig
 from recorder.observability import Health, Metrics, MetricsServer, StatusRow, StatusView
 from recorder.pipeline import Pipeline, tune_gc, write_buffers
 from recorder.protocol import DepthUpdate, Instrument, ServerShutdown, parse_exchange_info, parse_frame
+from recorder.routing import ConnectLimiter, PlannedConnection, plan_connections, subscribe_interval_s
 from recorder.watchdog import (
     Reconnect,
     StreamResumed,
@@ -40,7 +41,6 @@ from recorder.watchdog import (
     channels_of,
     stream_channel,
 )
-from recorder.routing import ConnectLimiter, PlannedConnection, plan_connections, subscribe_interval_s
 from recorder.window import Clock, SystemClock, TradingWindow, plan_run, sleep_until
 from schemas import berlin_date
 
