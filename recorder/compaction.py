@@ -30,7 +30,7 @@ from recorder.markets import market_for_exchange
 from recorder.numbers import SCALE, format_units
 from recorder.rebuild import files_in_seq_order, rebuild
 from schemas import TABLES, AtomicParquetWriter, DatasetError, partition_dir, read_table
-from schemas.write import REPLACES_SUFFIX, finish_replacement
+from schemas.write import REPLACES_SUFFIX, finish_replacement, write_file_atomic
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def compact_day(root: Path, exchange: str, date: dt.date, symbols: list[str], sh
     marker = None
     if pending_dir is not None:
         marker = pending_dir / f"compact-{date.isoformat()}.json"
-        _write_durably(marker, json.dumps({
+        write_file_atomic(marker, json.dumps({
             "date": date.isoformat(), "symbols": list(symbols), "shard_tag": shard_tag, "events_tag": events_tag,
             "row_group_rows": row_group_rows, "formats": list(formats)}).encode())
     written = []
@@ -137,8 +137,8 @@ def finish_compactions(pending_dir: Path, root: Path, exchange: str, locked: set
         try:
             day = json.loads(marker.read_bytes())
             date = dt.date.fromisoformat(day["date"])
-        except (ValueError, KeyError, TypeError):
-            marker.unlink()  # torn while written: that compaction had not started
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: unreadable (%s), left alone", marker, exc)
             continue
         if not set(day["symbols"]) <= locked:
             log.warning("%s: the compaction of %s waits for the recorder of %s", marker, date, day["symbols"])
@@ -148,13 +148,6 @@ def finish_compactions(pending_dir: Path, root: Path, exchange: str, locked: set
         finished.append(date)
     return finished
 
-
-def _write_durably(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # ---- seed CSV -----------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ class IoFaults:
         self._failing_since = 0.0
         self._next_reminder = 0.0
         self._journal_failing_since: float | None = None
-        self._journal_error = ""
+        self._rotate_failing = False
 
     def failed(self, what: str, exc: BaseException, now: float) -> str | None:
         """`what` ("writing segment ...") failed: the line to log now (the first failure, then a reminder)."""
@@ -65,20 +65,26 @@ class IoFaults:
                     f"the last: {message}")
         return None
 
-    def journal_failed(self, what: str, exc: BaseException, now: float, backlog: int) -> str | None:
-        """The journal could not be written: why the recorder must stop receiving now, or None (grace)."""
+    def journal_failed(self, what: str, exc: BaseException, now: float, backlog: int, rotating: bool = False
+                       ) -> str | None:
+        """The journal could not be written (or, `rotating`, the next one not created: then the rows wait in
+        memory with no segment written): why the recorder must stop receiving now, or None (grace)."""
         if self._journal_failing_since is None:
             self._journal_failing_since = now
-        self._journal_error = f"{what}: {describe(exc)}"
+        self._rotate_failing |= rotating
         failing_for = now - self._journal_failing_since
         if failing_for < self.journal_grace_s and backlog < self.backlog_limit:
             return None
-        return (f"the journal cannot be written ({self._journal_error}) for {failing_for:.0f} s: stopped "
-                f"recording, the last {backlog / 1e6:.1f} MB received are lost; free space and run again: "
-                f"the next run writes everything journaled before")
+        lost = f"the last {backlog / 1e6:.1f} MB received are lost" if backlog else "nothing received is lost"
+        return (f"{what} failed for {failing_for:.0f} s ({describe(exc)}): stopped recording, {lost}; free space "
+                f"and run again: the next run writes everything journaled")
 
-    def journal_written(self) -> None:
-        self._journal_failing_since = None
+    def journal_written(self, rotated: bool = False) -> None:
+        """The journal was written (and, `rotated`, the next one created): the grace starts afresh."""
+        if rotated:
+            self._rotate_failing = False
+        if not self._rotate_failing:
+            self._journal_failing_since = None
 
     def recovered(self, now: float) -> str | None:
         """Every write succeeds again: the line to log once, or None if nothing had failed."""

@@ -390,7 +390,10 @@ class Recorder:
                 reason = "io_error" if self._fatal else "signal" if stopped_by_signal else "end"
                 self.pipeline.event(end_ns, None, "window_end",
                                     {"reason": reason, "synced": sorted(self.ever_synced)})
-                await self._flush()
+                try:
+                    await self._flush()
+                except Exception as exc:  # noqa: BLE001 - as in the writer loop: exit 3, never a traceback
+                    self._fail(f"the last segment write stopped: {type(exc).__name__}: {exc}")
                 self._close_journal()
         if self._fatal is not None:
             raise RecorderError(self._fatal, EXIT_IO)
@@ -425,6 +428,7 @@ class Recorder:
         """Validate each recorded day over the span this run was meant to cover; reports go next to the data."""
         from recorder.report_html import render_html
         from recorder.validate import Thresholds, validate_day
+        from schemas.write import write_file_atomic
 
         thresholds = Thresholds.from_mapping(self.config.validate)
         ok = True
@@ -433,8 +437,8 @@ class Recorder:
             directory = report_dir(self.root, self.market.exchange, date)
             directory.mkdir(parents=True, exist_ok=True)
             stem = directory / f"validation-{self.tag}"
-            stem.with_suffix(".json").write_text(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-            stem.with_suffix(".html").write_text(render_html(report))
+            write_file_atomic(stem.with_suffix(".json"), orjson.dumps(report, option=orjson.OPT_INDENT_2))
+            write_file_atomic(stem.with_suffix(".html"), render_html(report).encode())
             log.info("validation %s: %s (report %s)", date, report["status"], stem.with_suffix(".html"))
             ok = ok and report["exit_code"] == 0
         return ok
@@ -701,8 +705,9 @@ class Recorder:
         try:
             closed = self.journal.rotate(new_segment) if self.journal.path is not None else None
         except OSError as exc:  # the rows stay buffered with the journal they are in, retried next time
-            self._io_failed(f"writing the journal {self.journal.path}", exc)
+            self._journal_failed(exc, rotating=True)
             return
+        self.io_faults.journal_written(rotated=True)
         self.segment_id = new_segment
         buffers = self.pipeline.detach()
         try:
@@ -752,14 +757,17 @@ class Recorder:
         try:
             self.journal.sync()
         except OSError as exc:
-            what = f"writing the journal {self.journal.path}"
-            self._io_failed(what, exc)
-            reason = self.io_faults.journal_failed(what, exc, time.monotonic(), self.journal.backlog)
-            if reason is not None:
-                self._fail(reason)
+            self._journal_failed(exc)
             return False
         self.io_faults.journal_written()
         return True
+
+    def _journal_failed(self, exc: OSError, rotating: bool = False) -> None:
+        what = f"writing the journal {self.journal.path}"
+        self._io_failed(what, exc)
+        reason = self.io_faults.journal_failed(what, exc, time.monotonic(), self.journal.backlog, rotating)
+        if reason is not None:
+            self._fail(reason)
 
     def _close_journal(self) -> None:
         """Close the journal at the end; delete it if everything in it is in segments, else write it like the

@@ -224,6 +224,25 @@ def write_parquet(
     return path
 
 
+def write_file_atomic(path: str | Path, data: bytes) -> Path:
+    """A small file (a report, a marker) written as `write_parquet` writes: a hidden temp file, fsynced and
+    renamed over `path`, so a crash or a full disk leaves the old file or the new one, never a torn one."""
+    path = Path(path)
+    _make_dirs_durable(path.parent)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temp, "wb") as sink:
+            sink.write(data)
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
 def _check_symbol_column(table_name: str, table: pa.Table, symbol: str | None) -> None:
     """A symbol stored in the file must agree with its partition, since hive readers show the partition."""
     if "symbol" not in table.column_names or table.num_rows == 0:
