@@ -132,6 +132,39 @@ def check_recovered(out: Path, venue: VenueServer, journaled: set[int], written:
     assert stats["mismatches"] == 0 and stats["books"] > 10, stats
 
 
+# ---- the policy (sans-I/O) ----------------------------------------------------------------------------
+
+
+def test_the_first_error_is_logged_once_then_a_reminder_a_minute():
+    faults = IoFaults(reminder_s=60.0)
+    logged = [(t, line) for t in range(200) if (line := faults.failed("writing segment s", enospc(), float(t)))]
+    assert [t for t, _ in logged] == [0, 60, 120, 180]
+    assert logged[0][1] == "writing segment s failed: [Errno 28] No space left on device"
+    assert faults.first_error == logged[0][1]
+    assert faults.recovered(200.0) == "writes succeed again after 200 s (200 failed)"
+    assert faults.first_error is None and faults.recovered(201.0) is None
+
+
+def test_the_journal_gets_a_grace_and_a_bounded_backlog():
+    faults = IoFaults(journal_grace_s=5.0, backlog_limit=1000)
+    assert faults.journal_failed("writing the journal j", enospc(), 0.0, 10) is None
+    assert faults.journal_failed("writing the journal j", enospc(), 4.9, 10) is None
+    stop = faults.journal_failed("writing the journal j", enospc(), 5.0, 2_000_000)
+    assert stop.startswith("writing the journal j failed for 5 s ([Errno 28] No space left on device)")
+    assert "the last 2.0 MB received are lost" in stop
+    faults.journal_written()  # space came back in time: the grace starts afresh
+    assert faults.journal_failed("writing the journal j", enospc(), 10.0, 10) is None
+    assert faults.journal_failed("writing the journal j", enospc(), 10.1, 1000) is not None  # backlog full
+    # the next journal cannot be created: appending to the current one does not end the grace
+    faults = IoFaults(journal_grace_s=5.0)
+    assert faults.journal_failed("writing the journal j", enospc(), 0.0, 0, rotating=True) is None
+    faults.journal_written()
+    assert "nothing received is lost" in faults.journal_failed("writing the journal j", enospc(), 5.0, 0,
+                                                               rotating=True)
+    faults.journal_written(rotated=True)
+    assert faults.journal_failed("writing the journal j", enospc(), 6.0, 0) is None
+
+
 # ---- the journal --------------------------------------------------------------------------------------
 
 
