@@ -149,7 +149,6 @@ def finish_compactions(pending_dir: Path, root: Path, exchange: str, locked: set
     return finished
 
 
-
 # ---- seed CSV -----------------------------------------------------------------------------------------
 
 
