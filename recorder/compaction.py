@@ -94,11 +94,32 @@ def compact_partition(directory: Path, table_name: str, exchange: str, shard_tag
     return target
 
 
+def _day_partitions(root: Path, exchange: str, date: dt.date, symbols: list[str], shard_tag: str,
+                    events_tag: str | None):
+    """(directory, table, tag, any_slot) of the day's partitions this recorder compacts: the symbols'
+    (segments of every slot of `shard_tag`: the symbols are locked to this recorder) and the
+    connection-wide events of `events_tag` (this recorder's slot) only."""
+    for table_name in TABLES:
+        for symbol in [*symbols, None] if table_name == "events" else symbols:
+            directory = partition_dir(root, exchange, table_name, date, symbol)
+            if directory.is_dir():
+                if symbol is None:
+                    yield directory, table_name, events_tag or shard_tag, False
+                else:
+                    yield directory, table_name, shard_tag, True
+
+
+def clean_day(root: Path, exchange: str, date: dt.date, symbols: list[str], shard_tag: str,
+              events_tag: str | None = None) -> None:
+    """`clean_partition` on every partition of the day this recorder compacts (at start, before recording)."""
+    for directory, _, tag, any_slot in _day_partitions(root, exchange, date, symbols, shard_tag, events_tag):
+        clean_partition(directory, tag, any_slot)
+
+
 def compact_day(root: Path, exchange: str, date: dt.date, symbols: list[str], shard_tag: str, *,
                 row_group_rows: int = 131_072, formats: tuple[str, ...] = ("parquet",),
                 events_tag: str | None = None, pending_dir: Path | None = None) -> list[Path]:
-    """Compact the symbols' partitions (segments of every slot of `shard_tag`: the symbols are locked to
-    this recorder) and the connection-wide events of `events_tag` (this recorder's slot) only.
+    """Compact the day's partitions of this recorder (`_day_partitions`), then export the seed CSV files.
 
     With `pending_dir` (the recorder slot's journal directory) the day is marked there until compaction
     and export are done, for `finish_compactions` at the next start if a crash stops them."""
@@ -109,18 +130,10 @@ def compact_day(root: Path, exchange: str, date: dt.date, symbols: list[str], sh
             "date": date.isoformat(), "symbols": list(symbols), "shard_tag": shard_tag, "events_tag": events_tag,
             "row_group_rows": row_group_rows, "formats": list(formats)}).encode())
     written = []
-    for table_name in TABLES:
-        for symbol in [*symbols, None] if table_name == "events" else symbols:
-            directory = partition_dir(root, exchange, table_name, date, symbol)
-            if directory.is_dir():
-                if symbol is None:
-                    result = compact_partition(directory, table_name, exchange, events_tag or shard_tag,
-                                               row_group_rows)
-                else:
-                    result = compact_partition(directory, table_name, exchange, shard_tag, row_group_rows,
-                                               any_slot=True)
-                if result is not None:
-                    written.append(result)
+    for directory, table_name, tag, any_slot in _day_partitions(root, exchange, date, symbols, shard_tag, events_tag):
+        result = compact_partition(directory, table_name, exchange, tag, row_group_rows, any_slot)
+        if result is not None:
+            written.append(result)
     if "csv" in formats:
         for symbol in symbols:
             written += export_seed_csv(root, exchange, date, symbol)

@@ -27,7 +27,7 @@ import websockets
 
 from recorder import journal as jr
 from recorder.client import RestError, RestLimiter, SnapshotFetcher
-from recorder.compaction import compact_day, finish_compactions
+from recorder.compaction import clean_day, compact_day, finish_compactions
 from recorder.config import RecorderConfig
 from recorder.iofaults import IoFaults
 from recorder.observability import Health, Metrics, MetricsServer, StatusRow, StatusView
@@ -309,6 +309,8 @@ class Recorder:
                 finish_compactions(self.journal_dir, self.root, self.market.exchange, set(self.symbols))
                 recovered = recover_journals(self.journal_dir, self.root, self.market, set(self.symbols), self._dates)
                 recovered += recover_orphan_slots(self.root, self.market, self.shard_tag, self.tag, self._dates)
+                for date in self._dates:  # temp files of segment writes a crash interrupted
+                    clean_day(self.root, self.market.exchange, date, self.symbols, self.shard_tag, self.tag)
             except OSError as exc:
                 raise RecorderError(f"finishing the interrupted run in {self.root} failed: {exc}; nothing is lost, "
                                     "free space and run again", EXIT_IO) from None

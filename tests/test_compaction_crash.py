@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recorder import journal as jr
-from recorder.compaction import compact_day, finish_compactions
+from recorder.compaction import clean_day, compact_day, finish_compactions
 from recorder.pipeline import Pipeline
 from recorder.runtime import recover_journals
 from schemas import read_table, write_partition
@@ -213,3 +213,21 @@ def test_a_crash_between_a_recovered_segment_and_the_journal_unlink(tmp_path, mo
     assert collections.Counter(depth.column("seq").to_pylist()) == {2 * i - 1: 3 for i in range(1, 201)}
     assert sorted(trades.column("seq").to_pylist()) == [2 * i for i in range(1, 201)]
     assert os.listdir(journal_dir) == []
+
+
+def test_temp_files_left_by_a_crash_are_removed_only_if_they_are_this_recorders(tmp_path):
+    import datetime as dt
+
+    root, date = tmp_path / "data", dt.date(2026, 12, 1)
+    depth = root / EXCHANGE / "depth" / f"date={date}" / "symbol=BTCUSDT"
+    events = root / EXCHANGE / "events" / f"date={date}" / "symbol=_all"
+    names = {depth: [".seg-01-0of1.parquet.a1.tmp", ".seg-01-0of1-r2.parquet.a2.tmp", ".day-0of1.parquet.a3.tmp"],
+             events: [".seg-01-0of1.parquet.b1.tmp", ".seg-01-0of1-r2.parquet.b2.tmp", ".seg-01-1of2.parquet.b3.tmp"]}
+    for directory, files in names.items():
+        directory.mkdir(parents=True)
+        for name in files:
+            (directory / name).write_bytes(b"torn")
+    clean_day(root, EXCHANGE, date, ["BTCUSDT"], SHARD, SHARD)
+    assert os.listdir(depth) == []  # the symbol is locked to this recorder: every slot's temp is a crash's
+    # connection-wide events: the other slots and shards may be writing theirs right now
+    assert sorted(os.listdir(events)) == [".seg-01-0of1-r2.parquet.b2.tmp", ".seg-01-1of2.parquet.b3.tmp"]
