@@ -403,8 +403,8 @@ class Recorder:
             self._retry_failed_journals()
         if self.failed_journals:
             raise RecorderError(
-                f"could not write {len(self.failed_journals)} segment(s) to {self.root}; the data is kept in "
-                f"{self.journal_dir} and is written by the next run", EXIT_IO)
+                f"could not write {len(self.failed_journals)} segment(s) to {self.root} ({self.io_error}); the "
+                f"data is kept in {self.journal_dir} and is written by the next run", EXIT_IO)
         if not stopped_by_signal:
             for date in sorted(self._dates):
                 try:
