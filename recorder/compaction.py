@@ -3,12 +3,20 @@
 Segments are streamed in seq order into `day-<shard>.parquet` (row groups of a fixed size for streaming
 readers); the file appears atomically and only then are the segments removed. With `csv` in the formats,
 the day is also exported as the seed project's CSV files (fixed decimals as Binance prints them).
+
+A crash at any point loses and doubles nothing. The day file is committed by its rename, with a hidden
+manifest naming the segments it absorbed (`schemas.write.finish_replacement`), so segments left by a
+crash after the rename are skipped by readers and deleted by the next compaction; before the rename the
+segments are still the data. Each partition first finishes what a crash interrupted there and removes
+the temp files it left. A day whose compaction or CSV export did not finish is marked in the recorder
+slot's journal directory, and the next start of that slot finishes it, whatever day that is.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import logging
 import os
 import re
@@ -22,22 +30,41 @@ from recorder.markets import market_for_exchange
 from recorder.numbers import SCALE, format_units
 from recorder.rebuild import files_in_seq_order, rebuild
 from schemas import TABLES, AtomicParquetWriter, DatasetError, partition_dir, read_table
+from schemas.write import REPLACES_SUFFIX, finish_replacement, write_file_atomic
 
 log = logging.getLogger(__name__)
 
 CSV_DEPTH_LEVELS = 10
 
 
-def _partition_files(directory: Path, shard_tag: str, any_slot: bool = False) -> list[Path]:
-    """The day file and segments of `shard_tag`; with `any_slot` also those of its recorder slots
-    (`<tag>-r2`, ...: several recorders of one shard tag on different symbols sharing a root)."""
+def _ours(shard_tag: str, any_slot: bool):
+    """Whether a file stem is the day file or a segment of `shard_tag`; with `any_slot` also of its recorder
+    slots (`<tag>-r2`, ...: several recorders of one shard tag on different symbols sharing a root)."""
     segment = re.compile(rf"seg-\d+-{re.escape(shard_tag)}" + (r"(-r\d+)?" if any_slot else ""))
-    return sorted(p for p in directory.glob("*.parquet") if p.stem == f"day-{shard_tag}" or segment.fullmatch(p.stem))
+    return lambda stem: stem == f"day-{shard_tag}" or segment.fullmatch(stem) is not None
+
+
+def _partition_files(directory: Path, shard_tag: str, any_slot: bool = False) -> list[Path]:
+    ours = _ours(shard_tag, any_slot)
+    return sorted(p for p in directory.glob("*.parquet") if ours(p.stem))
+
+
+def clean_partition(directory: Path, shard_tag: str, any_slot: bool = False) -> None:
+    """Finish a compaction a crash interrupted here and delete the temp files a crash left, only those of
+    `shard_tag` (another recorder slot may be writing its own into `symbol=_all` right now)."""
+    ours = _ours(shard_tag, any_slot)
+    for manifest in directory.glob(f".*{REPLACES_SUFFIX}"):
+        if ours(manifest.name[1:].removesuffix(REPLACES_SUFFIX).removesuffix(".parquet")):
+            finish_replacement(manifest)
+    for temp in directory.glob(".*.tmp"):  # AtomicParquetWriter's and write_parquet's `.<name>.<hex>.tmp`
+        if ours(temp.name[1:].split(".parquet.", 1)[0]):
+            temp.unlink(missing_ok=True)
 
 
 def compact_partition(directory: Path, table_name: str, exchange: str, shard_tag: str, row_group_rows: int,
                       any_slot: bool = False) -> Path | None:
     """Merge one partition's segments (and an earlier day file) into day-<shard>.parquet."""
+    clean_partition(directory, shard_tag, any_slot)
     inputs = _partition_files(directory, shard_tag, any_slot)
     target = directory / f"day-{shard_tag}.parquet"
     if not inputs or inputs == [target]:
@@ -55,7 +82,8 @@ def compact_partition(directory: Path, table_name: str, exchange: str, shard_tag
             if last_seq is not None and lo < last_seq:
                 in_order = False
             last_seq = hi
-    with AtomicParquetWriter(target, table_name=table_name, exchange=exchange, row_group_size=row_group_rows) as out:
+    with AtomicParquetWriter(target, table_name=table_name, exchange=exchange, row_group_size=row_group_rows,
+                             replaces=[path.name for path in inputs]) as out:
         if in_order:
             for path in ordered:
                 for batch in pq.ParquetFile(path).iter_batches(batch_size=row_group_rows):
@@ -63,34 +91,75 @@ def compact_partition(directory: Path, table_name: str, exchange: str, shard_tag
         else:  # overlapping segments (should not happen): sort the partition as a whole
             table = pa.concat_tables([pq.read_table(p) for p in ordered])
             out.write(table.sort_by([("seq", "ascending")]))
-    for path in inputs:
-        if path != target:
-            path.unlink()
     return target
 
 
-def compact_day(root: Path, exchange: str, date: dt.date, symbols: list[str], shard_tag: str, *,
-                row_group_rows: int = 131_072, formats: tuple[str, ...] = ("parquet",),
-                events_tag: str | None = None) -> list[Path]:
-    """Compact the symbols' partitions (segments of every slot of `shard_tag`: the symbols are locked to
-    this recorder) and the connection-wide events of `events_tag` (this recorder's slot) only."""
-    written = []
+def _day_partitions(root: Path, exchange: str, date: dt.date, symbols: list[str], shard_tag: str,
+                    events_tag: str | None):
+    """(directory, table, tag, any_slot) of the day's partitions this recorder compacts: the symbols'
+    (segments of every slot of `shard_tag`: the symbols are locked to this recorder) and the
+    connection-wide events of `events_tag` (this recorder's slot) only."""
     for table_name in TABLES:
         for symbol in [*symbols, None] if table_name == "events" else symbols:
             directory = partition_dir(root, exchange, table_name, date, symbol)
             if directory.is_dir():
                 if symbol is None:
-                    result = compact_partition(directory, table_name, exchange, events_tag or shard_tag,
-                                               row_group_rows)
+                    yield directory, table_name, events_tag or shard_tag, False
                 else:
-                    result = compact_partition(directory, table_name, exchange, shard_tag, row_group_rows,
-                                               any_slot=True)
-                if result is not None:
-                    written.append(result)
+                    yield directory, table_name, shard_tag, True
+
+
+def clean_day(root: Path, exchange: str, date: dt.date, symbols: list[str], shard_tag: str,
+              events_tag: str | None = None) -> None:
+    """`clean_partition` on every partition of the day this recorder compacts (at start, before recording)."""
+    for directory, _, tag, any_slot in _day_partitions(root, exchange, date, symbols, shard_tag, events_tag):
+        clean_partition(directory, tag, any_slot)
+
+
+def compact_day(root: Path, exchange: str, date: dt.date, symbols: list[str], shard_tag: str, *,
+                row_group_rows: int = 131_072, formats: tuple[str, ...] = ("parquet",),
+                events_tag: str | None = None, pending_dir: Path | None = None) -> list[Path]:
+    """Compact the day's partitions of this recorder (`_day_partitions`), then export the seed CSV files.
+
+    With `pending_dir` (the recorder slot's journal directory) the day is marked there until compaction
+    and export are done, for `finish_compactions` at the next start if a crash stops them."""
+    marker = None
+    if pending_dir is not None:
+        marker = pending_dir / f"compact-{date.isoformat()}.json"
+        write_file_atomic(marker, json.dumps({
+            "date": date.isoformat(), "symbols": list(symbols), "shard_tag": shard_tag, "events_tag": events_tag,
+            "row_group_rows": row_group_rows, "formats": list(formats)}).encode())
+    written = []
+    for directory, table_name, tag, any_slot in _day_partitions(root, exchange, date, symbols, shard_tag, events_tag):
+        result = compact_partition(directory, table_name, exchange, tag, row_group_rows, any_slot)
+        if result is not None:
+            written.append(result)
     if "csv" in formats:
         for symbol in symbols:
             written += export_seed_csv(root, exchange, date, symbol)
+    if marker is not None:
+        marker.unlink()
     return written
+
+
+def finish_compactions(pending_dir: Path, root: Path, exchange: str, locked: set[str]) -> list[dt.date]:
+    """Finish the days whose compaction or export a crash interrupted in this recorder slot (their marker
+    is in `pending_dir`); a day of symbols this recorder has not locked waits for the recorder that has."""
+    finished = []
+    for marker in sorted(pending_dir.glob("compact-*.json")) if pending_dir.is_dir() else []:
+        try:
+            day = json.loads(marker.read_bytes())
+            date = dt.date.fromisoformat(day["date"])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: unreadable (%s), left alone", marker, exc)
+            continue
+        if not set(day["symbols"]) <= locked:
+            log.warning("%s: the compaction of %s waits for the recorder of %s", marker, date, day["symbols"])
+            continue
+        compact_day(root, exchange, date, day["symbols"], day["shard_tag"], row_group_rows=day["row_group_rows"],
+                    formats=tuple(day["formats"]), events_tag=day["events_tag"], pending_dir=pending_dir)
+        finished.append(date)
+    return finished
 
 
 # ---- seed CSV -----------------------------------------------------------------------------------------
@@ -137,6 +206,8 @@ def export_seed_csv(root: Path, exchange: str, date: dt.date, symbol: str) -> li
     """orderbook_rest_snapshot_, orderbook_ws_depth_ (top 10 after each diff while synced), trades_ws_."""
     out = csv_dir(root, exchange, date)
     stamp = date.strftime("%Y%m%d")
+    for temp in out.glob(f".*_{symbol}_{stamp}.csv.tmp"):  # left by a crash during an earlier export
+        temp.unlink()
     price_dp, qty_dp = _decimals(root, exchange, date, symbol)
     written = []
     try:

@@ -48,8 +48,9 @@ class Journal:
         self.path: Path | None = None
 
     def open(self, segment_id: str) -> None:
-        self.path = self.directory / f"{segment_id}.jnl"
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        path = self.directory / f"{segment_id}.jnl"
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.path = path
 
     def append(self, seq: int, recv_ts: int, kind: int, payload: bytes, symbol: str | None = None,
                limit: int = 0) -> None:
@@ -58,34 +59,45 @@ class Journal:
         self._pending += sym
         self._pending += payload
 
+    @property
+    def backlog(self) -> int:
+        """Bytes appended but not yet written: grows only while writing fails (a full disk)."""
+        return len(self._pending)
+
     def sync(self) -> None:
-        """Write what was appended and fsync it: after this returns, a crash loses none of it."""
+        """Write what was appended and fsync it: after this returns, a crash loses none of it.
+
+        On a write error (ENOSPC) the bytes not written stay pending and the next call writes them after
+        the part that made it, so the file stays a sequence of whole records once the disk takes writes
+        again (until then its tail is torn, which `read_journal` stops at)."""
         if self._fd is None:
             return
-        if self._pending:
-            data = bytes(self._pending)
-            self._pending.clear()
-            offset = 0
-            while offset < len(data):
-                offset += os.write(self._fd, data[offset:] if offset else data)
+        while self._pending:
+            written = os.write(self._fd, self._pending)
+            del self._pending[:written]
         os.fsync(self._fd)
 
     def rotate(self, segment_id: str) -> Path | None:
-        """Make the current journal durable, close it and start the next one; returns the closed path."""
-        old = self.path
-        if self._fd is not None:
+        """Make the current journal durable, close it and start the next one; returns the closed path.
+
+        On an error nothing changes: the current journal stays open with its pending bytes."""
+        old, old_fd = self.path, self._fd
+        if old_fd is not None:
             self.sync()
-            os.close(self._fd)
-            self._fd = None
         self.open(segment_id)
+        if old_fd is not None:
+            os.close(old_fd)
         return old
 
     def close(self) -> Path | None:
+        """Make the journal durable and close it; the file is closed even if the last write fails."""
         old = self.path
         if self._fd is not None:
-            self.sync()
-            os.close(self._fd)
-            self._fd = None
+            try:
+                self.sync()
+            finally:
+                os.close(self._fd)
+                self._fd = None
         self.path = None
         return old
 

@@ -27,8 +27,9 @@ import websockets
 
 from recorder import journal as jr
 from recorder.client import RestError, RestLimiter, SnapshotFetcher, send_paced
-from recorder.compaction import compact_day
+from recorder.compaction import clean_day, compact_day, finish_compactions
 from recorder.config import RecorderConfig
+from recorder.iofaults import IoFaults
 from recorder.observability import Health, Metrics, MetricsServer, StatusRow, StatusView
 from recorder.pipeline import Pipeline, tune_gc, write_buffers
 from recorder.protocol import DepthUpdate, Instrument, ServerShutdown, parse_exchange_info, parse_frame
@@ -276,6 +277,9 @@ class Recorder:
         self.fetcher: SnapshotFetcher | None = None
         self.instruments: dict[str, Instrument] = {}
         self.failed_journals: list[Path] = []
+        self.io_faults = IoFaults()
+        self.io_error: str | None = None  # the first I/O error while writes fail, None while fine
+        self._fatal: str | None = None  # why the run stops with exit 3 (the journal or the writer failed)
         self.snapshot_inflight: set[str] = set()
         self.snapshot_tasks: set[asyncio.Task] = set()
         self.ever_synced: set[str] = set()
@@ -314,8 +318,15 @@ class Recorder:
         try:
             self.tag = locks.acquire_slot(self.shard_tag)
             self.journal_dir = self.root / ".journal" / self.market.exchange / self.tag
-            recovered = recover_journals(self.journal_dir, self.root, self.market, set(self.symbols), self._dates)
-            recovered += recover_orphan_slots(self.root, self.market, self.shard_tag, self.tag, self._dates)
+            try:
+                finish_compactions(self.journal_dir, self.root, self.market.exchange, set(self.symbols))
+                recovered = recover_journals(self.journal_dir, self.root, self.market, set(self.symbols), self._dates)
+                recovered += recover_orphan_slots(self.root, self.market, self.shard_tag, self.tag, self._dates)
+                for date in self._dates:  # temp files of segment writes a crash interrupted
+                    clean_day(self.root, self.market.exchange, date, self.symbols, self.shard_tag, self.tag)
+            except OSError as exc:
+                raise RecorderError(f"finishing the interrupted run in {self.root} failed: {exc}; nothing is lost, "
+                                    "free space and run again", EXIT_IO) from None
             if recovered:
                 log.info("recovered %d journal records from an interrupted run", recovered)
             if plan.start_ns > self.clock.now_ns():
@@ -394,35 +405,48 @@ class Recorder:
                 if metrics_server is not None:
                     await metrics_server.stop()
                 end_ns = time.time_ns()
+                reason = "io_error" if self._fatal else "signal" if stopped_by_signal else "end"
                 self.pipeline.event(end_ns, None, "window_end",
-                                    {"reason": "signal" if stopped_by_signal else "end", "synced": sorted(self.ever_synced)})
-                await self._flush()
-                last = self.journal.close()
-                if last is not None and not self.pipeline.pending_rows:
-                    last.unlink(missing_ok=True)  # opened by the last flush, holds nothing unwritten
+                                    {"reason": reason, "synced": sorted(self.ever_synced)})
+                try:
+                    await self._flush()
+                except Exception as exc:  # noqa: BLE001 - as in the writer loop: exit 3, never a traceback
+                    self._fail(f"the last segment write stopped: {type(exc).__name__}: {exc}")
+                self._close_journal()
+        if self._fatal is not None:
+            raise RecorderError(self._fatal, EXIT_IO)
         if self.failed_journals:
             self._retry_failed_journals()
         if self.failed_journals:
             raise RecorderError(
-                f"could not write {len(self.failed_journals)} segment(s) to {self.root}; the data is kept in "
-                f"{self.journal_dir} and is written by the next run", EXIT_IO)
+                f"could not write {len(self.failed_journals)} segment(s) to {self.root} ({self.io_error}); the "
+                f"data is kept in {self.journal_dir} and is written by the next run", EXIT_IO)
         if not stopped_by_signal:
             for date in sorted(self._dates):
-                compact_day(self.root, self.market.exchange, date, self.symbols, self.shard_tag,
-                            row_group_rows=self.config.writer.row_group_rows, formats=self.config.formats,
-                            events_tag=self.tag)
+                try:
+                    compact_day(self.root, self.market.exchange, date, self.symbols, self.shard_tag,
+                                row_group_rows=self.config.writer.row_group_rows, formats=self.config.formats,
+                                events_tag=self.tag, pending_dir=self.journal_dir)
+                except OSError as exc:
+                    raise RecorderError(self._end_failure(f"compacting {date}", exc) + "; the segments are "
+                                        "kept as they are and the next run compacts them", EXIT_IO) from None
         healthy = set(self.symbols) <= self.ever_synced
         if not healthy:
             log.warning("never synced: %s", ", ".join(sorted(set(self.symbols) - self.ever_synced)))
         if self.validate and not stopped_by_signal:
             span = RunSpan(self.run_start_ns, stop_ns or time.time_ns(), self.config.window.timezone)
-            healthy = self._validate(span) and healthy
+            try:
+                healthy = self._validate(span) and healthy
+            except OSError as exc:
+                raise RecorderError(self._end_failure("writing the validation report", exc) + "; the data is "
+                                    "complete, `recorder validate` writes the report again", EXIT_IO) from None
         return EXIT_OK if healthy or stopped_by_signal else EXIT_UNHEALTHY
 
     def _validate(self, span: RunSpan) -> bool:
         """Validate each recorded day over the span this run was meant to cover; reports go next to the data."""
         from recorder.report_html import render_html
         from recorder.validate import Thresholds, validate_day
+        from schemas.write import write_file_atomic
 
         thresholds = Thresholds.from_mapping(self.config.validate)
         ok = True
@@ -432,8 +456,8 @@ class Recorder:
             directory = report_dir(self.root, self.market.exchange, date)
             directory.mkdir(parents=True, exist_ok=True)
             stem = directory / f"validation-{self.tag}"
-            stem.with_suffix(".json").write_text(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-            stem.with_suffix(".html").write_text(render_html(report))
+            write_file_atomic(stem.with_suffix(".json"), orjson.dumps(report, option=orjson.OPT_INDENT_2))
+            write_file_atomic(stem.with_suffix(".html"), render_html(report).encode())
             log.info("validation %s: %s (report %s)", date, report["status"], stem.with_suffix(".html"))
             ok = ok and report["exit_code"] == 0
         return ok
@@ -750,14 +774,18 @@ class Recorder:
     async def _writer_loop(self) -> None:
         flush_every = self.config.writer.journal_flush_ms / 1000
         last_segment = time.monotonic()
-        while not self._stopping:
-            await asyncio.sleep(flush_every)
-            self.journal.sync()
-            now = time.monotonic()
-            if now - last_segment >= self.config.writer.segment_seconds or \
-                    self.pipeline.pending_rows >= self.config.writer.segment_rows:
-                last_segment = now
-                await self._flush()
+        try:
+            while not self._stopping:
+                await asyncio.sleep(flush_every)
+                if not self._sync_journal():
+                    continue
+                now = time.monotonic()
+                if now - last_segment >= self.config.writer.segment_seconds or \
+                        self.pipeline.pending_rows >= self.config.writer.segment_rows:
+                    last_segment = now
+                    await self._flush()
+        except Exception as exc:  # noqa: BLE001 - the writer never dies silently: it stops the run, exit 3
+            self._fail(f"the writer stopped: {type(exc).__name__}: {exc}")
 
     async def _flush(self) -> None:
         """Rotate the journal, write the buffered rows as the closed journal's segment, drop the journal.
@@ -767,7 +795,12 @@ class Recorder:
         old_segment = self.segment_id
         new_segment = f"{time.time_ns():020d}-{self.tag}"
         dates = {d for d, rows in self.pipeline.buffers.items() if rows.count}
-        closed = self.journal.rotate(new_segment) if self.journal.path is not None else None
+        try:
+            closed = self.journal.rotate(new_segment) if self.journal.path is not None else None
+        except OSError as exc:  # the rows stay buffered with the journal they are in, retried next time
+            self._journal_failed(exc, rotating=True)
+            return
+        self.io_faults.journal_written(rotated=True)
         self.segment_id = new_segment
         buffers = self.pipeline.detach()
         try:
@@ -775,7 +808,7 @@ class Recorder:
             _, rejected = await asyncio.to_thread(write_buffers, buffers, self.root, self.market.exchange,
                                                   f"seg-{old_segment}")
         except OSError as exc:
-            log.error("writing segment %s failed: %s; its rows stay in the journal", old_segment, exc)
+            self._io_failed(f"writing segment {old_segment} (its rows stay in the journal)", exc)
             self.pipeline.event(time.time_ns(), None, "error", {"write": str(exc)[:200]})
             if closed is not None:
                 self.failed_journals.append(closed)
@@ -785,6 +818,9 @@ class Recorder:
             closed.unlink(missing_ok=True)
         if self.failed_journals:
             self._retry_failed_journals()  # the disk takes writes again
+        if not self.failed_journals and (line := self.io_faults.recovered(time.monotonic())):
+            log.info("%s", line)
+            self.io_error = None
         self.last_write = time.time()
         self.metrics.last_write_timestamp.set(self.last_write)
         now_ns = time.time_ns()
@@ -808,6 +844,55 @@ class Recorder:
             except OSError:
                 still_failed.append(path)
         self.failed_journals = still_failed
+
+    def _sync_journal(self) -> bool:
+        """Write and fsync the journal; while it fails its bytes wait, and a lasting failure stops the run."""
+        try:
+            self.journal.sync()
+        except OSError as exc:
+            self._journal_failed(exc)
+            return False
+        self.io_faults.journal_written()
+        return True
+
+    def _journal_failed(self, exc: OSError, rotating: bool = False) -> None:
+        what = f"writing the journal {self.journal.path}"
+        self._io_failed(what, exc)
+        reason = self.io_faults.journal_failed(what, exc, time.monotonic(), self.journal.backlog, rotating)
+        if reason is not None:
+            self._fail(reason)
+
+    def _close_journal(self) -> None:
+        """Close the journal at the end; delete it if everything in it is in segments, else write it like the
+        journal of a failed segment."""
+        try:
+            last = self.journal.close()
+        except OSError as exc:
+            self._io_failed(f"writing the journal {self.journal.path}", exc)
+            self._fail(f"the journal could not be written at the end: {self.io_error}; what reached it is "
+                       f"in {self.journal_dir} and the next run writes it")
+            return
+        if last is not None and not self.pipeline.pending_rows:
+            last.unlink(missing_ok=True)  # opened by the last flush, holds nothing unwritten
+        elif last is not None:
+            self.failed_journals.append(last)
+
+    def _io_failed(self, what: str, exc: OSError) -> None:
+        line = self.io_faults.failed(what, exc, time.monotonic())
+        if line is not None:
+            log.error("%s", line)
+        self.io_error = self.io_faults.first_error
+
+    def _end_failure(self, what: str, exc: OSError) -> str:
+        self._io_failed(what, exc)
+        return f"{what} failed: {exc}"
+
+    def _fail(self, reason: str) -> None:
+        """Stop the run: connections close, what can be written is written, and it exits 3 with `reason`."""
+        if self._fatal is None:
+            self._fatal = reason
+            log.error("stopping: %s", reason)
+        self._stop.set()
 
     # ---- observability ----------------------------------------------------------------------------
 

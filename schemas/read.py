@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 from schemas.errors import DatasetError
 from schemas.layout import CONNECTION_WIDE_SYMBOL, EXCHANGES, parse_date, partition_symbol, table_dir
 from schemas.tables import META_EXCHANGE, META_SCHEMA_VERSION, META_TABLE, SCHEMA_MAJOR, TABLES
+from schemas.write import superseded_files
 
 Available = dict[str, dict[str, dict[dt.date, tuple[str, ...]]]]
 HIVE_SCHEMA = {"date": pl.Date, "symbol": pl.String}
@@ -45,7 +47,11 @@ def _partitions(directory: Path, key: str) -> dict[str, Path]:
 
 
 def _parquet_files(directory: Path) -> list[Path]:
-    return sorted(path for path in directory.glob("*.parquet") if not path.name.startswith("."))
+    """The partition's data files: hidden names are never data, nor files a compacted file superseded."""
+    names = os.listdir(directory)
+    superseded = superseded_files(directory, names)
+    return sorted(directory / name for name in names
+                  if name.endswith(".parquet") and not name.startswith(".") and name not in superseded)
 
 
 def available(root: str | Path) -> Available:

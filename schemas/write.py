@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import decimal
+import json
 import os
 import uuid
 from collections.abc import Mapping, Sequence
@@ -223,6 +224,25 @@ def write_parquet(
     return path
 
 
+def write_file_atomic(path: str | Path, data: bytes) -> Path:
+    """A small file (a report, a marker) written as `write_parquet` writes: a hidden temp file, fsynced and
+    renamed over `path`, so a crash or a full disk leaves the old file or the new one, never a torn one."""
+    path = Path(path)
+    _make_dirs_durable(path.parent)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temp, "wb") as sink:
+            sink.write(data)
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
 def _check_symbol_column(table_name: str, table: pa.Table, symbol: str | None) -> None:
     """A symbol stored in the file must agree with its partition, since hive readers show the partition."""
     if "symbol" not in table.column_names or table.num_rows == 0:
@@ -262,16 +282,72 @@ def write_partition(
     )
 
 
+REPLACES_SUFFIX = ".replaces.json"
+
+
+def replaces_manifest(path: Path) -> Path:
+    """The hidden manifest `.<name>.replaces.json` naming the files that `path` supersedes."""
+    return path.with_name(f".{path.name}{REPLACES_SUFFIX}")
+
+
+def _read_manifest(manifest: Path) -> tuple[str, list[str]] | None:
+    """(temp file name, superseded file names), or None for a manifest torn by a crash while written."""
+    try:
+        info = json.loads(manifest.read_bytes())
+        return info["temp"], list(info["replaces"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def superseded_files(directory: Path, names: list[str]) -> set[str]:
+    """Names in `directory` that a committed replacement supersedes: a crash stopped it after the new file
+    was renamed into place (its temp is gone) and before the old files were deleted. Readers skip them."""
+    superseded: set[str] = set()
+    for name in names:
+        if name.startswith(".") and name.endswith(REPLACES_SUFFIX):
+            manifest = _read_manifest(directory / name)
+            if manifest is not None and manifest[0] not in names:
+                superseded.update(manifest[1])
+    return superseded
+
+
+def finish_replacement(manifest: Path) -> None:
+    """Complete or undo a replacement a crash interrupted, so a partition never holds a row twice.
+
+    Committed (the new file was renamed into place): delete the superseded files, then the manifest.
+    Not committed: delete the manifest, then the temp file, in that order, since a manifest whose temp
+    file is gone reads as committed.
+    """
+    directory = manifest.parent
+    info = _read_manifest(manifest)
+    if info is None or (directory / info[0]).exists():
+        manifest.unlink(missing_ok=True)
+        _fsync_dir(directory)
+        if info is not None:
+            (directory / info[0]).unlink(missing_ok=True)
+        return
+    for name in info[1]:
+        (directory / name).unlink(missing_ok=True)
+    _fsync_dir(directory)
+    manifest.unlink(missing_ok=True)
+    _fsync_dir(directory)
+
+
 class AtomicParquetWriter:
     """Stream record batches into one Parquet file that appears atomically (temp, fsync, rename) on close.
 
     For files too large to build as one table (compaction of a whole day): row groups are written as
     they fill, so memory stays bounded by one row group.
+
+    `replaces` names files of the same directory the new file supersedes (the segments a day file
+    absorbs); they are deleted once it is in place. A hidden manifest written before the rename makes
+    this one step for readers and for a crash at any point: see `finish_replacement`.
     """
 
     def __init__(self, path: str | Path, *, table_name: str, exchange: str, compression: str = "zstd",
-                 row_group_size: int = DEFAULT_ROW_GROUP_SIZE) -> None:
+                 row_group_size: int = DEFAULT_ROW_GROUP_SIZE, replaces: Sequence[str] = ()) -> None:
         self.path = Path(path)
+        self.replaces = [name for name in replaces if name != self.path.name]
         self.table_name = table_name
         self.row_group_size = row_group_size
         metadata = {
@@ -312,14 +388,26 @@ class AtomicParquetWriter:
         self._sink.flush()
         os.fsync(self._sink.fileno())
         self._sink.close()
-        os.replace(self._temp, self.path)
+        manifest = replaces_manifest(self.path)
+        if self.replaces:
+            with open(manifest, "wb") as f:
+                f.write(json.dumps({"temp": self._temp.name, "replaces": self.replaces}).encode())
+                f.flush()
+                os.fsync(f.fileno())
+            _fsync_dir(self.path.parent)
+        os.replace(self._temp, self.path)  # the commit point, also of the replacement
         _fsync_dir(self.path.parent)
+        if self.replaces:
+            finish_replacement(manifest)
         return self.path
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
             self._writer.close()
         self._sink.close()
+        if not self._temp.exists():
+            return  # renamed into place: committed, the manifest is finished by the next writer or reader
+        replaces_manifest(self.path).unlink(missing_ok=True)
         self._temp.unlink(missing_ok=True)
 
     def __enter__(self) -> Self:
