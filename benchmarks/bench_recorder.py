@@ -41,16 +41,20 @@ import cProfile
 import gc
 import gzip
 import io
+import itertools
 import json
 import logging
 import multiprocessing as mp
 import os
 import pstats
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -817,9 +821,6 @@ def synced_symbols(out: Path, exchange: str) -> set[str]:
 
 def connection_failures(log_text: str) -> list[tuple[str, int]]:
     """The recorder's 'connection N lost: <reason>' log lines, by reason, most frequent first."""
-    import re
-    from collections import Counter
-
     reasons = Counter(m.group(1).strip() for m in re.finditer(r"connection \d+ lost: (.*)", log_text))
     return reasons.most_common()
 
@@ -851,6 +852,7 @@ def figure_market(n_symbols: int, seconds: float, max_streams: int | None, seed:
         command = [sys.executable, "-m", "recorder.cli", "run", "--config", str(config), "--duration", f"{seconds}s",
                    "--ignore-window", "--no-validate"]
         venue_end = None
+        journals: set[str] = set()  # named by the time their segment started: the writer's cadence
         with open(log_path, "wb") as log_file:
             start = time.monotonic()
             recorder = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
@@ -865,6 +867,7 @@ def figure_market(n_symbols: int, seconds: float, max_streams: int | None, seed:
                     _, status, rusage = os.wait4(recorder.pid, 0)
                     break
                 samples.append((now, proc_sample(recorder.pid), proc_sample(venue.process.pid), venue.ask("stats")))
+                journals.update(p.name for p in (out / ".journal").glob("*/*/*.jnl"))
                 time.sleep(0.5)
             wall = time.monotonic() - start
         exit_code = os.waitstatus_to_exitcode(status)
@@ -914,6 +917,11 @@ def figure_market(n_symbols: int, seconds: float, max_streams: int | None, seed:
                   synced=len(synced), failures=connection_failures(log_text)[:3])
     span = result["span_s"] or seconds
     result["written_msg_s"] = result["written"] / span
+    starts = sorted(int(name.split("-", 1)[0]) for name in journals)
+    result["segment_intervals_s"] = [(b - a) / 1e9 for a, b in itertools.pairwise(starts)]
+    result["rest_refusals"] = {k: v for k, v in venue_end["faults"].items() if k in ("weight_429", "ip_ban")}
+    result["snapshot_answers"] = dict(Counter(re.findall(r"/depth\?\S+ \"HTTP/1.1 (\d+)", log_text)))
+    result["end_phase_s"] = wall - window[last][0] if last is not None else None
 
     w = result.get("window")
     print(f"   recorded {result['written']:,} messages over {span:.1f} s = {result['written_msg_s']:,.0f} msg/s "
@@ -927,13 +935,19 @@ def figure_market(n_symbols: int, seconds: float, max_streams: int | None, seed:
               f"{w['recorder_rss_mb']:.0f} MB (peak {w['recorder_hwm_mb']:.0f} MB); venue CPU "
               f"{w['venue_cpu_share'] or 0:.1%}, venue behind real time by {w['venue_market_lag_s']:.2f} s, "
               f"largest send backlog {w['venue_backlog_max']:,} frames")
+    intervals = result["segment_intervals_s"]
+    if intervals:
+        print(f"   segments started every {statistics.median(intervals):.1f} s (median; max {max(intervals):.1f} s, "
+              f"writer.segment_seconds 5): the recording ran {span - seconds:+.1f} s past --duration while the "
+              f"segment in progress was written; end phase (last segment, compaction) {result['end_phase_s'] or 0:.0f} s")
     print(f"   whole run (start-up, recording, last segment, compaction): {result['wall_s']:.0f} s wall, "
           f"{result['cpu_s_whole_run'] or 0:.1f} CPU s, peak RSS {result['peak_rss_mb_whole_run'] or 0:.0f} MB, "
-          f"exit code {result['exit_code']}; books synced {result['synced']:,} of {n_symbols:,}")
+          f"exit code {result['exit_code']}; books synced {result['synced']:,} of {n_symbols:,}; snapshot answers by "
+          f"HTTP status {result['snapshot_answers']}, venue REST refusals {result['rest_refusals'] or 'none'}")
     print(f"   gaps caused by the recorder: {result['depth_breaks']} breaks of U = previous u + 1 in the recorded depth "
           f"({result['symbols_with_breaks']} symbols), {result['gap_events']} gap events, "
-          f"{result['disconnect_events']} disconnects; venue faults {venue_end['faults'] or 'none'} "
-          f"(no faults injected: the venue skips no ids on a live connection)")
+          f"{result['disconnect_events']} disconnects, {venue_end['faults'].get('slow_client_close', 0)} slow-client "
+          f"closes by the venue (no faults injected: the venue skips no ids on a live connection)")
     if subscribed < n_symbols:
         reasons = result["failures"]
         cause = f"its connections failed: {reasons[0][0]} ({reasons[0][1]}x)" if reasons else "see the recorder log"
