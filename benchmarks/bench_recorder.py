@@ -923,6 +923,15 @@ def figure_market(n_symbols: int, seconds: float, max_streams: int | None, seed:
     result["snapshot_answers"] = dict(Counter(re.findall(r"/depth\?\S+ \"HTTP/1.1 (\d+)", log_text)))
     result["end_phase_s"] = wall - window[last][0] if last is not None else None
 
+    if subscribed < n_symbols:
+        reasons = result["failures"]
+        cause = f"its connections failed: {reasons[0][0]} ({reasons[0][1]}x)" if reasons else "see the recorder log"
+        hint = ""
+        if reasons and ("414" in reasons[0][0] or "line too long" in reasons[0][0]) and max_streams is None:
+            hint = (f"; a combined-stream URL of the default 1024 streams exceeds the venue's 8 KiB request line, "
+                    f"rerun with --max-streams {MARKET_MAX_STREAMS}")
+        raise SystemExit(f"bench_recorder: the recorder never subscribed {n_symbols - subscribed:,} of "
+                         f"{n_symbols:,} symbols at the venue: {cause}{hint}")
     w = result.get("window")
     print(f"   recorded {result['written']:,} messages over {span:.1f} s = {result['written_msg_s']:,.0f} msg/s "
           f"(depth {result['depth_messages']:,} diffs of {result['symbols_with_depth']:,} symbols); venue published "
@@ -948,15 +957,6 @@ def figure_market(n_symbols: int, seconds: float, max_streams: int | None, seed:
           f"({result['symbols_with_breaks']} symbols), {result['gap_events']} gap events, "
           f"{result['disconnect_events']} disconnects, {venue_end['faults'].get('slow_client_close', 0)} slow-client "
           f"closes by the venue (no faults injected: the venue skips no ids on a live connection)")
-    if subscribed < n_symbols:
-        reasons = result["failures"]
-        cause = f"its connections failed: {reasons[0][0]} ({reasons[0][1]}x)" if reasons else "see the recorder log"
-        hint = ""
-        if reasons and ("414" in reasons[0][0] or "line too long" in reasons[0][0]) and max_streams is None:
-            hint = (f"; a combined-stream URL of the default 1024 streams exceeds the venue's 8 KiB request line, "
-                    f"rerun with --max-streams {MARKET_MAX_STREAMS}")
-        raise SystemExit(f"bench_recorder: the recorder never subscribed {n_symbols - subscribed:,} of "
-                         f"{n_symbols:,} symbols at the venue: {cause}{hint}")
     return result
 
 
