@@ -1,7 +1,8 @@
 """Recorder throughput and storage: in-process ingest, end-to-end over loopback WebSocket, bytes on disk.
 
 Usage: python benchmarks/bench_recorder.py [--realdata DIR] [--repeat N] [--seconds S] [--profile]
-                                           [--only 1,2,3] [--json PATH]
+                                           [--only 1,2,3,4] [--json PATH] [--market-seconds S]
+                                           [--market-symbols N] [--max-streams N|default]
 
 1. In-process ingest of the real BTCUSDT spot capture (../shared/realdata/hftbacktest/spot_btcusdt_2024080{8,9}.gz,
    held in memory): `Pipeline` with a real `Journal` (append per frame, fsync every 200 ms as the recorder
@@ -20,6 +21,15 @@ Usage: python benchmarks/bench_recorder.py [--realdata DIR] [--repeat N] [--seco
    U, u, side, price, qty: the like-for-like comparison), the original gzip capture and the raw frames
    re-gzipped. Target: Parquet <= 1/8 of the CSV and <= the gzip raw lines.
 
+4. A whole market: `recorder run` in its own process, with a YAML config of ~1,500 symbols (MARKET_TIERS: a few
+   liquid symbols at the real BTCUSDT capture's rates, a long quiet tail, rates taken from the captures), against
+   the synthetic VenueServer of that market at 1x in another process, for `--market-seconds` (30 by default,
+   60 for the README). Messages/s recorded (dataset rows by seq), gaps caused by the recorder (breaks of
+   U = previous u + 1 in the recorded depth, gap/disconnect events), the recorder's CPU share and RSS from
+   /proc/<pid> over the steady window, CPU seconds per million messages, and the venue's own figures
+   (what it published, its CPU, how far behind real time it fell). Fails with one line if symbols went
+   unrecorded (e.g. a connection URL the venue refuses).
+
 Figures 1 and 3 (and 2a) need ../shared/realdata; without it they are skipped with a message.
 """
 
@@ -31,14 +41,20 @@ import cProfile
 import gc
 import gzip
 import io
+import itertools
 import json
 import logging
 import multiprocessing as mp
+import os
 import pstats
+import re
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -630,6 +646,320 @@ def figure_storage(records: list[Record], realdata: Path, keep: Path | None) -> 
     return result
 
 
+# ---- figure 4: a whole market recorded by `recorder run` ---------------------------------------------
+
+# Activity tiers of a market the size of Binance spot (~1,500 symbols), from the real captures in
+# ../shared/realdata (messages/s per stream, each capture's own span):
+#   liquid  BTCUSDT 2024-08-08/09 (hftbacktest): depth@100ms 10.0, trade 28-33, bookTicker 81-148;
+#           ETHUSDT 2024-08-08: 9.9 / 17.6 / 70
+#   active  DENTUSDT, MANAUSDT, ZILUSDT 2021-04-05, FTMUSDT 2021-08-14 (cryptofeed_hist): depth 7.1-8.6,
+#           bookTicker 8.5-14.6, aggTrade 0.4-6.0
+#   mid     AXSBNB, QTUMETH, BTCSTUSDT 2021-04-05, XMRBTC, SXPBTC 2021-08-14: depth 2.4-4.6,
+#           bookTicker 1.2-2.9, aggTrade 0.03-0.4
+#   tail    BLZETH, LRCBTC, RUNEEUR 2021-10-12, ADARUB, BUSDTRY, GTOBTC, QSPBTC, STEEMETH 2021-04-17:
+#           depth 0.07-0.9, bookTicker 0-0.8, aggTrade 0-0.1
+# The synthetic generator at E events/s yields about depth@100ms min(0.85 E, 10), trade 0.4 E, aggTrade 0.2 E,
+# bookTicker 0.3 E (measured over 600 s of market time), so each tier's rate E puts its depth and bookTicker
+# on the real ones; trades of the quiet tiers come out above the real ones (the generator has one knob),
+# which errs on more messages for the recorder.
+MARKET_TIERS = (  # name, symbols (share of the market after the liquid ones), events/s per symbol
+    ("liquid", None, 150.0),  # the synthetic catalogue's symbols
+    ("active", 0.03, 20.0),
+    ("mid", 0.17, 4.0),
+    ("tail", None, 0.7),  # the rest
+)
+MARKET_SYMBOLS = 1500
+MARKET_QUOTES = ("USDT", "USDT", "USDT", "FDUSD", "BTC", "TRY", "USDC", "ETH", "BNB", "EUR")  # Binance-like mix
+MARKET_TEMPLATES = ("BNBUSDT", "SOLUSDT", "DOGEUSDT", "PEPEUSDT")  # price/size formats of the generated symbols
+# The venue (websockets) reads a request line of at most 8 KiB: with ~8-character symbols and 4 streams each,
+# a combined-stream URL of the recorder's default 1024 streams is ~19 KiB and is refused; 400 streams (100
+# symbols, ~7.5 KiB) is what a one-URL connection plan can use today.
+MARKET_MAX_STREAMS = 400
+
+
+def _letters(n: int, width: int) -> str:
+    out = ""
+    for _ in range(width):
+        n, r = divmod(n, 26)
+        out = chr(65 + r) + out
+    return out
+
+
+def market_mix(n_symbols: int = MARKET_SYMBOLS) -> list[tuple[str, str, float]]:
+    """(symbol, tier, events per second) for a synthetic spot market of `n_symbols`, tiers as MARKET_TIERS."""
+    from replay.venue.synthetic import known_symbols
+
+    liquid = known_symbols("spot")
+    if n_symbols < len(liquid):
+        raise ValueError(f"a whole market needs at least {len(liquid)} symbols")
+    rest = n_symbols - len(liquid)
+    mix = [(s, "liquid", MARKET_TIERS[0][2]) for s in liquid]
+    sized = [(name, round(rest * share), rate) for name, share, rate in MARKET_TIERS[1:-1]]
+    sized.append((MARKET_TIERS[-1][0], rest - sum(n for _, n, _ in sized), MARKET_TIERS[-1][2]))
+    i = 0
+    for name, count, rate in sized:
+        for _ in range(count):
+            mix.append((f"X{_letters(i, 3)}{MARKET_QUOTES[i % len(MARKET_QUOTES)]}", name, rate))
+            i += 1
+    return mix
+
+
+def market_specs(mix: list[tuple[str, str, float]]) -> dict:
+    """SymbolSpecs of the generated symbols: the catalogue's formats under new names."""
+    from dataclasses import replace
+
+    from replay.venue.synthetic import CATALOGUE
+
+    catalogue = CATALOGUE["spot"]
+    specs = {}
+    for i, (symbol, _, _) in enumerate(mix):
+        if symbol in catalogue:
+            continue
+        quote = next(q for q in sorted(MARKET_QUOTES, key=len, reverse=True) if symbol.endswith(q))
+        template = catalogue[MARKET_TEMPLATES[i % len(MARKET_TEMPLATES)]]
+        specs[symbol] = replace(template, symbol=symbol, base=symbol[: -len(quote)], quote=quote)
+    return specs
+
+
+def market_config(symbols: list[str], out: Path, url: str, max_streams: int | None) -> dict:
+    """The `recorder run` YAML config of the whole-market case: the defaults but for symbols and endpoints."""
+    config: dict = {"market": "spot", "symbols": symbols, "out": str(out), "rest_url": f"http://{url}",
+                    "ws_url": f"ws://{url}"}
+    if max_streams is not None:
+        config["connection"] = {"max_streams": max_streams}
+    return config
+
+
+def depth_breaks(ids: list[tuple[int, int, int]]) -> int:
+    """Spot continuity breaks in one symbol's recorded depth diffs [(seq, U, u)]: a diff whose U is not the
+    previous u + 1 (a lost, repeated or reordered frame)."""
+    breaks, prev_u = 0, None
+    for _, first, final in sorted(ids):
+        if prev_u is not None and first != prev_u + 1:
+            breaks += 1
+        prev_u = final
+    return breaks
+
+
+def market_venue_process(conn, mix: list[tuple[str, str, float]], seed: int) -> None:
+    """Child process: the synthetic VenueServer of the whole market at 1x (real time)."""
+    from replay.venue.server import VenueServer
+    from replay.venue.synthetic import SyntheticSource
+
+    async def main() -> None:
+        source = SyntheticSource(get_market("spot"), [s for s, _, _ in mix], seed=seed,
+                                 events_per_second={s: rate for s, _, rate in mix}, specs=market_specs(mix))
+        async with VenueServer("spot", source=source, speed=1.0) as venue:
+            conn.send(venue.port)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            while True:
+                command = await loop.run_in_executor(None, conn.recv)
+                conn.send({"frames": sum(venue.stats.frames.values()), "by_stream": dict(venue.stats.frames),
+                           "connections": venue.stats.connections, "connections_total": venue.stats.connections_total,
+                           "backlog": sum(c.queue.qsize() for c in venue._clients),
+                           "subscribed_symbols": len({k.split("@", 1)[0] for k in venue._subscribers}),
+                           "faults": dict(venue.fault_counts), "rest_requests": venue.stats.rest_requests,
+                           "market_s": (venue.market_ms - venue.source.start_ms) / 1000,
+                           "wall_s": loop.time() - started})
+                if command != "stats":
+                    return
+
+    asyncio.run(main())
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def proc_sample(pid: int) -> tuple[float, int, int] | None:
+    """(user+system CPU seconds, VmRSS kB, VmHWM kB) of a live process, from /proc; None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14 and 15 of proc(5))
+    memory = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines()
+              if line.startswith(("VmRSS:", "VmHWM:"))}
+    return cpu, memory.get("VmRSS", 0), memory.get("VmHWM", 0)
+
+
+def recorded_depth(out: Path, exchange: str) -> dict[str, list[tuple[int, int, int]]]:
+    """Per symbol, the recorded depth diffs as (seq, U, u), one per message."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    diffs: dict[str, list[tuple[int, int, int]]] = {}
+    for directory in sorted((out / exchange / "depth").glob("date=*/symbol=*")):
+        files = sorted(directory.glob("*.parquet"))
+        if not files:
+            continue
+        data = pa.concat_tables(pq.read_table(f, columns=["seq", "first_update_id", "final_update_id"])
+                                for f in files)
+        data = data.group_by("seq").aggregate([("first_update_id", "min"), ("final_update_id", "max")])
+        symbol = directory.name.split("=", 1)[1]
+        diffs.setdefault(symbol, []).extend(zip(data.column("seq").to_pylist(),
+                                                data.column("first_update_id_min").to_pylist(),
+                                                data.column("final_update_id_max").to_pylist(), strict=True))
+    return diffs
+
+
+def synced_symbols(out: Path, exchange: str) -> set[str]:
+    """Symbols with a `synced` event in the dataset (their book was bridged to a snapshot at least once)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    synced = set()
+    for directory in sorted((out / exchange / "events").glob("date=*/symbol=*")):
+        for f in directory.glob("*.parquet"):
+            kinds = pq.read_table(f, columns=["kind"]).column("kind")
+            if pc.any(pc.equal(kinds, "synced")).as_py():
+                synced.add(directory.name.split("=", 1)[1])
+    return synced
+
+
+def connection_failures(log_text: str) -> list[tuple[str, int]]:
+    """The recorder's 'connection N lost: <reason>' log lines, by reason, most frequent first."""
+    reasons = Counter(m.group(1).strip() for m in re.finditer(r"connection \d+ lost: (.*)", log_text))
+    return reasons.most_common()
+
+
+def figure_market(n_symbols: int, seconds: float, max_streams: int | None, seed: int, timeout_s: float) -> dict:
+    mix = market_mix(n_symbols)
+    symbols = [s for s, _, _ in mix]
+    tiers = {}
+    for _, tier, rate in mix:
+        count, _ = tiers.get(tier, (0, rate))
+        tiers[tier] = (count + 1, rate)
+    streams_note = f"connection.max_streams {max_streams}" if max_streams else "connection.max_streams default"
+    print(f"\n4. Whole market: `recorder run` (own process) records {n_symbols:,} spot symbols for {seconds:g} s from "
+          f"the synthetic venue (own process, 1x); {streams_note}, other settings default, --no-validate")
+    print("   mix (events/s per symbol): " + ", ".join(f"{t} {c} x {r:g}" for t, (c, r) in tiers.items())
+          + f" = {sum(r for _, _, r in mix):,.0f} events/s")
+    venue = Child(market_venue_process, mix, seed)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-market-"))
+    samples: list[tuple[float, tuple | None, tuple | None, dict]] = []
+    try:
+        import yaml
+
+        out = tmp / "data"
+        config = tmp / "recorder.yaml"
+        config.write_text(yaml.safe_dump(market_config(symbols, out, f"127.0.0.1:{venue.port}", max_streams)))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+        log_path = tmp / "recorder.log"
+        command = [sys.executable, "-m", "recorder.cli", "run", "--config", str(config), "--duration", f"{seconds}s",
+                   "--ignore-window", "--no-validate"]
+        venue_end = None
+        journals: set[str] = set()  # named by the time their segment started: the writer's cadence
+        with open(log_path, "wb") as log_file:
+            start = time.monotonic()
+            recorder = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+            status = rusage = None
+            while True:
+                pid, status, rusage = os.wait4(recorder.pid, os.WNOHANG)
+                if pid:
+                    break
+                now = time.monotonic() - start
+                if now > seconds + timeout_s:
+                    recorder.kill()
+                    _, status, rusage = os.wait4(recorder.pid, 0)
+                    break
+                samples.append((now, proc_sample(recorder.pid), proc_sample(venue.process.pid), venue.ask("stats")))
+                journals.update(p.name for p in (out / ".journal").glob("*/*/*.jnl"))
+                time.sleep(0.5)
+            wall = time.monotonic() - start
+        exit_code = os.waitstatus_to_exitcode(status)
+        venue_end = venue.stop()
+        log_text = log_path.read_text(errors="replace")
+        counts = dataset_counts(out, get_market("spot").exchange) if (out / "binance-spot").is_dir() else \
+            {"written": 0, "span_s": 0.0, "events": {}}
+        diffs = recorded_depth(out, get_market("spot").exchange) if counts["written"] else {}
+        synced = synced_symbols(out, get_market("spot").exchange) if counts["written"] else set()
+    finally:
+        if venue_end is None:
+            with suppress(Exception):
+                venue.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    # the recording window: from the first frame sent plus 5 s of start-up to the last sample with every
+    # connection of the run still open (the recorder then stops, writes its last segment and compacts)
+    live = [x for x in samples if x[3]["frames"] > 0 and x[1] is not None]
+    peak_connections = max((x[3]["connections"] for x in live), default=0)
+    window = [x for x in live if x[0] >= live[0][0] + 5.0] if live else []
+    last = max((i for i, x in enumerate(window) if x[3]["connections"] == peak_connections), default=None)
+    result: dict = {"symbols": n_symbols, "seconds": seconds, "max_streams": max_streams, "exit_code":
+                    exit_code, "wall_s": wall, "tiers": tiers,
+                    "events_per_second": sum(r for _, _, r in mix), "venue_end": venue_end,
+                    "written": counts["written"], "span_s": counts["span_s"], "events": counts["events"]}
+    if last is not None and last > 0:
+        first, end = window[0], window[last]
+        dt_s = end[0] - first[0]
+        frames = end[3]["frames"] - first[3]["frames"]
+        result["window"] = {
+            "seconds": dt_s, "venue_msg_s": frames / dt_s,
+            "recorder_cpu_share": (end[1][0] - first[1][0]) / dt_s,
+            "venue_cpu_share": (end[2][0] - first[2][0]) / dt_s if end[2] and first[2] else None,
+            "recorder_cpu_s_per_million": (end[1][0] - first[1][0]) / frames * 1e6 if frames else None,
+            "recorder_rss_mb": end[1][1] / 1024, "recorder_hwm_mb": end[1][2] / 1024,
+            "venue_backlog_max": max(x[3]["backlog"] for x in window[:last + 1]),
+            "venue_market_lag_s": end[3]["wall_s"] - end[3]["market_s"],
+            "connections": peak_connections,
+        }
+    result["peak_rss_mb_whole_run"] = rusage.ru_maxrss / 1024 if rusage else None
+    result["cpu_s_whole_run"] = rusage.ru_utime + rusage.ru_stime if rusage else None
+    subscribed = max((x[3]["subscribed_symbols"] for x in samples), default=0)
+    breaks = {s: depth_breaks(ids) for s, ids in diffs.items()}
+    result.update(depth_messages=sum(len(v) for v in diffs.values()), symbols_with_depth=len(diffs),
+                  symbols_subscribed=subscribed, depth_breaks=sum(breaks.values()),
+                  symbols_with_breaks=sum(1 for b in breaks.values() if b),
+                  gap_events=counts["events"].get("gap", 0), disconnect_events=counts["events"].get("disconnect", 0),
+                  synced=len(synced), failures=connection_failures(log_text)[:3])
+    span = result["span_s"] or seconds
+    result["written_msg_s"] = result["written"] / span
+    starts = sorted(int(name.split("-", 1)[0]) for name in journals)
+    result["segment_intervals_s"] = [(b - a) / 1e9 for a, b in itertools.pairwise(starts)]
+    result["rest_refusals"] = {k: v for k, v in venue_end["faults"].items() if k in ("weight_429", "ip_ban")}
+    result["snapshot_answers"] = dict(Counter(re.findall(r"/depth\?\S+ \"HTTP/1.1 (\d+)", log_text)))
+    result["end_phase_s"] = wall - window[last][0] if last is not None else None
+
+    if subscribed < n_symbols:
+        reasons = result["failures"]
+        cause = f"its connections failed: {reasons[0][0]} ({reasons[0][1]}x)" if reasons else "see the recorder log"
+        hint = ""
+        if reasons and ("414" in reasons[0][0] or "line too long" in reasons[0][0]) and max_streams is None:
+            hint = (f"; a combined-stream URL of the default 1024 streams exceeds the venue's 8 KiB request line, "
+                    f"rerun with --max-streams {MARKET_MAX_STREAMS}")
+        raise SystemExit(f"bench_recorder: the recorder never subscribed {n_symbols - subscribed:,} of "
+                         f"{n_symbols:,} symbols at the venue: {cause}{hint}")
+    w = result.get("window")
+    print(f"   recorded {result['written']:,} messages over {span:.1f} s = {result['written_msg_s']:,.0f} msg/s "
+          f"(depth {result['depth_messages']:,} diffs of {result['symbols_with_depth']:,} symbols); venue published "
+          f"{venue_end['frames']:,} frames ({', '.join(f'{k} {v:,}' for k, v in sorted(venue_end['by_stream'].items()))})")
+    if w:
+        per_million = w["recorder_cpu_s_per_million"]
+        print(f"   steady window {w['seconds']:.0f} s over {w['connections']} connections: venue sent {w['venue_msg_s']:,.0f} msg/s; "
+              f"recorder CPU {w['recorder_cpu_share']:.1%} of one core = "
+              f"{'n/a' if per_million is None else f'{per_million:.1f}'} CPU s per million messages; RSS "
+              f"{w['recorder_rss_mb']:.0f} MB (peak {w['recorder_hwm_mb']:.0f} MB); venue CPU "
+              f"{w['venue_cpu_share'] or 0:.1%}, venue behind real time by {w['venue_market_lag_s']:.2f} s, "
+              f"largest send backlog {w['venue_backlog_max']:,} frames")
+    intervals = result["segment_intervals_s"]
+    if intervals:
+        print(f"   segments started every {statistics.median(intervals):.1f} s (median; max {max(intervals):.1f} s, "
+              f"writer.segment_seconds 5): the recording ran {span - seconds:+.1f} s past --duration while the "
+              f"segment in progress was written; end phase (last segment, compaction) {result['end_phase_s'] or 0:.0f} s")
+    print(f"   whole run (start-up, recording, last segment, compaction): {result['wall_s']:.0f} s wall, "
+          f"{result['cpu_s_whole_run'] or 0:.1f} CPU s, peak RSS {result['peak_rss_mb_whole_run'] or 0:.0f} MB, "
+          f"exit code {result['exit_code']}; books synced {result['synced']:,} of {n_symbols:,}; snapshot answers by "
+          f"HTTP status {result['snapshot_answers']}, venue REST refusals {result['rest_refusals'] or 'none'}")
+    print(f"   gaps caused by the recorder: {result['depth_breaks']} breaks of U = previous u + 1 in the recorded depth "
+          f"({result['symbols_with_breaks']} symbols), {result['gap_events']} gap events, "
+          f"{result['disconnect_events']} disconnects, {venue_end['faults'].get('slow_client_close', 0)} slow-client "
+          f"closes by the venue (no faults injected: the venue skips no ids on a live connection)")
+    return result
+
+
 # ---- main ---------------------------------------------------------------------------------------------
 
 
@@ -641,7 +971,14 @@ def main() -> None:
     parser.add_argument("--probe", type=float, default=3.0, help="null-client probe of each sender, seconds")
     parser.add_argument("--events-per-second", type=float, default=1000.0,
                         help="synthetic venue events per second per symbol (default 1000)")
-    parser.add_argument("--only", default="1,2,3", help="figures to run, e.g. 1,3")
+    parser.add_argument("--market-symbols", type=int, default=MARKET_SYMBOLS,
+                        help=f"figure 4: symbols of the synthetic market (default {MARKET_SYMBOLS})")
+    parser.add_argument("--market-seconds", type=float, default=30.0,
+                        help="figure 4: recording time (default 30; the README's figures are from 60)")
+    parser.add_argument("--max-streams", default=str(MARKET_MAX_STREAMS),
+                        help=f"figure 4: connection.max_streams of the recorder's config (default {MARKET_MAX_STREAMS}: "
+                             "what one combined-stream URL fits in 8 KiB), or 'default' for the recorder's own")
+    parser.add_argument("--only", default="1,2,3,4", help="figures to run, e.g. 1,3")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one figure-1 run")
     parser.add_argument("--keep", type=Path, help="write figure 3's dataset here and keep it")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
@@ -662,6 +999,10 @@ def main() -> None:
         results["e2e"] = figure_e2e(realdata, args.seconds, args.probe, args.events_per_second, frames_per_symbol)
     if 3 in only and records is not None:
         results["storage"] = figure_storage(records, realdata, args.keep)
+    if 4 in only:
+        max_streams = None if args.max_streams == "default" else int(args.max_streams)
+        results["market"] = figure_market(args.market_symbols, args.market_seconds, max_streams, seed=7,
+                                          timeout_s=600.0)
     results["total_s"] = time.perf_counter() - started
     print(f"\n(total {results['total_s']:.0f} s)")
     if args.json:

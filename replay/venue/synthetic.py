@@ -13,6 +13,7 @@ import heapq
 import random
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 from recorder.markets import Market, SequenceRule
@@ -113,14 +114,17 @@ def known_symbols(market: Market | str) -> list[str]:
     return list(CATALOGUE[name])
 
 
-def check_symbols(market: Market, symbols: list[str]) -> list[str]:
-    """Uppercase and validate against the catalogue; ValueError (one line) listing the known symbols."""
+def check_symbols(
+    market: Market, symbols: list[str], extra: Mapping[str, SymbolSpec] | None = None
+) -> list[str]:
+    """Uppercase and validate against the catalogue (and `extra` specs); ValueError (one line) listing the
+    catalogue's symbols."""
     out = []
     for s in symbols:
         s = s.strip().upper()
         if not s:
             continue
-        if s not in CATALOGUE[market.name]:
+        if s not in CATALOGUE[market.name] and s not in (extra or {}):
             raise ValueError(
                 f"unknown symbol {s!r} for the synthetic {market.name} venue; known: {', '.join(CATALOGUE[market.name])}"
             )
@@ -421,20 +425,33 @@ class SyntheticSource:
         *,
         seed: int = 1,
         start_ms: int | None = None,
-        events_per_second: float = 40.0,
+        events_per_second: float | Mapping[str, float] = 40.0,
         max_levels: int = 600,
+        specs: Mapping[str, SymbolSpec] | None = None,
     ):
+        """`events_per_second`: one rate for every symbol, or a rate per symbol (a whole market mixes a few
+        busy symbols with a long quiet tail). `specs`: symbols beyond the catalogue, by name."""
         if max_levels >= 1000:
             raise ValueError("max_levels must stay below 1000 so that a limit=1000 snapshot is complete")
         self.market = market
-        self._symbols = check_symbols(market, symbols)
+        self._symbols = check_symbols(market, symbols, specs)
+        known = {**CATALOGUE[market.name], **(specs or {})}
+        rates = (
+            events_per_second
+            if isinstance(events_per_second, Mapping)
+            else dict.fromkeys(self._symbols, events_per_second)
+        )
+        missing = [s for s in self._symbols if s not in rates]
+        if missing:
+            raise ValueError(f"no events_per_second given for {', '.join(missing[:5])}")
+        bad = [s for s in self._symbols if not rates[s] > 0]
+        if bad:
+            raise ValueError(f"events_per_second must be positive: {', '.join(bad[:5])}")
         self.seed = seed
         self._start_ms = int(start_ms if start_ms is not None else time.time() * 1000)
         self.now_ms = self._start_ms
         self.books: dict[str, _SymbolBook] = {
-            s: _SymbolBook(
-                CATALOGUE[market.name][s], market, seed, self._start_ms, events_per_second, max_levels
-            )
+            s: _SymbolBook(known[s], market, seed, self._start_ms, rates[s], max_levels)
             for s in self._symbols
         }
         self._heap = [(b.next_ts, i, s) for i, (s, b) in enumerate(self.books.items())]
