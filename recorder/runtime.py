@@ -32,6 +32,7 @@ from recorder.config import RecorderConfig
 from recorder.observability import Health, Metrics, MetricsServer, StatusRow, StatusView
 from recorder.pipeline import Pipeline, tune_gc, write_buffers
 from recorder.protocol import DepthUpdate, Instrument, ServerShutdown, parse_exchange_info, parse_frame
+from recorder.resync import SnapshotRetries
 from recorder.window import Clock, SystemClock, TradingWindow, plan_run, sleep_until
 from schemas import berlin_date
 
@@ -265,6 +266,7 @@ class Recorder:
         self.failed_journals: list[Path] = []
         self.snapshot_inflight: set[str] = set()
         self.snapshot_tasks: set[asyncio.Task] = set()
+        self.snapshot_retries = SnapshotRetries(max_s=config.snapshot.retry_max_backoff_s)
         self.ever_synced: set[str] = set()
         self.unsynced_since: dict[str, float] = {}
         self.segment_id = ""
@@ -329,7 +331,8 @@ class Recorder:
         self.segment_id = f"{now_ns:020d}-{self.tag}"
         self.journal.open(self.segment_id)
         self.pipeline = Pipeline(self.market, journal=self.journal, max_buffer=self.config.sync.max_buffer,
-                                 seq_start=seq_start)
+                                 seq_start=seq_start, bridge_max_diffs=self.config.snapshot.bridge_max_diffs,
+                                 bridge_max_ns=int(self.config.snapshot.bridge_timeout_s * 1e9))
         tune_gc()
         self.started = time.monotonic()
         # also stop after the planned span of monotonic time: an injected clock that does not move on its
@@ -602,7 +605,9 @@ class Recorder:
                            for i, s in enumerate(self.symbols)}
         while True:
             now = time.monotonic()
-            wanted = [s for s in self.symbols if s in self.pipeline.snapshot_wanted and s not in self.snapshot_inflight]
+            self._check_held_snapshots(now)
+            wanted = [s for s in self.symbols if s in self.pipeline.snapshot_wanted and s not in self.snapshot_inflight
+                      and self.snapshot_retries.ready(s, now)]
             due = [s for s in self.symbols
                    if now >= next_checkpoint[s] and s not in self.snapshot_inflight and self._synced(s)]
             for symbol in due:
@@ -625,16 +630,31 @@ class Recorder:
             try:
                 _, body, recv_ts = await self.fetcher.fetch(symbol)
             except RestError as exc:
-                log.warning("%s", exc)
                 self.pipeline.event(time.time_ns(), symbol, "error", {"rest": str(exc)})
+                self._snapshot_failed(symbol, str(exc))
                 return
             finally:
                 self.metrics.used_weight.set(self.limiter.used)
             action = self.pipeline.snapshot(recv_ts, symbol, body, self.fetcher.limit)
             if action is not None and action.name == "STALE":
-                await asyncio.sleep(0.2)
+                self._snapshot_failed(symbol, "stale: older than the buffered diffs")
         finally:
             self.snapshot_inflight.discard(symbol)
+
+    def _check_held_snapshots(self, now: float) -> None:
+        """Discard held snapshots past their time bound; back off and warn for every discarded one."""
+        self.pipeline.expire_held_snapshots(time.time_ns())
+        discarded, self.pipeline.snapshots_discarded = self.pipeline.snapshots_discarded, []
+        for symbol, detail in discarded:
+            self._snapshot_failed(symbol, f"discarded: lastUpdateId {detail['last_update_id']} not bridged by the "
+                                          f"stream (at u={detail['stream_u']}) after {detail['diffs']} diffs"
+                                          f"{'' if detail['reason'] == 'diffs' else ' and the time bound'}", now)
+
+    def _snapshot_failed(self, symbol: str, reason: str, now: float | None = None) -> None:
+        retry = self.snapshot_retries.failed(symbol, time.monotonic() if now is None else now)
+        if retry.warn:
+            log.warning("%s: snapshot attempt failed (%d in a row): %s; next in %.0f s", symbol, retry.failures,
+                        reason, retry.delay_s)
 
     def _synced(self, symbol: str) -> bool:
         engine = self.pipeline.engines.get(symbol)
@@ -651,6 +671,9 @@ class Recorder:
             if synced:
                 self.ever_synced.add(symbol)
                 self.unsynced_since.pop(symbol, None)
+                failures = self.snapshot_retries.succeeded(symbol)
+                if failures:
+                    log.info("%s: synced after %d failed snapshot attempt(s)", symbol, failures)
             else:
                 self.unsynced_since.setdefault(symbol, now)
 

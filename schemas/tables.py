@@ -39,6 +39,7 @@ EVENT_KINDS = (
     "need_snapshot",
     "snapshot_waiting",
     "rollover",
+    "snapshot_discarded",
 )
 
 

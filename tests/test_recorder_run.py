@@ -826,3 +826,35 @@ def test_run_validates_the_day_and_its_verdict_is_the_exit_code(tmp_path):
     report = json.loads(reports[0].read_text())
     assert report["status"] in ("pass", "warn") and report["exit_code"] == 0
     assert asyncio.run(main("drop=0.3")) == 1  # the day is not healthy: the verdict reaches cron
+
+
+# ---- 11. a snapshot that never bridges -------------------------------------------------------------------------
+
+
+def test_snapshot_ahead_of_the_stream_is_discarded_and_refetched(tmp_path):
+    """The venue's first snapshot is far ahead of every diff (as from another server or market): the recorder
+    drops it after its bound, fetches a fresh one after a back-off, syncs, and the day validates."""
+    out = tmp_path / "data"
+
+    async def main():
+        async with VenueServer("spot", ["BTCUSDT"], host="127.0.0.1", port=0, speed=1.0, seed=5,
+                               faults="ahead_snapshot=0.5,seed=2") as venue:  # seed 2: 1st ahead, 2nd not
+            config = in_process_config(venue, out, ("BTCUSDT",), 6.0)
+            config = dataclasses.replace(config, snapshot=dataclasses.replace(
+                config.snapshot, bridge_timeout_s=1.0, bridge_max_diffs=10_000))
+            with captured_log() as logs:
+                code = await Recorder(config, validate=True).run()
+            return venue, code, logs.messages
+
+    venue, code, messages = asyncio.run(main())
+    assert venue.fault_counts["ahead_snapshot"] >= 1
+    assert code == 0, messages
+    rows = [e for e in events(out, "BTCUSDT")]
+    order = [e["kind"] for e in rows if e["kind"] in ("snapshot_requested", "snapshot_discarded", "synced")]
+    assert order[:4] == ["snapshot_requested", "snapshot_discarded", "snapshot_requested", "synced"], order
+    discarded = orjson_loads([e for e in rows if e["kind"] == "snapshot_discarded"][0]["detail"])
+    assert discarded["reason"] == "time" and discarded["last_update_id"] > discarded["stream_u"] > 0
+    warnings = [m for m in messages if "BTCUSDT: snapshot attempt failed" in m]
+    assert len(warnings) == 1 and "discarded" in warnings[0], messages
+    stats = check_against_truth(out, venue, "BTCUSDT")
+    assert stats["mismatches"] == 0 and stats["books"] > 20, stats
