@@ -413,8 +413,10 @@ class Recorder:
 
         thresholds = Thresholds.from_mapping(self.config.validate)
         ok = True
+        no_data: list[str] = []
         for date in sorted(self._dates):
-            report = validate_day(self.root, self.market, date, self.symbols, thresholds, window=span)
+            report = validate_day(self.root, self.market, date, self.symbols, thresholds, window=span,
+                                  report_missing=True)
             directory = report_dir(self.root, self.market.exchange, date)
             directory.mkdir(parents=True, exist_ok=True)
             stem = directory / f"validation-{self.tag}"
@@ -422,6 +424,12 @@ class Recorder:
             stem.with_suffix(".html").write_text(render_html(report))
             log.info("validation %s: %s (report %s)", date, report["status"], stem.with_suffix(".html"))
             ok = ok and report["exit_code"] == 0
+            missing = {s: r["no_data"] for s, r in report["symbols"].items() if "no_data" in r}
+            if missing:
+                no_data.append(f"{date}: no depth data for {', '.join(missing)}: {next(iter(missing.values()))} "
+                               f"(report {stem.with_suffix('.html')})")
+        if no_data:
+            raise RecorderError("; ".join(no_data), EXIT_UNHEALTHY)
         return ok
 
     async def _wait_until(self, stop_ns: int | None, deadline: float | None = None) -> bool:

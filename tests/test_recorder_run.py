@@ -858,3 +858,28 @@ def test_snapshot_ahead_of_the_stream_is_discarded_and_refetched(tmp_path):
     assert len(warnings) == 1 and "discarded" in warnings[0], messages
     stats = check_against_truth(out, venue, "BTCUSDT")
     assert stats["mismatches"] == 0 and stats["books"] > 20, stats
+
+
+# ---- 12. a day that never synced -----------------------------------------------------------------------------
+
+
+def test_day_that_never_synced_ends_in_one_line_and_a_report_saying_why(tmp_path):
+    import json
+
+    out = tmp_path / "data"
+    closed = f"127.0.0.1:{free_port()}"  # nothing listens there: Binance unreachable
+    result = run_cli([RECORDER, "run", "--market", "spot", "--symbols", "BTCUSDT", "--rest-url", f"http://{closed}",
+                      "--ws-url", f"ws://{closed}", "--out", str(out), "--duration", "3s", "--ignore-window"])
+    line = one_error_line(result, 1, "no depth data for BTCUSDT")
+    assert "never connected" in line and "report" in line, line
+    (report_path,) = (out / "reports" / EXCHANGE).glob("*/validation-*.json")
+    assert report_path.with_suffix(".html").exists()
+    report = json.loads(report_path.read_text())
+    assert report["status"] == "fail" and report["exit_code"] == 1
+    coverage = report["symbols"]["BTCUSDT"]["checks"]["coverage"]
+    assert coverage["status"] == "fail" and "never connected" in coverage["summary"]
+    assert "never synced" in coverage["summary"] and coverage["figures"]["connects"] == 0
+    # `recorder validate` of that day stays a one-line usage error
+    date = report_path.parent.name
+    checked = run_cli([RECORDER, "validate", "--date", date, "--data", str(out), "--market", "spot"])
+    one_error_line(checked, 2, "no depth data")
