@@ -29,6 +29,7 @@ from recorder import journal as jr
 from recorder.client import RestError, RestLimiter, SnapshotFetcher
 from recorder.compaction import compact_day
 from recorder.config import RecorderConfig
+from recorder.health import SYNC_GRACE_S, publish, recording_health, waiting
 from recorder.observability import Health, Metrics, MetricsServer, StatusRow, StatusView
 from recorder.pipeline import Pipeline, tune_gc, write_buffers
 from recorder.protocol import DepthUpdate, Instrument, ServerShutdown, parse_exchange_info, parse_frame
@@ -242,7 +243,8 @@ def recover_orphan_slots(root: Path, market, shard_tag: str, own_tag: str, dates
 
 class Recorder:
     def __init__(self, config: RecorderConfig, clock: Clock | None = None, *, no_wait: bool = False,
-                 status_view: bool = False, validate: bool = False) -> None:
+                 status_view: bool = False, validate: bool = False,
+                 metrics_server: MetricsServer | None = None) -> None:
         self.config = config
         self.validate = validate  # validate the day at the end of the run; its verdict is the exit code
         self.market = config.market
@@ -277,6 +279,11 @@ class Recorder:
         self._rates: dict[str, tuple[float, int]] = {}
         self._dates: set = set()  # Berlin dates this run wrote, compacted at the end
         self._stopping = False  # tells the writer loop to finish its current segment and return
+        self.silent_streams: set[str] = set()  # streams the watchdog found silent
+        self.io_error: str | None = None  # the first disk error, while it lasts
+        self.waiting_until_ns: int | None = None  # while waiting for the window to open
+        self.sync_grace_s = SYNC_GRACE_S
+        self.metrics_server = metrics_server  # a server of the caller's (schedule), else one of our own
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
@@ -284,6 +291,24 @@ class Recorder:
         self._stop.set()
 
     async def run(self) -> int:
+        """Serve /metrics and /healthz from the start (also while waiting for the window), then record."""
+        own_server = self.metrics_server is None and self.config.metrics_port is not None
+        if own_server:
+            self.metrics_server = MetricsServer(self.metrics, "0.0.0.0", self.config.metrics_port, self.health)
+            try:
+                await self.metrics_server.start()
+            except OSError as exc:
+                raise RecorderError(f"cannot serve metrics on port {self.config.metrics_port}: "
+                                    f"{exc.strerror or exc}") from None
+        elif self.metrics_server is not None:
+            self.metrics_server.metrics, self.metrics_server.health = self.metrics, self.health
+        try:
+            return await self._run_planned()
+        finally:
+            if own_server:
+                await self.metrics_server.stop()
+
+    async def _run_planned(self) -> int:
         if not self.symbols:
             raise RecorderError(f"shard {self.config.shard[0]}/{self.config.shard[1]} has no symbols to record")
         plan = plan_run(
@@ -310,11 +335,13 @@ class Recorder:
             if plan.start_ns > self.clock.now_ns():
                 log.info("waiting %.0f s for the recording window to open",
                          (plan.start_ns - self.clock.now_ns()) / 1e9)
+                self.waiting_until_ns = plan.start_ns
                 waiter = asyncio.ensure_future(sleep_until(self.clock, plan.start_ns))
                 stopper = asyncio.ensure_future(self._stop.wait())
                 await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 stopper.cancel()
+                self.waiting_until_ns = None
                 if self._stop.is_set():
                     return EXIT_OK
             self.run_start_ns = max(plan.start_ns, time.time_ns())
@@ -343,7 +370,6 @@ class Recorder:
         self.pipeline.event(now_ns, None, "window_start", {
             "symbols": self.symbols, "shard": list(self.config.shard), "stop_ns": stop_ns,
             "window": [str(self.config.window.start), str(self.config.window.end), self.config.window.timezone]})
-        metrics_server = None
         writer: asyncio.Task | None = None
         tasks: list[asyncio.Task] = []
         stopped_by_signal = False
@@ -353,9 +379,6 @@ class Recorder:
                                            http=http)
             try:
                 await self._load_instruments(http, deadline)
-                if self.config.metrics_port is not None:
-                    metrics_server = MetricsServer(self.metrics, "0.0.0.0", self.config.metrics_port, self.health)
-                    await metrics_server.start()
                 for symbol in self.symbols:
                     self.pipeline.engine(symbol, now_ns)
                 for group in shard_connections(self.config, self.symbols):
@@ -378,8 +401,6 @@ class Recorder:
                 for task in running:
                     with suppress(asyncio.CancelledError, Exception):
                         await task
-                if metrics_server is not None:
-                    await metrics_server.stop()
                 end_ns = time.time_ns()
                 self.pipeline.event(end_ns, None, "window_end",
                                     {"reason": "signal" if stopped_by_signal else "end", "synced": sorted(self.ever_synced)})
@@ -752,13 +773,16 @@ class Recorder:
     # ---- observability ----------------------------------------------------------------------------
 
     def health(self) -> Health:
+        """waiting / starting / recording / degraded (recorder/health.py), also set as `recorder_state`."""
+        if self.waiting_until_ns is not None:
+            return publish(self.metrics, waiting((self.waiting_until_ns - self.clock.now_ns()) / 1e9,
+                                                 len(self.symbols)))
         now = time.monotonic()
-        stuck = [s for s, since in self.unsynced_since.items() if now - since > 60 and now - self.started > 60]
-        if stuck:
-            return Health(False, f"not synced for over 60 s: {', '.join(sorted(stuck))}")
-        if self.failed_journals:
-            return Health(False, "segment writes failing")
-        return Health(True, details={"symbols": len(self.symbols), "synced": len(self.ever_synced)})
+        started = self.started or now  # exchangeInfo and the first sync count from the recording's start
+        synced = {s for s in self.symbols if self.pipeline is not None and self._synced(s)}
+        unsynced_for = {s: now - self.unsynced_since.get(s, started) for s in self.symbols if s not in synced}
+        return publish(self.metrics, recording_health(self.symbols, synced, unsynced_for, self.silent_streams,
+                                                      self.io_error, len(self.failed_journals), self.sync_grace_s))
 
     def status_rows(self) -> list[StatusRow]:
         rows = []
@@ -772,6 +796,6 @@ class Recorder:
             latency = self.pipeline.last_feed_latency_ns.get(symbol)
             rows.append(StatusRow(
                 symbol, rate, engine.state.name.lower() if engine else "need_snapshot",
-                self.pipeline.gaps.get(symbol, 0), None if latency is None else latency / 1e6,
+                self.pipeline.gaps.get(symbol, 0), None if latency is None else round(latency / 1e6),
                 None if not self.last_write else time.time() - self.last_write))
         return rows
