@@ -63,6 +63,7 @@ class Pipeline:
         self.depth_counts: dict[str, int] = {}
         self.gaps: dict[str, int] = {}
         self.counts: dict[str, int] = {"frames": 0, "parse_errors": 0, "errors": 0}
+        self.latest_problem: dict[str, str] = {}  # "parse_errors" / "errors" -> the latest one, for the log
         self._day: dt.date | None = None
         self._day_start = self._day_end = 0
         self._rows: TableBuffers | None = None
@@ -142,10 +143,12 @@ class Pipeline:
     def _other(self, recv_ts: int, message: object) -> None:
         if isinstance(message, ParseError):
             self.counts["parse_errors"] += 1
+            self.latest_problem["parse_errors"] = f"{message.reason}: {message.raw[:120].decode('utf-8', 'replace')}"
             self.event(recv_ts, None, "parse_error",
                        {"reason": message.reason, "raw": message.raw.decode("utf-8", "replace")})
         elif isinstance(message, ErrorPayload):
             self.counts["errors"] += 1
+            self.latest_problem["errors"] = f"code {message.code}: {message.msg} (id {message.id})"
             self.event(recv_ts, None, "error", {"code": message.code, "msg": message.msg, "id": message.id})
         elif isinstance(message, ServerShutdown):
             self.shutdown_announced = True

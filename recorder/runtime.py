@@ -33,6 +33,7 @@ from recorder.health import SYNC_GRACE_S, publish, recording_health, waiting
 from recorder.observability import Health, Metrics, MetricsServer, StatusRow, StatusView
 from recorder.pipeline import Pipeline, tune_gc, write_buffers
 from recorder.protocol import DepthUpdate, Instrument, ServerShutdown, parse_exchange_info, parse_frame
+from recorder.problems import ProblemLog
 from recorder.resync import SnapshotRetries
 from recorder.window import Clock, SystemClock, TradingWindow, plan_run, sleep_until
 from schemas import berlin_date
@@ -269,6 +270,7 @@ class Recorder:
         self.snapshot_inflight: set[str] = set()
         self.snapshot_tasks: set[asyncio.Task] = set()
         self.snapshot_retries = SnapshotRetries(max_s=config.snapshot.retry_max_backoff_s)
+        self.problem_log = ProblemLog()
         self.ever_synced: set[str] = set()
         self.unsynced_since: dict[str, float] = {}
         self.segment_id = ""
@@ -691,6 +693,8 @@ class Recorder:
 
     def _track_sync(self) -> None:
         now = time.monotonic()
+        for line in self.problem_log.update(self.pipeline.counts, self.pipeline.latest_problem, now):
+            log.warning("%s", line)
         for symbol, latency in self.pipeline.last_feed_latency_ns.items():
             self.metrics.feed_latency_ms.set(latency / 1e6, symbol)
         for symbol in self.symbols:

@@ -242,3 +242,19 @@ def test_status_view_draws_on_a_terminal():
 
     run(briefly())
     assert "ETHUSDT" in output.getvalue()
+
+
+def test_problem_log_says_the_first_at_once_then_one_summary_per_interval():
+    from recorder.problems import ProblemLog
+
+    problems = ProblemLog(interval_s=60.0)
+    latest = {"parse_errors": "bad json: {\"e\":"}
+    assert problems.update({"parse_errors": 0, "errors": 0}, {}, 0.0) == []
+    first = problems.update({"parse_errors": 1}, latest, 1.0)
+    assert len(first) == 1 and first[0].startswith("WebSocket parse errors: bad json")
+    assert all(problems.update({"parse_errors": n}, latest, t) == [] for n, t in ((50, 2.0), (400, 30.0), (999, 60.9)))
+    (summary,) = problems.update({"parse_errors": 1000}, latest, 61.0)
+    assert summary.startswith("WebSocket parse errors: 999 more in the last 60 s")
+    assert problems.update({"parse_errors": 1000}, latest, 500.0) == []  # nothing new: silent
+    (late,) = problems.update({"parse_errors": 1001}, latest, 501.0)
+    assert "1 more in the last 440 s" in late

@@ -415,11 +415,15 @@ def test_malformed_frames_and_error_payloads(tmp_path):
     async def main():
         async with VenueServer("spot", ["BTCUSDT"], host="127.0.0.1", port=0, speed=5.0, seed=3,
                                faults="malformed=0.2") as venue:
-            return venue, await Recorder(in_process_config(venue, out, ("BTCUSDT",), 5.0)).run()
+            with captured_log() as logs:
+                return venue, await Recorder(in_process_config(venue, out, ("BTCUSDT",), 5.0)).run(), logs.messages
 
-    venue, code = asyncio.run(main())
+    venue, code, messages = asyncio.run(main())
     assert code == 0
-    assert venue.fault_counts["malformed"] > 0
+    assert venue.fault_counts["malformed"] > 5
+    # logged too: the first of each kind at once, then at most a summary a minute (none in a 5 s run)
+    logged = [m for m in messages if m.startswith(("WebSocket parse errors", "WebSocket error payloads"))]
+    assert 1 <= len(logged) <= 2 and any(m.startswith("WebSocket parse errors: ") for m in logged), messages
     connection_wide = kinds(events(out, None))
     # Every malformed frame the recorder read is reported; those decided as the run closed may never arrive.
     reported = connection_wide.get("parse_error", 0) + connection_wide.get("error", 0)
