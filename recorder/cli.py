@@ -13,8 +13,8 @@ from typing import Annotated
 import typer
 
 from recorder.config import ConfigError, RecorderConfig, load_config, parse_duration, parse_shard
-from recorder.importer import import_command
 from recorder.health import publish, waiting
+from recorder.importer import import_command
 from recorder.observability import Health, Metrics, MetricsServer, setup_logging
 from recorder.runtime import EXIT_USAGE, Recorder, RecorderError
 from recorder.validate import validate_command

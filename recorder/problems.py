@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-
 LABELS = {"parse_errors": "WebSocket parse errors", "errors": "WebSocket error payloads"}  # Pipeline.counts keys
 
 

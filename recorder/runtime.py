@@ -32,8 +32,8 @@ from recorder.config import RecorderConfig
 from recorder.health import SYNC_GRACE_S, publish, recording_health, waiting
 from recorder.observability import Health, Metrics, MetricsServer, StatusRow, StatusView
 from recorder.pipeline import Pipeline, tune_gc, write_buffers
-from recorder.protocol import DepthUpdate, Instrument, ServerShutdown, parse_exchange_info, parse_frame
 from recorder.problems import ProblemLog
+from recorder.protocol import DepthUpdate, Instrument, ServerShutdown, parse_exchange_info, parse_frame
 from recorder.resync import SnapshotRetries
 from recorder.window import Clock, SystemClock, TradingWindow, plan_run, sleep_until
 from schemas import berlin_date

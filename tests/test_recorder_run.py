@@ -857,7 +857,7 @@ def test_snapshot_ahead_of_the_stream_is_discarded_and_refetched(tmp_path):
     rows = [e for e in events(out, "BTCUSDT")]
     order = [e["kind"] for e in rows if e["kind"] in ("snapshot_requested", "snapshot_discarded", "synced")]
     assert order[:4] == ["snapshot_requested", "snapshot_discarded", "snapshot_requested", "synced"], order
-    discarded = orjson_loads([e for e in rows if e["kind"] == "snapshot_discarded"][0]["detail"])
+    discarded = orjson_loads(next(e["detail"] for e in rows if e["kind"] == "snapshot_discarded"))
     assert discarded["reason"] == "time" and discarded["last_update_id"] > discarded["stream_u"] > 0
     warnings = [m for m in messages if "BTCUSDT: snapshot attempt failed" in m]
     assert len(warnings) == 1 and "discarded" in warnings[0], messages

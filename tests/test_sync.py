@@ -182,7 +182,7 @@ def test_snapshot_ahead_of_the_stream_is_discarded_after_the_time_bound():
     assert engine.on_snapshot(10_000, now_ns=1_000_000_000) is Action.WAIT
     assert not engine.expire_held(5_999_999_999)
     assert engine.expire_held(6_000_000_000)
-    detail = [e.detail for e in engine.drain_events() if e.kind == "snapshot_discarded"][0]
+    detail = next(e.detail for e in engine.drain_events() if e.kind == "snapshot_discarded")
     assert detail["reason"] == "time" and detail["held_ms"] == 5000 and detail["stream_u"] is None
     assert engine.needs_snapshot and not engine.expire_held(7_000_000_000)
 
@@ -393,3 +393,16 @@ def test_futures_snapshot_at_previous_u_is_continued_by_pu():
     lb3 = LocalBook(FUTURES)
     lb3.on_diff(diff(205, 210, pu=201))
     assert lb3.on_snapshot(snap(200)) is Action.STALE  # an id between pu and U, not continued exactly
+
+
+def test_snapshot_retries_back_off_after_a_few_and_warn_once_per_escalation():
+    from recorder.resync import SnapshotRetries
+
+    retries = SnapshotRetries(base_s=0.25, max_s=60.0)
+    attempts = [retries.failed("BTCUSDT", 100.0) for _ in range(12)]
+    assert [a.delay_s for a in attempts] == [0.25] * 4 + [0.5, 1, 2, 4, 8, 16, 32, 60]
+    assert [a.failures for a in attempts if a.warn] == [1, 2, 4, 8]
+    assert not retries.ready("BTCUSDT", 159.0) and retries.ready("BTCUSDT", 160.0)
+    assert retries.ready("ETHUSDT", 100.0)  # per symbol
+    assert retries.succeeded("BTCUSDT") == 12 and retries.ready("BTCUSDT", 100.0)
+    assert retries.failed("BTCUSDT", 200.0) == (1, 0.25, True)
