@@ -392,6 +392,13 @@ class StatusView:
 
     async def _draw(self) -> None:
         with Live(status_table(self.snapshot()), console=self.console, auto_refresh=False) as live:
-            while True:
-                await asyncio.sleep(self.refresh_s)
-                live.update(status_table(self.snapshot()), refresh=True)
+            # log lines through Live's stderr proxy, which prints them above the table instead of into it
+            handlers = [h for h in logging.getLogger().handlers if isinstance(h, _RecorderHandler)]
+            streams = [h.setStream(sys.stderr) for h in handlers]
+            try:
+                while True:
+                    await asyncio.sleep(self.refresh_s)
+                    live.update(status_table(self.snapshot()), refresh=True)
+            finally:
+                for handler, stream in zip(handlers, streams, strict=True):
+                    handler.setStream(stream)
