@@ -1,8 +1,8 @@
 """The recorder's health state for /healthz and the `recorder_state` metric, from plain facts. No I/O.
 
 waiting    before the recording window opens (`recorder run` waiting, `recorder schedule` between windows)
-starting   exchangeInfo and the first sync, for at most the grace period
-recording  every symbol synced, nothing wrong
+starting   exchangeInfo and the first sync of every symbol, for at most the grace period
+recording  every symbol synced (a resync within the grace period included), nothing wrong
 degraded   a symbol unsynced past the grace period, a silent stream, or an I/O error (HTTP 503)
 
 A compose/Docker health check therefore stays green while the recorder waits for its window and turns
@@ -23,9 +23,9 @@ def waiting(opens_in_s: float, symbols: int) -> Health:
     return Health(True, state="waiting", details={"opens_in_s": round(max(opens_in_s, 0.0)), "symbols": symbols})
 
 
-def recording_health(symbols: Sequence[str], synced: set[str], unsynced_for_s: Mapping[str, float],
-                     silent_streams: set[str], io_error: str | None, failed_segments: int,
-                     grace_s: float = SYNC_GRACE_S) -> Health:
+def recording_health(symbols: Sequence[str], synced: set[str], ever_synced: set[str],
+                     unsynced_for_s: Mapping[str, float], silent_streams: set[str], io_error: str | None,
+                     failed_segments: int, grace_s: float = SYNC_GRACE_S) -> Health:
     """While recording: `unsynced_for_s` gives, per unsynced symbol, how long it has been so."""
     stuck = sorted(s for s, seconds in unsynced_for_s.items() if s not in synced and seconds > grace_s)
     reasons = []
@@ -41,7 +41,7 @@ def recording_health(symbols: Sequence[str], synced: set[str], unsynced_for_s: M
                "silent_streams": len(silent_streams), "reasons": reasons}
     if reasons:
         return Health(False, "; ".join(reasons), details, state="degraded")
-    return Health(True, state="recording" if set(symbols) <= synced else "starting", details=details)
+    return Health(True, state="recording" if set(symbols) <= ever_synced else "starting", details=details)
 
 
 def publish(metrics, health: Health) -> Health:

@@ -30,7 +30,7 @@ from recorder.protocol import (
     parse_snapshot,
 )
 from recorder.sink import Rejected, TableBuffers
-from recorder.sync import DEFAULT_MAX_BUFFER, Action, SyncEngine
+from recorder.sync import DEFAULT_MAX_BUFFER, Action, State, SyncEngine
 from schemas import berlin_date, berlin_day_bounds
 
 
@@ -186,7 +186,7 @@ class Pipeline:
     def expire_held_snapshots(self, now_ns: int) -> None:
         """Discard the snapshots held past the time bound (their symbols then want a fresh one)."""
         for symbol, engine in self.engines.items():
-            if engine.expire_held(now_ns):
+            if engine.state is State.BRIDGING and engine.expire_held(now_ns):
                 self._drain(engine, symbol, now_ns)
 
     def event(self, ts: int, symbol: str | None, kind: str, detail: dict, seq: int | None = None) -> None:

@@ -785,8 +785,9 @@ class Recorder:
         started = self.started or now  # exchangeInfo and the first sync count from the recording's start
         synced = {s for s in self.symbols if self.pipeline is not None and self._synced(s)}
         unsynced_for = {s: now - self.unsynced_since.get(s, started) for s in self.symbols if s not in synced}
-        return publish(self.metrics, recording_health(self.symbols, synced, unsynced_for, self.silent_streams,
-                                                      self.io_error, len(self.failed_journals), self.sync_grace_s))
+        return publish(self.metrics, recording_health(self.symbols, synced, self.ever_synced | synced, unsynced_for,
+                                                      self.silent_streams, self.io_error, len(self.failed_journals),
+                                                      self.sync_grace_s))
 
     def status_rows(self) -> list[StatusRow]:
         rows = []
