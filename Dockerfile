@@ -81,10 +81,12 @@ WORKDIR /
 VOLUME ["/data"]
 EXPOSE 9100
 
-# GET /healthz on the recorder's --metrics-port (METRICS_PORT must match the port given to it)
+# GET /healthz on METRICS_PORT: the entrypoint makes `run` and `schedule` serve it there (from the start,
+# also while waiting for the window); 200 waiting/starting/recording, 503 degraded (urlopen raises)
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('METRICS_PORT', '9100'), timeout=3)"]
 
-# `recorder`, after dropping CONFIG_PATH when no config file is mounted at that path
+# `recorder`, after dropping CONFIG_PATH when no config file is mounted at that path, and with
+# `--metrics-port $METRICS_PORT` for run/schedule
 ENTRYPOINT ["recorder-entrypoint"]
-CMD ["run", "--metrics-port", "9100"]
+CMD ["run"]

@@ -8,7 +8,8 @@
 #  4. on the host: `replay serve --synthetic` on a free 127.0.0.1 port
 #  5. in the container, as the image's default non-root user (uid 10001), into a temp dir made
 #     writable for that uid: a 20 s `recorder run` against the venue (real time: 1x); exit code 0 = the
-#     day validated healthy
+#     day validated healthy. Meanwhile /healthz on METRICS_PORT (a free port) is polled from the host
+#     until it answers 200 `recording`, and the image's own HEALTHCHECK command is run in the container
 #  6. Parquet files under binance-spot/depth/date=*/symbol=BTCUSDT/, read with the host venv's pyarrow
 #
 # Host-owned data directories: instead of chown'ing the directory to 10001, run the container as its
@@ -118,13 +119,38 @@ log "venue ready: $(head -n 1 "$TMP/venue.log")"
 DATA="$TMP/data"
 mkdir -p "$DATA"
 if [[ $(id -u) -eq 0 ]]; then chown "$uid:$uid" "$DATA"; else chmod 0777 "$DATA"; fi
-log "recording $DURATION of $SYMBOLS in a container (timeout ${RUN_TIMEOUT}s)"
+HEALTH_PORT="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+log "recording $DURATION of $SYMBOLS in a container (timeout ${RUN_TIMEOUT}s), health on port $HEALTH_PORT"
 t=$SECONDS
-set +e
-timeout -k 15 "$RUN_TIMEOUT" docker run --rm --init --name "$NAME" --network host -v "$DATA:/data" "$IMAGE" \
+# no --metrics-port: the entrypoint adds METRICS_PORT's, the port the HEALTHCHECK polls
+timeout -k 15 "$RUN_TIMEOUT" docker run --rm --init --name "$NAME" --network host -v "$DATA:/data" \
+    -e METRICS_PORT="$HEALTH_PORT" "$IMAGE" \
     run --market spot --symbols "$SYMBOLS" \
     --rest-url "http://127.0.0.1:$PORT" --ws-url "ws://127.0.0.1:$PORT" \
-    --out /data --duration "$DURATION" --ignore-window >"$TMP/recorder.log" 2>&1
+    --out /data --duration "$DURATION" --ignore-window >"$TMP/recorder.log" 2>&1 &
+RUN_PID=$!
+health=""
+for ((i = 0; i < 60; i++)); do   # <= 30 s, within the 20 s recording (plus the container's start)
+    health="$("$VENV/bin/python" -c "import json, sys, urllib.error, urllib.request
+try:
+    response = urllib.request.urlopen('http://127.0.0.1:$HEALTH_PORT/healthz', timeout=1)
+except urllib.error.HTTPError as e:
+    response = e
+except Exception:
+    sys.exit(1)
+print(response.status, json.loads(response.read())['state'])" 2>/dev/null)" || health=""
+    [[ $health == "200 recording" ]] && break
+    kill -0 "$RUN_PID" 2>/dev/null || break
+    sleep 0.5
+done
+[[ $health == "200 recording" ]] || { tail -n 25 "$TMP/recorder.log" >&2; fail "/healthz on port $HEALTH_PORT: '${health:-no answer}', expected '200 recording'"; }
+log "/healthz from the host: $health"
+# the image's HEALTHCHECK command, exactly as Docker runs it, inside the running container
+mapfile -t check < <(docker inspect --format '{{range $i, $a := .Config.Healthcheck.Test}}{{if $i}}{{$a}}{{"\n"}}{{end}}{{end}}' "$IMAGE" | sed '/^$/d')
+timeout -k 5 20 docker exec "$NAME" "${check[@]}" || fail "the image's HEALTHCHECK (${check[*]}) fails in the running container"
+log "the image's HEALTHCHECK passes in the running container"
+set +e
+wait "$RUN_PID"
 rc=$?
 set -e
 log "recorder exited with $rc after $((SECONDS - t))s; last lines of its output:"

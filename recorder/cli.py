@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from recorder.config import ConfigError, RecorderConfig, load_config, parse_duration, parse_shard
+from recorder.health import publish, waiting
 from recorder.importer import import_command
-from recorder.observability import setup_logging
+from recorder.observability import Health, Metrics, MetricsServer, setup_logging
 from recorder.runtime import EXIT_USAGE, Recorder, RecorderError
 from recorder.validate import validate_command
+from recorder.window import TradingWindow, plan_run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Record Binance order books (spot, USD-M, COIN-M) into an exact Parquet/CSV dataset.")
@@ -48,11 +51,20 @@ def _config(config: Path | None, **overrides) -> RecorderConfig:
     return load_config(config, overrides)
 
 
+def _on_stop_signals(stop: Callable[[], None]) -> None:
+    """SIGTERM and SIGINT call `stop` after one log line saying which signal stops the recorder."""
+    def handler(sig: signal.Signals) -> None:
+        log.info("stopping on %s", sig.name)
+        stop()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, handler, sig)
+
+
 def _run_recorder(recorder: Recorder) -> int:
     async def main() -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, recorder.request_stop)
+        _on_stop_signals(recorder.request_stop)
         return await recorder.run()
 
     return asyncio.run(main())
@@ -87,8 +99,7 @@ def run(
                       duration=duration, ignore_window=ignore_window or None, shard=shard,
                       metrics_port=metrics_port, log_format=log_format)
         setup_logging(cfg.log.format, "debug" if debug else cfg.log.level)
-        code = _run_recorder(Recorder(cfg, no_wait=no_wait, status_view=status and sys.stdout.isatty(),
-                                      validate=validate))
+        code = _run_recorder(Recorder(cfg, no_wait=no_wait, status_view=status, validate=validate))
     except (ConfigError, RecorderError, ValueError) as exc:
         if debug:
             raise
@@ -121,12 +132,24 @@ def schedule(
         raise fail(str(exc)) from None
     setup_logging(cfg.log.format, "debug" if debug else cfg.log.level)
 
+    window = TradingWindow(cfg.window.start, cfg.window.end, cfg.window.timezone)
+
     async def main() -> None:
         stop = asyncio.Event()
         current: dict[str, Recorder] = {}
+        server = None
+
+        def between_windows() -> Health:
+            now = time.time_ns()
+            opens_at = plan_run(window, now).start_ns
+            return publish(server.metrics, waiting((opens_at - now) / 1e9, len(cfg.shard_symbols)))
 
         async def record_window() -> None:
-            recorder = Recorder(cfg, no_wait=True, validate=True)
+            if plan_run(window, time.time_ns(), wait=False) is None:
+                log.info("outside the recording window %s-%s %s: next recording at its start",
+                         cfg.window.start, cfg.window.end, cfg.window.timezone)
+                return
+            recorder = Recorder(cfg, no_wait=True, validate=True, metrics_server=server)
             current["recorder"] = recorder
             try:
                 code = await recorder.run()
@@ -135,15 +158,21 @@ def schedule(
                 log.error("recording failed: %s", exc)
             finally:
                 current.pop("recorder", None)
+                if server is not None:
+                    server.health = between_windows  # keeps the last window's metrics until the next one
 
         def request_stop() -> None:
             stop.set()
             if "recorder" in current:
                 current["recorder"].request_stop()
 
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, request_stop)
+        _on_stop_signals(request_stop)
+        if cfg.metrics_port is not None:  # one server for the scheduler's whole life, across windows
+            server = MetricsServer(Metrics(), "0.0.0.0", cfg.metrics_port, between_windows)
+            try:
+                await server.start()
+            except OSError as exc:
+                raise RecorderError(f"cannot serve metrics on port {cfg.metrics_port}: {exc.strerror or exc}") from None
         scheduler = AsyncIOScheduler(timezone=cfg.window.timezone)
         trigger = CronTrigger(hour=cfg.window.start.hour, minute=cfg.window.start.minute,
                               timezone=cfg.window.timezone)
@@ -153,8 +182,13 @@ def schedule(
         await record_window()  # inside today's window already: record the rest of it
         await stop.wait()
         scheduler.shutdown(wait=False)
+        if server is not None:
+            await server.stop()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except RecorderError as exc:
+        raise fail(str(exc), exc.exit_code) from None
 
 
 app.command("import")(import_command)

@@ -46,6 +46,10 @@ class SnapshotConfig:
     limit: int = 1000
     checkpoint_interval_s: float = 600.0
     stagger_s: float = 0.25  # pause between the first snapshot requests of different symbols
+    # a snapshot no diff bridges (ahead of the stream) is discarded after this long or this many diffs
+    bridge_timeout_s: float = 30.0
+    bridge_max_diffs: int = 2000
+    retry_max_backoff_s: float = 60.0  # upper bound of the back-off between failed snapshot attempts
 
 
 @dataclass(frozen=True)
@@ -266,7 +270,8 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "watchdog",
     ),
     "channels": ("depth", "trade", "agg_trade", "book_ticker"),
-    "snapshot": ("limit", "checkpoint_interval", "stagger"),
+    "snapshot": ("limit", "checkpoint_interval", "stagger", "bridge_timeout", "bridge_max_diffs",
+                 "retry_max_backoff"),
     "window": ("timezone", "start", "end"),
     "writer": ("segment_seconds", "segment_rows", "journal_flush_ms", "row_group_rows"),
     "connection": ("lifetime", "max_streams", "reconnect_max_backoff", "rest_timeout", "weight_headroom"),
@@ -532,6 +537,11 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = 
                 "checkpoint_interval", _positive_duration, SnapshotConfig.checkpoint_interval_s
             ),
             stagger_s=snapshot.get("stagger", _duration, SnapshotConfig.stagger_s),
+            bridge_timeout_s=snapshot.get("bridge_timeout", _positive_duration, SnapshotConfig.bridge_timeout_s),
+            bridge_max_diffs=snapshot.get("bridge_max_diffs", _int_at_least(1), SnapshotConfig.bridge_max_diffs),
+            retry_max_backoff_s=snapshot.get(
+                "retry_max_backoff", _positive_duration, SnapshotConfig.retry_max_backoff_s
+            ),
         ),
         formats=top.get("formats", _formats, ("parquet",)),
         window=window_config,

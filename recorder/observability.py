@@ -192,6 +192,9 @@ class Metrics:
         self.stream_reconnects = self.counter(
             "recorder_stream_reconnects_total", "Connections replaced because a stream stayed silent."
         )
+        self.state = self.gauge(
+            "recorder_state", "1 for the recorder's current health state, 0 for the others.", ("state",)
+        )
 
     def counter(self, name: str, help: str, label_names: tuple[str, ...] = ()) -> Counter:
         return self._register("counter", Counter(name, help, label_names))
@@ -221,6 +224,7 @@ class Health:
     ok: bool
     reason: str = ""  # why not ok
     details: Mapping[str, Any] = field(default_factory=dict)
+    state: str = ""  # e.g. waiting, starting, recording, degraded (recorder/health.py)
 
 
 _REASONS = {
@@ -301,13 +305,13 @@ class MetricsServer:
             return 404, "text/plain", b"not found\n"
         if method != "GET":
             return 405, "text/plain", b"method not allowed\n"
+        health = self._check_health()  # also for /metrics: the health callback sets the state gauge
         if path == "/metrics":
             return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render().encode()
-        health = self._check_health()
-        if health.ok:
-            body = {"status": "ok", **health.details}
-        else:
-            body = {"status": "unhealthy", "reason": health.reason, **health.details}
+        body: dict[str, Any] = {"status": "ok"} if health.ok else {"status": "unhealthy", "reason": health.reason}
+        if health.state:
+            body["state"] = health.state
+        body.update(health.details)
         return (200 if health.ok else 503), "application/json", json.dumps(body, default=str).encode()
 
     def _check_health(self) -> Health:
@@ -381,11 +385,15 @@ class StatusView:
         self.console = console or Console()
 
     async def run(self) -> None:
-        """Until cancelled."""
-        if self.console.is_terminal:
-            await self._draw()
-        else:
-            await self._log_summaries()
+        """Until cancelled. A failure is logged, not lost with the task."""
+        try:
+            if self.console.is_terminal:
+                await self._draw()
+            else:
+                await self._log_summaries()
+        except Exception:
+            log.exception("status view stopped")
+            raise
 
     async def _log_summaries(self) -> None:
         while True:
@@ -394,6 +402,13 @@ class StatusView:
 
     async def _draw(self) -> None:
         with Live(status_table(self.snapshot()), console=self.console, auto_refresh=False) as live:
-            while True:
-                await asyncio.sleep(self.refresh_s)
-                live.update(status_table(self.snapshot()), refresh=True)
+            # log lines through Live's stderr proxy, which prints them above the table instead of into it
+            handlers = [h for h in logging.getLogger().handlers if isinstance(h, _RecorderHandler)]
+            streams = [h.setStream(sys.stderr) for h in handlers]
+            try:
+                while True:
+                    await asyncio.sleep(self.refresh_s)
+                    live.update(status_table(self.snapshot()), refresh=True)
+            finally:
+                for handler, stream in zip(handlers, streams, strict=True):
+                    handler.setStream(stream)

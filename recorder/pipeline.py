@@ -30,7 +30,7 @@ from recorder.protocol import (
     parse_snapshot,
 )
 from recorder.sink import Rejected, TableBuffers
-from recorder.sync import DEFAULT_MAX_BUFFER, Action, SyncEngine
+from recorder.sync import DEFAULT_MAX_BUFFER, Action, State, SyncEngine
 from schemas import berlin_date, berlin_day_bounds
 
 
@@ -45,20 +45,25 @@ class Pipeline:
         journal: jr.Journal | None = None,
         max_buffer: int = DEFAULT_MAX_BUFFER,
         seq_start: int = 0,
+        bridge_max_diffs: int | None = None,
+        bridge_max_ns: int | None = None,
     ) -> None:
         self.market = market
         self.use_engine = use_engine  # False when replaying a journal: its events were journaled already
         self.journal = journal
         self.max_buffer = max_buffer
+        self.bridge_bounds = (bridge_max_diffs, bridge_max_ns)  # how long a held snapshot may wait
         self.seq = seq_start
         self.engines: dict[str, SyncEngine] = {}
         self.buffers: dict[dt.date, TableBuffers] = {}
         self.snapshot_wanted: set[str] = set()  # symbols whose engine needs a REST snapshot
+        self.snapshots_discarded: list[tuple[str, dict]] = []  # (symbol, detail), taken by the recorder
         self.shutdown_announced = False
         self.last_feed_latency_ns: dict[str, int] = {}
         self.depth_counts: dict[str, int] = {}
         self.gaps: dict[str, int] = {}
         self.counts: dict[str, int] = {"frames": 0, "parse_errors": 0, "errors": 0}
+        self.latest_problem: dict[str, str] = {}  # "parse_errors" / "errors" -> the latest one, for the log
         self._day: dt.date | None = None
         self._day_start = self._day_end = 0
         self._rows: TableBuffers | None = None
@@ -78,7 +83,8 @@ class Pipeline:
         """The symbol's engine, created (with its `need_snapshot` start event at `ts`) on first use."""
         engine = self.engines.get(symbol)
         if engine is None:
-            engine = self.engines[symbol] = SyncEngine(self.market.sequence_rule, self.max_buffer)
+            engine = self.engines[symbol] = SyncEngine(self.market.sequence_rule, self.max_buffer,
+                                                       *self.bridge_bounds)
             self._drain(engine, symbol, ts)
         return engine
 
@@ -88,6 +94,8 @@ class Pipeline:
                 self.snapshot_wanted.add(symbol)
             elif event.kind == "gap":
                 self.gaps[symbol] = self.gaps.get(symbol, 0) + 1
+            elif event.kind == "snapshot_discarded":
+                self.snapshots_discarded.append((symbol, event.detail))
             self.event(ts, symbol, event.kind, event.detail)
 
     @property
@@ -135,10 +143,12 @@ class Pipeline:
     def _other(self, recv_ts: int, message: object) -> None:
         if isinstance(message, ParseError):
             self.counts["parse_errors"] += 1
+            self.latest_problem["parse_errors"] = f"{message.reason}: {message.raw[:120].decode('utf-8', 'replace')}"
             self.event(recv_ts, None, "parse_error",
                        {"reason": message.reason, "raw": message.raw.decode("utf-8", "replace")})
         elif isinstance(message, ErrorPayload):
             self.counts["errors"] += 1
+            self.latest_problem["errors"] = f"code {message.code}: {message.msg} (id {message.id})"
             self.event(recv_ts, None, "error", {"code": message.code, "msg": message.msg, "id": message.id})
         elif isinstance(message, ServerShutdown):
             self.shutdown_announced = True
@@ -165,13 +175,19 @@ class Pipeline:
         if not self.use_engine:
             return None
         engine = self.engine(symbol, recv_ts)
-        action = engine.on_snapshot(snapshot.last_update_id)
+        action = engine.on_snapshot(snapshot.last_update_id, now_ns=recv_ts)
         if action is Action.SYNCED:
             engine.take_sync()
         if not engine.needs_snapshot:
             self.snapshot_wanted.discard(symbol)
         self._drain(engine, symbol, recv_ts)
         return action
+
+    def expire_held_snapshots(self, now_ns: int) -> None:
+        """Discard the snapshots held past the time bound (their symbols then want a fresh one)."""
+        for symbol, engine in self.engines.items():
+            if engine.state is State.BRIDGING and engine.expire_held(now_ns):
+                self._drain(engine, symbol, now_ns)
 
     def event(self, ts: int, symbol: str | None, kind: str, detail: dict, seq: int | None = None) -> None:
         if seq is None:

@@ -251,7 +251,6 @@ def _figures_table(figures: dict) -> str:
 
 
 def _symbol_section(symbol: str, result: dict) -> str:
-    s = result["series"]
     rows = "".join(
         f"<tr><td>{_e(name)}</td><td>{_badge(c['status'])}</td><td>{_e(c['summary'])}</td></tr>"
         for name, c in result["checks"].items())
@@ -265,6 +264,13 @@ def _symbol_section(symbol: str, result: dict) -> str:
         if ex:
             body += f"<h3>examples ({len(ex)})</h3><pre>{_e(json.dumps(ex, indent=1))}</pre>"
         details.append(f"<details><summary>{_badge(c['status'])} <b>{_e(name)}</b> — {_e(c['summary'])}</summary>{body}</details>")
+    if "series" not in result:  # no data: the checks say why, there is nothing to draw
+        return f"""
+<div class="card"><h2>{_e(symbol)} {_badge(result['status'])}</h2>
+<table><tr><th>check</th><th>status</th><th>key figure</th></tr>{rows}</table>
+<h3>Details</h3>{''.join(details)}
+</div>"""
+    s = result["series"]
     cov = result["checks"]["coverage"]["figures"]
     return f"""
 <div class="card"><h2>{_e(symbol)} {_badge(result['status'])}</h2>

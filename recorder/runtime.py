@@ -30,8 +30,10 @@ from recorder.client import RestError, RestLimiter, SnapshotFetcher, send_paced
 from recorder.compaction import clean_day, compact_day, finish_compactions
 from recorder.config import RecorderConfig
 from recorder.iofaults import IoFaults
+from recorder.health import SYNC_GRACE_S, publish, recording_health, waiting
 from recorder.observability import Health, Metrics, MetricsServer, StatusRow, StatusView
 from recorder.pipeline import Pipeline, tune_gc, write_buffers
+from recorder.problems import ProblemLog
 from recorder.protocol import DepthUpdate, Instrument, ServerShutdown, parse_exchange_info, parse_frame
 from recorder.routing import ConnectLimiter, PlannedConnection, plan_connections, subscribe_interval_s
 from recorder.watchdog import (
@@ -42,6 +44,7 @@ from recorder.watchdog import (
     channels_of,
     stream_channel,
 )
+from recorder.resync import SnapshotRetries
 from recorder.window import Clock, SystemClock, TradingWindow, plan_run, sleep_until
 from schemas import berlin_date
 
@@ -252,7 +255,8 @@ def recover_orphan_slots(root: Path, market, shard_tag: str, own_tag: str, dates
 
 class Recorder:
     def __init__(self, config: RecorderConfig, clock: Clock | None = None, *, no_wait: bool = False,
-                 status_view: bool = False, validate: bool = False) -> None:
+                 status_view: bool = False, validate: bool = False,
+                 metrics_server: MetricsServer | None = None) -> None:
         self.config = config
         self.validate = validate  # validate the day at the end of the run; its verdict is the exit code
         self.market = config.market
@@ -282,6 +286,8 @@ class Recorder:
         self._fatal: str | None = None  # why the run stops with exit 3 (the journal or the writer failed)
         self.snapshot_inflight: set[str] = set()
         self.snapshot_tasks: set[asyncio.Task] = set()
+        self.snapshot_retries = SnapshotRetries(max_s=config.snapshot.retry_max_backoff_s)
+        self.problem_log = ProblemLog()
         self.ever_synced: set[str] = set()
         self.unsynced_since: dict[str, float] = {}
         self.segment_id = ""
@@ -292,6 +298,11 @@ class Recorder:
         self._rates: dict[str, tuple[float, int]] = {}
         self._dates: set = set()  # Berlin dates this run wrote, compacted at the end
         self._stopping = False  # tells the writer loop to finish its current segment and return
+        self.silent_streams: set[str] = set()  # streams the watchdog found silent
+        self.io_error: str | None = None  # the first disk error, while it lasts
+        self.waiting_until_ns: int | None = None  # while waiting for the window to open
+        self.sync_grace_s = SYNC_GRACE_S
+        self.metrics_server = metrics_server  # a server of the caller's (schedule), else one of our own
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
@@ -299,6 +310,24 @@ class Recorder:
         self._stop.set()
 
     async def run(self) -> int:
+        """Serve /metrics and /healthz from the start (also while waiting for the window), then record."""
+        own_server = self.metrics_server is None and self.config.metrics_port is not None
+        if own_server:
+            self.metrics_server = MetricsServer(self.metrics, "0.0.0.0", self.config.metrics_port, self.health)
+            try:
+                await self.metrics_server.start()
+            except OSError as exc:
+                raise RecorderError(f"cannot serve metrics on port {self.config.metrics_port}: "
+                                    f"{exc.strerror or exc}") from None
+        elif self.metrics_server is not None:
+            self.metrics_server.metrics, self.metrics_server.health = self.metrics, self.health
+        try:
+            return await self._run_planned()
+        finally:
+            if own_server:
+                await self.metrics_server.stop()
+
+    async def _run_planned(self) -> int:
         if not self.symbols:
             raise RecorderError(f"shard {self.config.shard[0]}/{self.config.shard[1]} has no symbols to record")
         plan = plan_run(
@@ -332,11 +361,13 @@ class Recorder:
             if plan.start_ns > self.clock.now_ns():
                 log.info("waiting %.0f s for the recording window to open",
                          (plan.start_ns - self.clock.now_ns()) / 1e9)
+                self.waiting_until_ns = plan.start_ns
                 waiter = asyncio.ensure_future(sleep_until(self.clock, plan.start_ns))
                 stopper = asyncio.ensure_future(self._stop.wait())
                 await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 stopper.cancel()
+                self.waiting_until_ns = None
                 if self._stop.is_set():
                     return EXIT_OK
             self.run_start_ns = max(plan.start_ns, time.time_ns())
@@ -353,7 +384,8 @@ class Recorder:
         self.segment_id = f"{now_ns:020d}-{self.tag}"
         self.journal.open(self.segment_id)
         self.pipeline = Pipeline(self.market, journal=self.journal, max_buffer=self.config.sync.max_buffer,
-                                 seq_start=seq_start)
+                                 seq_start=seq_start, bridge_max_diffs=self.config.snapshot.bridge_max_diffs,
+                                 bridge_max_ns=int(self.config.snapshot.bridge_timeout_s * 1e9))
         tune_gc()
         self.started = time.monotonic()
         # also stop after the planned span of monotonic time: an injected clock that does not move on its
@@ -366,7 +398,6 @@ class Recorder:
             "ignore_window": self.config.ignore_window,
             "channels": channels_of(streams_for(self.config, self.symbols[0])),
             "window": [str(self.config.window.start), str(self.config.window.end), self.config.window.timezone]})
-        metrics_server = None
         writer: asyncio.Task | None = None
         tasks: list[asyncio.Task] = []
         stopped_by_signal = False
@@ -376,9 +407,6 @@ class Recorder:
                                            http=http)
             try:
                 await self._load_instruments(http, deadline)
-                if self.config.metrics_port is not None:
-                    metrics_server = MetricsServer(self.metrics, "0.0.0.0", self.config.metrics_port, self.health)
-                    await metrics_server.start()
                 for symbol in self.symbols:
                     self.pipeline.engine(symbol, now_ns)
                 for planned in shard_connections(self.config, self.symbols):
@@ -402,8 +430,6 @@ class Recorder:
                 for task in running:
                     with suppress(asyncio.CancelledError, Exception):
                         await task
-                if metrics_server is not None:
-                    await metrics_server.stop()
                 end_ns = time.time_ns()
                 reason = "io_error" if self._fatal else "signal" if stopped_by_signal else "end"
                 self.pipeline.event(end_ns, None, "window_end",
@@ -450,9 +476,10 @@ class Recorder:
 
         thresholds = Thresholds.from_mapping(self.config.validate)
         ok = True
+        no_data: list[str] = []
         for date in sorted(self._dates):
             report = validate_day(self.root, self.market, date, self.symbols, thresholds, window=span,
-                                  silent_after_s=self.config.watchdog.silent_after_s)
+                                  silent_after_s=self.config.watchdog.silent_after_s, report_missing=True)
             directory = report_dir(self.root, self.market.exchange, date)
             directory.mkdir(parents=True, exist_ok=True)
             stem = directory / f"validation-{self.tag}"
@@ -460,6 +487,12 @@ class Recorder:
             write_file_atomic(stem.with_suffix(".html"), render_html(report).encode())
             log.info("validation %s: %s (report %s)", date, report["status"], stem.with_suffix(".html"))
             ok = ok and report["exit_code"] == 0
+            missing = {s: r["no_data"] for s, r in report["symbols"].items() if "no_data" in r}
+            if missing:
+                no_data.append(f"{date}: no depth data for {', '.join(missing)}: {next(iter(missing.values()))} "
+                               f"(report {stem.with_suffix('.html')})")
+        if no_data:
+            raise RecorderError("; ".join(no_data), EXIT_UNHEALTHY)
         return ok
 
     async def _wait_until(self, stop_ns: int | None, deadline: float | None = None) -> bool:
@@ -681,7 +714,9 @@ class Recorder:
                            for i, s in enumerate(self.symbols)}
         while True:
             now = time.monotonic()
-            wanted = [s for s in self.symbols if s in self.pipeline.snapshot_wanted and s not in self.snapshot_inflight]
+            self._check_held_snapshots(now)
+            wanted = [s for s in self.symbols if s in self.pipeline.snapshot_wanted and s not in self.snapshot_inflight
+                      and self.snapshot_retries.ready(s, now)]
             due = [s for s in self.symbols
                    if now >= next_checkpoint[s] and s not in self.snapshot_inflight and self._synced(s)]
             for symbol in due:
@@ -704,16 +739,31 @@ class Recorder:
             try:
                 _, body, recv_ts = await self.fetcher.fetch(symbol)
             except RestError as exc:
-                log.warning("%s", exc)
                 self.pipeline.event(time.time_ns(), symbol, "error", {"rest": str(exc)})
+                self._snapshot_failed(symbol, str(exc))
                 return
             finally:
                 self.metrics.used_weight.set(self.limiter.used)
             action = self.pipeline.snapshot(recv_ts, symbol, body, self.fetcher.limit)
             if action is not None and action.name == "STALE":
-                await asyncio.sleep(0.2)
+                self._snapshot_failed(symbol, "stale: older than the buffered diffs")
         finally:
             self.snapshot_inflight.discard(symbol)
+
+    def _check_held_snapshots(self, now: float) -> None:
+        """Discard held snapshots past their time bound; back off and warn for every discarded one."""
+        self.pipeline.expire_held_snapshots(time.time_ns())
+        discarded, self.pipeline.snapshots_discarded = self.pipeline.snapshots_discarded, []
+        for symbol, detail in discarded:
+            self._snapshot_failed(symbol, f"discarded: lastUpdateId {detail['last_update_id']} not bridged by the "
+                                          f"stream (at u={detail['stream_u']}) after {detail['diffs']} diffs"
+                                          f"{'' if detail['reason'] == 'diffs' else ' and the time bound'}", now)
+
+    def _snapshot_failed(self, symbol: str, reason: str, now: float | None = None) -> None:
+        retry = self.snapshot_retries.failed(symbol, time.monotonic() if now is None else now)
+        if retry.warn:
+            log.warning("%s: snapshot attempt failed (%d in a row): %s; next in %.0f s", symbol, retry.failures,
+                        reason, retry.delay_s)
 
     def _synced(self, symbol: str) -> bool:
         engine = self.pipeline.engines.get(symbol)
@@ -721,6 +771,8 @@ class Recorder:
 
     def _track_sync(self) -> None:
         now = time.monotonic()
+        for line in self.problem_log.update(self.pipeline.counts, self.pipeline.latest_problem, now):
+            log.warning("%s", line)
         for symbol, latency in self.pipeline.last_feed_latency_ns.items():
             self.metrics.feed_latency_ms.set(latency / 1e6, symbol)
         for symbol in self.symbols:
@@ -730,6 +782,9 @@ class Recorder:
             if synced:
                 self.ever_synced.add(symbol)
                 self.unsynced_since.pop(symbol, None)
+                failures = self.snapshot_retries.succeeded(symbol)
+                if failures:
+                    log.info("%s: synced after %d failed snapshot attempt(s)", symbol, failures)
             else:
                 self.unsynced_since.setdefault(symbol, now)
 
@@ -897,13 +952,17 @@ class Recorder:
     # ---- observability ----------------------------------------------------------------------------
 
     def health(self) -> Health:
+        """waiting / starting / recording / degraded (recorder/health.py), also set as `recorder_state`."""
+        if self.waiting_until_ns is not None:
+            return publish(self.metrics, waiting((self.waiting_until_ns - self.clock.now_ns()) / 1e9,
+                                                 len(self.symbols)))
         now = time.monotonic()
-        stuck = [s for s, since in self.unsynced_since.items() if now - since > 60 and now - self.started > 60]
-        if stuck:
-            return Health(False, f"not synced for over 60 s: {', '.join(sorted(stuck))}")
-        if self.failed_journals:
-            return Health(False, "segment writes failing")
-        return Health(True, details={"symbols": len(self.symbols), "synced": len(self.ever_synced)})
+        started = self.started or now  # exchangeInfo and the first sync count from the recording's start
+        synced = {s for s in self.symbols if self.pipeline is not None and self._synced(s)}
+        unsynced_for = {s: now - self.unsynced_since.get(s, started) for s in self.symbols if s not in synced}
+        return publish(self.metrics, recording_health(self.symbols, synced, self.ever_synced | synced, unsynced_for,
+                                                      self.silent_streams, self.io_error, len(self.failed_journals),
+                                                      self.sync_grace_s))
 
     def status_rows(self) -> list[StatusRow]:
         rows = []
@@ -917,6 +976,6 @@ class Recorder:
             latency = self.pipeline.last_feed_latency_ns.get(symbol)
             rows.append(StatusRow(
                 symbol, rate, engine.state.name.lower() if engine else "need_snapshot",
-                self.pipeline.gaps.get(symbol, 0), None if latency is None else latency / 1e6,
+                self.pipeline.gaps.get(symbol, 0), None if latency is None else round(latency / 1e6),
                 None if not self.last_write else time.time() - self.last_write))
         return rows

@@ -11,7 +11,11 @@ Rules (spot: continuity by `U == previous u + 1`; futures: by `pu == previous u`
   `u < lastUpdateId`); the first remaining one must bridge it (spot `U <= lastUpdateId+1 <= u`, futures
   `U <= lastUpdateId <= u`, or `pu == lastUpdateId`), else the snapshot is older than the buffer and can
   never be bridged: STALE, fetch another. Bridged diffs are applied after it, never discarded. If none
-  remain, the engine holds the snapshot and waits for the diff that bridges it.
+  remain, the engine holds the snapshot and waits for the diff that bridges it, keeping the diffs it
+  already contains. The wait is bounded when the owner says so (`bridge_max_diffs`, `bridge_max_ns`): a
+  snapshot ahead of every diff that arrives (another server's, another market's) is then discarded
+  (`snapshot_discarded`) and a fresh one is asked for. A snapshot older than the held one replaces it
+  unless the kept diffs show it stale, so a rebuild of the recorded day syncs where the recorder did.
 - Once synced, a diff continues the chain (APPLY), is already contained in the book (`u <= local id`,
   IGNORED: duplicates and late re-deliveries), or is a gap (RESYNC: the book is invalid from here; the
   diff is kept in the buffer so that the next snapshot is bridged from it).
@@ -70,8 +74,11 @@ class SyncEngine:
 
     __slots__ = (
         "_buffer",
+        "_held_since",
         "_snapshot",
         "_sync",
+        "bridge_max_diffs",
+        "bridge_max_ns",
         "events",
         "futures",
         "local_id",
@@ -79,9 +86,13 @@ class SyncEngine:
         "state",
     )
 
-    def __init__(self, rule: SequenceRule | str, max_buffer: int = DEFAULT_MAX_BUFFER) -> None:
+    def __init__(self, rule: SequenceRule | str, max_buffer: int = DEFAULT_MAX_BUFFER,
+                 bridge_max_diffs: int | None = None, bridge_max_ns: int | None = None) -> None:
         self.futures = SequenceRule(rule) is SequenceRule.FUTURES
         self.max_buffer = max_buffer
+        self.bridge_max_diffs = bridge_max_diffs  # diffs a held snapshot may wait for; None: no bound
+        self.bridge_max_ns = bridge_max_ns  # time a held snapshot may wait (see `expire_held`); None: no bound
+        self._held_since: int | None = None
         self.state = State.NEED_SNAPSHOT
         self.local_id: int | None = None  # update id the synced book is at
         self.events: list[SyncEvent] = [SyncEvent("need_snapshot", {"reason": "start"})]
@@ -166,27 +177,57 @@ class SyncEngine:
     def _bridge(self, diff: _Diff) -> Action:
         snapshot_id, snapshot = self._snapshot
         if self._contained(snapshot_id, diff):
+            # kept: a snapshot after a discard (or an older one in a rebuild) may be bridged from it
+            if self._buffer_diff(diff) is Action.RESYNC:
+                return Action.RESYNC
+            if self.bridge_max_diffs is not None and len(self._buffer) >= self.bridge_max_diffs:
+                self._discard_held("diffs", None)
+                return Action.RESYNC
             return Action.IGNORED
+        buffer = self._buffer
         if self._bridges(snapshot_id, diff):
+            buffer.clear()
             self._become_synced(snapshot_id, snapshot, [diff], dropped=0)
             return Action.SYNCED
         self.events.append(
             SyncEvent("gap", {"while": "bridging", "last_update_id": snapshot_id, "U": diff.first, "u": diff.final})
         )
         self._need_snapshot("gap")
-        self._buffer.append(diff)
+        if buffer and not self._chains(buffer[-1], diff):
+            buffer.clear()
+        buffer.append(diff)
         return Action.RESYNC
+
+    def expire_held(self, now_ns: int) -> bool:
+        """Discard a snapshot held for longer than `bridge_max_ns` (True if it was): RESYNC without a diff."""
+        if self.state is not State.BRIDGING or self.bridge_max_ns is None or self._held_since is None:
+            return False
+        if now_ns - self._held_since < self.bridge_max_ns:
+            return False
+        self._discard_held("time", now_ns)
+        return True
+
+    def _discard_held(self, reason: str, now_ns: int | None) -> None:
+        buffer = self._buffer
+        detail = {"reason": reason, "last_update_id": self._snapshot[0],
+                  "stream_u": buffer[-1].final if buffer else None, "diffs": len(buffer)}
+        if now_ns is not None and self._held_since is not None:
+            detail["held_ms"] = (now_ns - self._held_since) // 1_000_000
+        self.events.append(SyncEvent("snapshot_discarded", detail))
+        self._need_snapshot("snapshot_discarded")
 
     # ---- snapshots ------------------------------------------------------------------------------
 
-    def on_snapshot(self, last_update_id: int, item: Any = None) -> Action:
+    def on_snapshot(self, last_update_id: int, item: Any = None, now_ns: int | None = None) -> Action:
+        """`now_ns` (the receive time) starts the `bridge_max_ns` bound of a snapshot that has to wait."""
         if self.state is State.SYNCED:
             return Action.IGNORED  # a checkpoint snapshot: the synced book does not need it
-        if self.state is State.BRIDGING:
-            if last_update_id <= self._snapshot[0]:
-                return Action.WAIT
-            self._snapshot = None  # a newer snapshot replaces the held one
         buffer = self._buffer
+        if self.state is State.BRIDGING:
+            held = self._snapshot[0]
+            if last_update_id == held or last_update_id < held and not self._bridgeable(last_update_id):
+                return Action.WAIT
+            self._snapshot = None  # a newer snapshot, or an older one the kept diffs do not refute, replaces it
         dropped = 0
         while buffer and self._contained(last_update_id, buffer[0]):
             buffer.popleft()
@@ -199,6 +240,7 @@ class SyncEngine:
             return Action.STALE
         if not buffer:
             self._snapshot = (last_update_id, item)
+            self._held_since = now_ns
             self.state = State.BRIDGING
             self.events.append(SyncEvent("snapshot_waiting", {"last_update_id": last_update_id, "dropped": dropped}))
             return Action.WAIT
@@ -206,6 +248,14 @@ class SyncEngine:
         buffer.clear()
         self._become_synced(last_update_id, item, diffs, dropped)
         return Action.SYNCED
+
+    def _bridgeable(self, snapshot_id: int) -> bool:
+        """No buffered diff shows a snapshot at `snapshot_id` stale: the first one it does not contain
+        bridges it, or it contains them all."""
+        for diff in self._buffer:
+            if not self._contained(snapshot_id, diff):
+                return self._bridges(snapshot_id, diff)
+        return True
 
     def _become_synced(self, snapshot_id: int, snapshot: Any, diffs: list[_Diff], dropped: int) -> None:
         self.local_id = diffs[-1].final

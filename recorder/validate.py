@@ -1212,13 +1212,60 @@ def _event_synced_ns(rows: list, first: int, last: int) -> int:
     return total
 
 
+# ---- a symbol without data ------------------------------------------------------------------------------
+
+
+def explain_no_data(symbol_rows: list, connection_rows: list) -> tuple[str, dict]:
+    """Why a symbol has no depth data, from the run's events: never connected, no snapshot, never synced."""
+    conn = Counter(kind for _, _, kind, _ in connection_rows)
+    own = Counter(kind for _, _, kind, _ in symbol_rows)
+
+    def last(rows: list, kind: str, key: str) -> str | None:
+        found = [str(d[key]) for _, _, k, d in rows if k == kind and key in d]
+        return found[-1][:200] if found else None
+
+    reasons = []
+    if not conn["connect"]:
+        failed = last(connection_rows, "disconnect", "reason")
+        reasons.append(f"never connected ({conn['disconnect']} failed attempt(s)"
+                       f"{f', last: {failed}' if failed else ''})")
+    else:
+        reasons.append(f"connected {conn['connect']} time(s) but no depth diff arrived")
+    exchange_info = last(connection_rows, "error", "exchange_info")
+    if exchange_info:
+        reasons.append(f"exchangeInfo failed: {exchange_info}")
+    if not own["snapshot_requested"]:
+        reasons.append("no snapshot (none requested: no live stream)")
+    else:
+        rest = last(symbol_rows, "error", "rest")
+        reasons.append(f"no usable snapshot ({own['snapshot_requested']} requested"
+                       f"{f', last error: {rest}' if rest else ''})")
+    if not own["synced"]:
+        reasons.append("never synced")
+    figures = {"connects": conn["connect"], "failed_connects": conn["disconnect"],
+               "snapshots_requested": own["snapshot_requested"], "synced_events": own["synced"],
+               "events": dict(own), "connection_events": dict(conn)}
+    return "; ".join(reasons), figures
+
+
+def no_data_result(reason: str, figures: dict) -> dict:
+    """A symbol's result when it has no depth data: coverage fails with the reason, the rest is skipped."""
+    checks = {name: _check("skip", "no data", {}) for name in CHECKS}
+    checks["coverage"] = _check("fail", f"no depth data: {reason}", figures)
+    return {"status": "fail", "checks": checks, "no_data": reason}
+
+
 # ---- the day ----------------------------------------------------------------------------------------------
 
 
 def validate_day(root: str | Path, market: str | Market, date: str | dt.date, symbols: Sequence[str] | None = None,
                  thresholds: Thresholds = Thresholds(), window: TradingWindow | None = None,
-                 silent_after_s: Mapping[str, float] = DEFAULT_SILENT_AFTER_S) -> dict:
-    """Validate one recorded Berlin day; the JSON report (see docs/validation.md). DatasetError when unreadable."""
+                 silent_after_s: Mapping[str, float] = DEFAULT_SILENT_AFTER_S, report_missing: bool = False) -> dict:
+    """Validate one recorded Berlin day; the JSON report (see docs/validation.md). DatasetError when unreadable.
+
+    A symbol (or the whole day) without depth data is a DatasetError, unless `report_missing` (the end of
+    `recorder run`, which knows its symbols): then it fails in the report, with the reason from the events.
+    """
     started = time.perf_counter()
     root = Path(root)
     market = get_market(market) if isinstance(market, str) else market
@@ -1226,12 +1273,12 @@ def validate_day(root: str | Path, market: str | Market, date: str | dt.date, sy
     window = window or TradingWindow(dt.time(8), dt.time(22))
     exchange = market.exchange
     have = available(root).get(exchange, {}).get("depth", {})
-    if day not in have:
+    if day not in have and not (report_missing and symbols):
         days = ", ".join(str(d) for d in sorted(have)) or "none"
         raise DatasetError(root / exchange / "depth", f"no depth data for {day}; available dates: {days}")
     symbols = list(symbols) if symbols else sorted(have[day])
-    missing = [s for s in symbols if s not in have[day]]
-    if missing:
+    missing = [s for s in symbols if s not in have.get(day, ())]
+    if missing and not report_missing:
         raise DatasetError(root / exchange / "depth" / f"date={day}",
                            f"no depth data for {', '.join(missing)}; available: {', '.join(have[day])}")
     connection_rows = _load_events(root, exchange, day, None)
@@ -1239,6 +1286,10 @@ def validate_day(root: str | Path, market: str | Market, date: str | dt.date, sy
         check_file(path, table="events", exchange=exchange)
     per_symbol, rows = {}, 0
     for symbol in symbols:
+        if symbol in missing:
+            per_symbol[symbol] = no_data_result(*explain_no_data(_load_events(root, exchange, day, symbol),
+                                                                 connection_rows))
+            continue
         per_symbol[symbol], n = validate_symbol(root, market, day, symbol, thresholds, window, connection_rows,
                                                 silent_after_s)
         rows += n

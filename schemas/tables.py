@@ -41,6 +41,7 @@ EVENT_KINDS = (
     "rollover",
     "stream_silent",  # 1.1
     "stream_resumed",  # 1.1
+    "snapshot_discarded",  # 1.1
 )
 
 

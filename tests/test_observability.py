@@ -242,3 +242,37 @@ def test_status_view_draws_on_a_terminal():
 
     run(briefly())
     assert "ETHUSDT" in output.getvalue()
+
+
+def test_problem_log_says_the_first_at_once_then_one_summary_per_interval():
+    from recorder.problems import ProblemLog
+
+    problems = ProblemLog(interval_s=60.0)
+    latest = {"parse_errors": "bad json: {\"e\":"}
+    assert problems.update({"parse_errors": 0, "errors": 0}, {}, 0.0) == []
+    first = problems.update({"parse_errors": 1}, latest, 1.0)
+    assert len(first) == 1 and first[0].startswith("WebSocket parse errors: bad json")
+    assert all(problems.update({"parse_errors": n}, latest, t) == [] for n, t in ((50, 2.0), (400, 30.0), (999, 60.9)))
+    (summary,) = problems.update({"parse_errors": 1000}, latest, 61.0)
+    assert summary.startswith("WebSocket parse errors: 999 more in the last 60 s")
+    assert problems.update({"parse_errors": 1000}, latest, 500.0) == []  # nothing new: silent
+    (late,) = problems.update({"parse_errors": 1001}, latest, 501.0)
+    assert "1 more in the last 440 s" in late
+
+
+def test_health_states_from_the_facts():
+    from recorder.health import recording_health, waiting
+
+    symbols = ["BTCUSDT", "ETHUSDT"]
+    assert waiting(3600.4, 2).state == "waiting" and waiting(-1, 2).details["opens_in_s"] == 0
+    starting = recording_health(symbols, {"BTCUSDT"}, {"BTCUSDT"}, {"ETHUSDT": 10.0}, set(), None, 0, 60.0)
+    assert starting.ok and starting.state == "starting"
+    resyncing = recording_health(symbols, {"BTCUSDT"}, set(symbols), {"ETHUSDT": 10.0}, set(), None, 0, 60.0)
+    assert resyncing.ok and resyncing.state == "recording" and resyncing.details["synced"] == 1
+    stuck = recording_health(symbols, set(), set(), {"BTCUSDT": 61.0, "ETHUSDT": 61.0}, set(), None, 0, 60.0)
+    assert not stuck.ok and stuck.state == "degraded" and stuck.details["unsynced"] == symbols
+    disk = recording_health(symbols, set(symbols), set(symbols), {}, set(), "[Errno 28] No space", 1, 60.0)
+    assert disk.state == "degraded" and len(disk.details["reasons"]) == 2
+    (response,) = run(_serve_and_get(lambda: stuck, ["/healthz"]))
+    assert response.status_code == 503
+    assert response.json()["state"] == "degraded" and response.json()["synced"] == 0

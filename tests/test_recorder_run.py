@@ -28,7 +28,7 @@ import pytest
 
 from recorder import journal as jr
 from recorder import runtime, sink
-from recorder.config import load_config, shard_symbols
+from recorder.config import WindowConfig, load_config, shard_symbols
 from recorder.markets import get_market
 from recorder.numbers import parse_units
 from recorder.protocol import DepthUpdate
@@ -264,6 +264,7 @@ def test_signal_stops_cleanly_and_flushes(tmp_path, sig):
         assert code == 0, log_text
         assert elapsed < 5
         assert "Traceback" not in log_text
+        assert f"stopping on {sig.name}" in log_text
         assert assert_all_parquet_readable(out) > 0
         assert not journals(out), journals(out)
         assert not list(out.rglob("*.tmp"))
@@ -414,11 +415,15 @@ def test_malformed_frames_and_error_payloads(tmp_path):
     async def main():
         async with VenueServer("spot", ["BTCUSDT"], host="127.0.0.1", port=0, speed=5.0, seed=3,
                                faults="malformed=0.2") as venue:
-            return venue, await Recorder(in_process_config(venue, out, ("BTCUSDT",), 5.0)).run()
+            with captured_log() as logs:
+                return venue, await Recorder(in_process_config(venue, out, ("BTCUSDT",), 5.0)).run(), logs.messages
 
-    venue, code = asyncio.run(main())
+    venue, code, messages = asyncio.run(main())
     assert code == 0
-    assert venue.fault_counts["malformed"] > 0
+    assert venue.fault_counts["malformed"] > 5
+    # logged too: the first of each kind at once, then at most a summary a minute (none in a 5 s run)
+    logged = [m for m in messages if m.startswith(("WebSocket parse errors", "WebSocket error payloads"))]
+    assert 1 <= len(logged) <= 2 and any(m.startswith("WebSocket parse errors: ") for m in logged), messages
     connection_wide = kinds(events(out, None))
     # Every malformed frame the recorder read is reported; those decided as the run closed may never arrive.
     reported = connection_wide.get("parse_error", 0) + connection_wide.get("error", 0)
@@ -826,3 +831,234 @@ def test_run_validates_the_day_and_its_verdict_is_the_exit_code(tmp_path):
     report = json.loads(reports[0].read_text())
     assert report["status"] in ("pass", "warn") and report["exit_code"] == 0
     assert asyncio.run(main("drop=0.3")) == 1  # the day is not healthy: the verdict reaches cron
+
+
+# ---- 11. a snapshot that never bridges -------------------------------------------------------------------------
+
+
+def test_snapshot_ahead_of_the_stream_is_discarded_and_refetched(tmp_path):
+    """The venue's first snapshot is far ahead of every diff (as from another server or market): the recorder
+    drops it after its bound, fetches a fresh one after a back-off, syncs, and the day validates."""
+    out = tmp_path / "data"
+
+    async def main():
+        async with VenueServer("spot", ["BTCUSDT"], host="127.0.0.1", port=0, speed=1.0, seed=5,
+                               faults="ahead_snapshot=0.5,seed=2") as venue:  # seed 2: 1st ahead, 2nd not
+            config = in_process_config(venue, out, ("BTCUSDT",), 6.0)
+            config = dataclasses.replace(config, snapshot=dataclasses.replace(
+                config.snapshot, bridge_timeout_s=1.0, bridge_max_diffs=10_000))
+            with captured_log() as logs:
+                code = await Recorder(config, validate=True).run()
+            return venue, code, logs.messages
+
+    venue, code, messages = asyncio.run(main())
+    assert venue.fault_counts["ahead_snapshot"] >= 1
+    assert code == 0, messages
+    rows = [e for e in events(out, "BTCUSDT")]
+    order = [e["kind"] for e in rows if e["kind"] in ("snapshot_requested", "snapshot_discarded", "synced")]
+    assert order[:4] == ["snapshot_requested", "snapshot_discarded", "snapshot_requested", "synced"], order
+    discarded = orjson_loads(next(e["detail"] for e in rows if e["kind"] == "snapshot_discarded"))
+    assert discarded["reason"] == "time" and discarded["last_update_id"] > discarded["stream_u"] > 0
+    warnings = [m for m in messages if "BTCUSDT: snapshot attempt failed" in m]
+    assert len(warnings) == 1 and "discarded" in warnings[0], messages
+    stats = check_against_truth(out, venue, "BTCUSDT")
+    assert stats["mismatches"] == 0 and stats["books"] > 20, stats
+
+
+# ---- 12. a day that never synced -----------------------------------------------------------------------------
+
+
+def test_day_that_never_synced_ends_in_one_line_and_a_report_saying_why(tmp_path):
+    import json
+
+    out = tmp_path / "data"
+    closed = f"127.0.0.1:{free_port()}"  # nothing listens there: Binance unreachable
+    result = run_cli([RECORDER, "run", "--market", "spot", "--symbols", "BTCUSDT", "--rest-url", f"http://{closed}",
+                      "--ws-url", f"ws://{closed}", "--out", str(out), "--duration", "3s", "--ignore-window"])
+    line = one_error_line(result, 1, "no depth data for BTCUSDT")
+    assert "never connected" in line and "report" in line, line
+    (report_path,) = (out / "reports" / EXCHANGE).glob("*/validation-*.json")
+    assert report_path.with_suffix(".html").exists()
+    report = json.loads(report_path.read_text())
+    assert report["status"] == "fail" and report["exit_code"] == 1
+    coverage = report["symbols"]["BTCUSDT"]["checks"]["coverage"]
+    assert coverage["status"] == "fail" and "never connected" in coverage["summary"]
+    assert "never synced" in coverage["summary"] and coverage["figures"]["connects"] == 0
+    # `recorder validate` of that day stays a one-line usage error
+    date = report_path.parent.name
+    checked = run_cli([RECORDER, "validate", "--date", date, "--data", str(out), "--market", "spot"])
+    one_error_line(checked, 2, "no depth data")
+
+
+# ---- 13. health, status, signals and logs --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "log"])
+def test_status_view_refreshes_while_recording(tmp_path, monkeypatch, terminal):
+    """The table is redrawn every refresh (0.2 s here) on a terminal; elsewhere a summary line is logged."""
+    import io
+
+    from rich.console import Console
+
+    screen = io.StringIO()
+
+    class FastStatusView(runtime.StatusView):
+        def __init__(self, snapshot):
+            super().__init__(snapshot, refresh_s=0.2, summary_every_s=0.2,
+                             console=Console(file=screen, force_terminal=terminal, width=120))
+
+    monkeypatch.setattr(runtime, "StatusView", FastStatusView)
+
+    async def main():
+        async with VenueServer("spot", ["BTCUSDT"], host="127.0.0.1", port=0, speed=5.0, seed=4) as venue:
+            with captured_log() as logs:
+                code = await Recorder(in_process_config(venue, out, ("BTCUSDT",), 3.0), status_view=True).run()
+            return code, logs.messages
+
+    out = tmp_path / "data"
+    code, messages = asyncio.run(main())
+    assert code == 0
+    if terminal:
+        frames = screen.getvalue().count("msg/s")
+        assert frames >= 8, frames  # ~15 in 3 s
+        assert "synced" in screen.getvalue()
+    else:
+        summaries = [m for m in messages if m.startswith("status: ")]
+        assert len(summaries) >= 8 and any(" 1 synced" in m for m in summaries), messages
+
+
+def window_away_from_now() -> WindowConfig:
+    """A one-hour UTC window at least an hour from now."""
+    hour = dt.datetime.now(dt.UTC).hour
+    start = dt.time(20) if hour < 12 else dt.time(1)
+    return WindowConfig("UTC", start, dt.time(start.hour + 1))
+
+
+def local_metrics_servers(monkeypatch) -> list:
+    servers = []
+
+    class LocalMetricsServer(runtime.MetricsServer):
+        def __init__(self, metrics, host, port, health):
+            super().__init__(metrics, "127.0.0.1", port, health)  # tests listen on 127.0.0.1 only
+            servers.append(self)
+
+    monkeypatch.setattr(runtime, "MetricsServer", LocalMetricsServer)
+    return servers
+
+
+async def poll_health(port: int, until: Callable[[int, dict], bool], timeout: float) -> list[tuple[int, dict]]:
+    """GET /healthz every 0.1 s until `until(status, body)` or the timeout; every answer, in order."""
+    answers = []
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2.0) as http:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                response = await http.get(f"http://127.0.0.1:{port}/healthz")
+                answers.append((response.status_code, response.json()))
+                if until(*answers[-1]):
+                    break
+            await asyncio.sleep(0.1)
+    return answers
+
+
+def test_health_is_served_while_run_waits_for_the_window(tmp_path, monkeypatch):
+    local_metrics_servers(monkeypatch)
+    config = load_config(None, {"market": "spot", "symbols": ["BTCUSDT"], "out": tmp_path / "data",
+                                "rest_url": "http://127.0.0.1:9", "ws_url": "ws://127.0.0.1:9"})
+    config = dataclasses.replace(config, window=window_away_from_now(), metrics_port=free_port())
+
+    async def main():
+        recorder = Recorder(config)
+        task = asyncio.create_task(recorder.run())
+        answers = await poll_health(config.metrics_port, lambda status, body: True, 10)
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            metrics = (await http.get(f"http://127.0.0.1:{config.metrics_port}/metrics")).text
+        recorder.request_stop()
+        return answers, metrics, await asyncio.wait_for(task, 10)
+
+    answers, metrics, code = asyncio.run(main())
+    assert code == 0
+    assert answers and answers[-1][0] == 200, answers
+    body = answers[-1][1]
+    assert body["state"] == "waiting" and 3600 <= body["opens_in_s"] <= 24 * 3600, body
+    assert 'recorder_state{state="waiting"} 1' in metrics and 'recorder_state{state="recording"} 0' in metrics
+
+
+def test_health_answers_during_exchange_info_retries_then_degrades_unsynced(tmp_path, monkeypatch):
+    servers = local_metrics_servers(monkeypatch)
+    closed = f"127.0.0.1:{free_port()}"
+    config = load_config(None, {"market": "spot", "symbols": ["BTCUSDT"], "out": tmp_path / "data",
+                                "rest_url": f"http://{closed}", "ws_url": f"ws://{closed}", "duration": 20.0,
+                                "ignore_window": True})
+    config = dataclasses.replace(config, metrics_port=free_port())
+
+    async def main():
+        recorder = Recorder(config)
+        recorder.sync_grace_s = 2.0
+        task = asyncio.create_task(recorder.run())
+        during_exchange_info = await poll_health(config.metrics_port, lambda status, body: True, 5)
+        in_retries = not recorder.connections  # the connections open once exchangeInfo is given up
+        later = await poll_health(config.metrics_port, lambda status, body: status == 503, 10)
+        recorder.request_stop()
+        await asyncio.wait_for(task, 15)
+        return during_exchange_info, in_retries, later
+
+    during_exchange_info, in_retries, later = asyncio.run(main())
+    assert servers
+    assert in_retries
+    assert during_exchange_info[-1] == (200, during_exchange_info[-1][1])
+    assert during_exchange_info[-1][1]["state"] == "starting", during_exchange_info
+    status, body = later[-1]
+    assert status == 503 and body["state"] == "degraded", later[-3:]
+    assert body["synced"] == 0 and body["unsynced"] == ["BTCUSDT"] and "not synced" in body["reason"], body
+
+
+def test_health_degrades_on_io_errors_and_silent_streams(tmp_path, monkeypatch):
+    local_metrics_servers(monkeypatch)
+
+    async def main():
+        async with VenueServer("spot", ["BTCUSDT"], host="127.0.0.1", port=0, speed=5.0, seed=8) as venue:
+            config = dataclasses.replace(in_process_config(venue, tmp_path / "data", ("BTCUSDT",), 20.0),
+                                         metrics_port=free_port())
+            recorder = Recorder(config)
+            task = asyncio.create_task(recorder.run())
+            port = config.metrics_port
+            try:
+                recording = await poll_health(port, lambda status, body: body.get("state") == "recording", 15)
+                recorder.io_error = "[Errno 28] No space left on device"
+                disk = await poll_health(port, lambda status, body: True, 5)
+                recorder.io_error = None
+                recorder.silent_streams = {"btcusdt@trade"}
+                silent = await poll_health(port, lambda status, body: True, 5)
+            finally:
+                recorder.request_stop()
+                await asyncio.wait_for(task, 10)
+            return recording[-1], disk[-1], silent[-1]
+
+    recording, disk, silent = asyncio.run(main())
+    assert recording[0] == 200 and recording[1]["synced"] == 1 and recording[1]["reasons"] == [], recording
+    assert disk[0] == 503 and disk[1]["state"] == "degraded" and "No space left" in disk[1]["reason"], disk
+    assert silent[0] == 503 and "btcusdt@trade" in silent[1]["reason"] and silent[1]["silent_streams"] == 1, silent
+
+
+def test_schedule_serves_health_between_windows_and_logs_its_stop(tmp_path):
+    window = window_away_from_now()
+    config = tmp_path / "schedule.yaml"
+    config.write_text(f'window:\n  timezone: UTC\n  start: "{window.start:%H:%M}"\n  end: "{window.end:%H:%M}"\n')
+    port = free_port()
+    proc = spawn([RECORDER, "schedule", "--config", str(config), "--market", "spot", "--symbols", "BTCUSDT",
+                  "--rest-url", "http://127.0.0.1:9", "--ws-url", "ws://127.0.0.1:9", "--out", str(tmp_path / "data"),
+                  "--metrics-port", str(port)], tmp_path / "schedule.log")
+    try:
+        answers = asyncio.run(poll_health(port, lambda status, body: True, 15))
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2.0).text
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(5)
+    finally:
+        stop_process(proc)
+    log_text = (tmp_path / "schedule.log").read_text()
+    assert code == 0, log_text
+    assert answers and answers[-1][0] == 200 and answers[-1][1]["state"] == "waiting", (answers, log_text)
+    assert 'recorder_state{state="waiting"} 1' in metrics
+    assert "outside the recording window" in log_text and "--no-wait" not in log_text, log_text
+    assert "stopping on SIGTERM" in log_text and "Traceback" not in log_text

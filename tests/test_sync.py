@@ -163,6 +163,47 @@ def test_bad_levels_never_reach_the_book():
     assert lb.book.export() == before  # rebuilt from the new snapshot, untouched by the bad diff
 
 
+def test_snapshot_ahead_of_the_stream_is_discarded_after_the_diff_bound():
+    engine = SyncEngine(SPOT, bridge_max_diffs=3)
+    assert engine.on_snapshot(10_000) is Action.WAIT  # ahead of every diff that will come
+    assert [engine.on_diff(i, i, None) for i in (1, 2)] == [Action.IGNORED, Action.IGNORED]
+    assert engine.on_diff(3, 3, None) is Action.RESYNC
+    events = engine.drain_events()
+    discarded = [e.detail for e in events if e.kind == "snapshot_discarded"]
+    assert discarded == [{"reason": "diffs", "last_update_id": 10_000, "stream_u": 3, "diffs": 3}]
+    assert events[-1].kind == "need_snapshot" and engine.needs_snapshot
+    # the diffs seen while waiting are kept: a fresh snapshot is bridged from them
+    assert engine.on_diff(4, 4, None) is Action.BUFFERED
+    assert engine.on_snapshot(2) is Action.SYNCED and engine.local_id == 4
+
+
+def test_snapshot_ahead_of_the_stream_is_discarded_after_the_time_bound():
+    engine = SyncEngine(FUTURES, bridge_max_ns=5_000_000_000)
+    assert engine.on_snapshot(10_000, now_ns=1_000_000_000) is Action.WAIT
+    assert not engine.expire_held(5_999_999_999)
+    assert engine.expire_held(6_000_000_000)
+    detail = next(e.detail for e in engine.drain_events() if e.kind == "snapshot_discarded")
+    assert detail["reason"] == "time" and detail["held_ms"] == 5000 and detail["stream_u"] is None
+    assert engine.needs_snapshot and not engine.expire_held(7_000_000_000)
+
+
+def test_unbounded_engine_holds_a_snapshot_and_a_rebuild_syncs_from_the_next_one():
+    """Without bounds (rebuild, validate) the ahead snapshot is held; the recorder's fresh one, older than it
+    but not refuted by the diffs seen meanwhile, replaces it, so the rebuild syncs where the recorder did."""
+    engine = SyncEngine(SPOT)
+    engine.on_snapshot(10_000)
+    for first in (11, 21, 31):
+        assert engine.on_diff(first, first + 9, None) is Action.IGNORED
+    assert engine.state is State.BRIDGING
+    assert engine.on_snapshot(5) is Action.WAIT  # older than every kept diff: the held one stays
+    assert engine.on_snapshot(25) is Action.SYNCED and engine.local_id == 40
+    engine = SyncEngine(SPOT)
+    engine.on_snapshot(10_000)
+    engine.on_diff(11, 20, None)
+    assert engine.on_snapshot(30) is Action.WAIT  # contains every kept diff: replaces the held one
+    assert engine.on_diff(21, 30, None) is Action.IGNORED and engine.on_diff(31, 40, None) is Action.SYNCED
+
+
 def test_checkpoint_snapshot_while_synced_is_ignored():
     engine = SyncEngine(FUTURES)
     engine.on_diff(100, 120, 90)
@@ -352,3 +393,16 @@ def test_futures_snapshot_at_previous_u_is_continued_by_pu():
     lb3 = LocalBook(FUTURES)
     lb3.on_diff(diff(205, 210, pu=201))
     assert lb3.on_snapshot(snap(200)) is Action.STALE  # an id between pu and U, not continued exactly
+
+
+def test_snapshot_retries_back_off_after_a_few_and_warn_once_per_escalation():
+    from recorder.resync import SnapshotRetries
+
+    retries = SnapshotRetries(base_s=0.25, max_s=60.0)
+    attempts = [retries.failed("BTCUSDT", 100.0) for _ in range(12)]
+    assert [a.delay_s for a in attempts] == [0.25] * 4 + [0.5, 1, 2, 4, 8, 16, 32, 60]
+    assert [a.failures for a in attempts if a.warn] == [1, 2, 4, 8]
+    assert not retries.ready("BTCUSDT", 159.0) and retries.ready("BTCUSDT", 160.0)
+    assert retries.ready("ETHUSDT", 100.0)  # per symbol
+    assert retries.succeeded("BTCUSDT") == 12 and retries.ready("BTCUSDT", 100.0)
+    assert retries.failed("BTCUSDT", 200.0) == (1, 0.25, True)

@@ -5,6 +5,8 @@ Grammar (comma separated `key=value`, whitespace ignored, empty string or `none`
     drop=P  duplicate=P  reorder=P  malformed=P      per depth diff frame, per WS connection
     delay=P:DUR                                      per depth diff frame: deliver it DUR later
     stale_snapshot=P  http5xx=P                      per REST depth (stale) / REST request
+    ahead_snapshot=P                                 per REST depth: lastUpdateId far ahead of the stream
+                                                     (as from another server or market), never bridged
     http429=P[:DUR]  http418=P[:DUR]                 per REST request, DUR = Retry-After (2s / 120s)
     slow_rest=P:DUR                                  per REST request: answer DUR later
     disconnect=DUR                                   drop every WS connection after DUR of wall time
@@ -26,7 +28,7 @@ from dataclasses import dataclass, fields
 
 from recorder.config import parse_duration
 
-PROB_KEYS = ("drop", "duplicate", "reorder", "malformed", "stale_snapshot", "http5xx")
+PROB_KEYS = ("drop", "duplicate", "reorder", "malformed", "stale_snapshot", "ahead_snapshot", "http5xx")
 PROB_DUR_KEYS = ("delay", "slow_rest", "http429", "http418")  # http429/418: DUR is Retry-After, optional
 RETRY_AFTER_DEFAULT_S = {"http429": 2.0, "http418": 120.0}
 DUR_KEYS = ("disconnect", "lifetime")
@@ -68,6 +70,7 @@ class FaultSpec:
     delay: float = 0.0
     delay_s: float = 0.0
     stale_snapshot: float = 0.0
+    ahead_snapshot: float = 0.0
     http429: float = 0.0
     http429_s: float = RETRY_AFTER_DEFAULT_S["http429"]
     http418: float = 0.0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import http
 import logging
 import math
@@ -60,6 +61,7 @@ FUTURES_DEPTH_INTERVALS = {"depth@100ms": 100, "depth@0ms": 0, "depth": 250, "de
 
 WS_METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 SLOW_CLIENT_QUEUE = 100_000
+AHEAD_SNAPSHOT_IDS = 10**12  # the ahead_snapshot fault: far beyond any diff of a session
 
 
 class BookUnavailable(LookupError):
@@ -1139,6 +1141,8 @@ class VenueServer:
                     },
                     wh,
                 )
+        if self.faults.ahead_snapshot and f.hit("ahead_snapshot"):
+            book = dataclasses.replace(book, update_id=book.update_id + AHEAD_SNAPSHOT_IDS)
         return self._response(200, self.payloads.depth_snapshot(self.specs[symbol], book, self.market_ms), wh)
 
     def _venue_endpoint(self, path: str, qs: dict[str, str]) -> Response:
