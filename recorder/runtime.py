@@ -29,12 +29,13 @@ from recorder import journal as jr
 from recorder.client import RestError, RestLimiter, SnapshotFetcher, send_paced
 from recorder.compaction import clean_day, compact_day, finish_compactions
 from recorder.config import RecorderConfig
-from recorder.iofaults import IoFaults
 from recorder.health import SYNC_GRACE_S, publish, recording_health, waiting
+from recorder.iofaults import IoFaults
 from recorder.observability import Health, Metrics, MetricsServer, StatusRow, StatusView
 from recorder.pipeline import Pipeline, tune_gc, write_buffers
 from recorder.problems import ProblemLog
 from recorder.protocol import DepthUpdate, Instrument, ServerShutdown, parse_exchange_info, parse_frame
+from recorder.resync import SnapshotRetries
 from recorder.routing import ConnectLimiter, PlannedConnection, plan_connections, subscribe_interval_s
 from recorder.watchdog import (
     Reconnect,
@@ -44,7 +45,6 @@ from recorder.watchdog import (
     channels_of,
     stream_channel,
 )
-from recorder.resync import SnapshotRetries
 from recorder.window import Clock, SystemClock, TradingWindow, plan_run, sleep_until
 from schemas import berlin_date
 
@@ -298,8 +298,6 @@ class Recorder:
         self._rates: dict[str, tuple[float, int]] = {}
         self._dates: set = set()  # Berlin dates this run wrote, compacted at the end
         self._stopping = False  # tells the writer loop to finish its current segment and return
-        self.silent_streams: set[str] = set()  # streams the watchdog found silent
-        self.io_error: str | None = None  # the first disk error, while it lasts
         self.waiting_until_ns: int | None = None  # while waiting for the window to open
         self.sync_grace_s = SYNC_GRACE_S
         self.metrics_server = metrics_server  # a server of the caller's (schedule), else one of our own
