@@ -30,6 +30,7 @@ from recorder.sink import (
     trades_columns,
 )
 
+_BLOCK = 1 << 20  # NDJSON bytes per reader block: blocks are parsed in parallel, rows stay in order
 _INT = pa.int64()
 _STR = pa.string()
 _LEVELS = pa.list_(pa.list_(pa.string()))
@@ -77,7 +78,7 @@ def frames_table(table: str, rows: list[tuple]) -> pa.Table:
     text = b"\n".join(frames)
     if text.count(b"\n") != len(frames) - 1:
         raise ValueError("a frame spans lines")
-    parsed = pj.read_json(io.BytesIO(text), read_options=pj.ReadOptions(use_threads=False, block_size=len(text) + 1),
+    parsed = pj.read_json(io.BytesIO(text), read_options=pj.ReadOptions(block_size=_BLOCK),
                           parse_options=_PARSE_OPTIONS[table])
     if parsed.num_rows != len(frames):
         raise ValueError("frames and rows differ")

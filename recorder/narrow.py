@@ -31,7 +31,7 @@ class _Event(msgspec.Struct):
     pu: int | None = None
     t: int | None = None
     f: int | None = None
-    l: int | None = None  # noqa: E741 - Binance's field name
+    l: int | None = None
     p: str | None = None
     q: str | None = None
     m: bool | None = None

@@ -16,8 +16,8 @@ import pytest
 
 from recorder import importer
 from recorder import journal as jr
-from recorder.columnar import FrameBuffers
 from recorder.captures import sessions_in_realdata
+from recorder.columnar import FrameBuffers
 from recorder.importer import import_captures
 from recorder.markets import get_market
 from recorder.pipeline import Pipeline
@@ -90,10 +90,14 @@ def synthetic_frames() -> list[bytes]:
 
 
 def run(frames: list[bytes], out: Path, *, columnar: bool, market: str = "usdm", flush_every: int = 97,
-        journal: jr.Journal | None = None) -> tuple[Pipeline, list]:
+        journal: jr.Journal | None = None) -> tuple[Pipeline, list, list]:
+    """Feed `frames` (flushing every `flush_every`): the pipeline, what flushes set aside, the messages
+    returned, and `pipeline.frame_seqs` the seq each frame got."""
     pipeline = Pipeline(get_market(market), columnar=columnar, journal=journal)
     rejected, messages = [], []
+    pipeline.frame_seqs = []
     for n, frame in enumerate(frames):
+        pipeline.frame_seqs.append(pipeline.seq + 1)
         messages.append(pipeline.frame(T0 + n * 1_000_000, frame))
         if n % flush_every == flush_every - 1:
             rejected += pipeline.flush(out, f"seg-{n:08d}")[1]
@@ -120,3 +124,55 @@ def test_synthetic_frames_write_the_same_dataset_and_messages(tmp_path, monkeypa
         for name in ("symbol", "event_ts", "first_update_id", "final_update_id", "prev_final_update_id",
                      "transact_ts", "trade_id", "agg_trade_id", "update_id", "id", "result"):
             assert getattr(narrow, name, None) == getattr(full, name, None), (name, full)
+
+
+# ---- bad input ------------------------------------------------------------------------------------------
+
+GOOD = _depth("BTCUSDT", 1002, [["61737.63", "1"]], [["61837.64", "2"]])
+UNREADABLE = [
+    b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate"',  # truncated
+    GOOD[: len(GOOD) // 2],  # truncated inside the levels
+    b"not json at all",
+    b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":"1","s":"BTCUSDT","U":1,"u":2,"b":[],"a":[]}}',
+    b'{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":1,"u":2,"b":"61737.63","a":[]}',  # levels not a list
+    b'{"e":"trade","E":1,"T":1,"s":"BTCUSDT","t":5,"p":61837.63,"q":"1","m":true}',  # price a number
+    b'{"e":"aggTrade","E":1,"T":1,"s":"BTCUSDT","a":1.5,"p":"1","q":"1","f":1,"l":1,"m":true}',
+    b'{"e":"somethingNew","E":1,"s":"BTCUSDT"}',  # unknown type
+]
+
+
+def test_unreadable_frames_are_counted_logged_and_kept_in_the_journal(tmp_path):
+    frames = [GOOD, *UNREADABLE, GOOD.replace(b"1002", b"1005")]
+    journal = jr.Journal(tmp_path / "journal")
+    journal.open("seg")
+    columns, rejected, messages = run(frames, tmp_path / "columns", columnar=True, journal=journal)
+    journal.close()
+    rows, _, row_messages = run(frames, tmp_path / "rows", columnar=False)
+    assert rejected == []
+    assert [type(m) for m in messages] == [DepthUpdate, *[ParseError] * len(UNREADABLE), DepthUpdate]
+    assert [m.reason for m in messages[1:-1]] == [m.reason for m in row_messages[1:-1]]
+    assert columns.counts["parse_errors"] == len(UNREADABLE) == rows.counts["parse_errors"]
+    assert "somethingNew" in columns.latest_problem["parse_errors"]
+    assert [r.payload for r in jr.read_journal(tmp_path / "journal" / "seg.jnl") if r.kind == jr.FRAME] == frames
+    assert_same_dataset(tmp_path / "rows", tmp_path / "columns")
+    events = pq.read_table(next((tmp_path / "columns").rglob("events/**/*.parquet"))).to_pylist()
+    assert sum(e["kind"] == "parse_error" for e in events) == len(UNREADABLE)
+
+
+def test_a_malformed_level_fails_only_its_frame_with_its_seq(tmp_path):
+    frames = [GOOD]
+    for i, levels in enumerate([[["61737.63", 2]], [["abc", "1"]], [["61737.63"]], [["0.123456789", "1"]]]):
+        frames.append(_depth("BTCUSDT", 1005 + 3 * i, levels, []))
+        frames.append(_depth("BTCUSDT", 1006 + 3 * i, [["61700", "1"]], [["61900", "0"]]))
+    frames.append(_wrap({"e": "trade", "E": 1, "T": 1, "s": "BTCUSDT", "t": 9, "p": "1.5.3", "q": "1", "m": True},
+                        "btcusdt@trade", True))
+    columns, rejected, _ = run(frames, tmp_path / "columns", columnar=True, flush_every=1000)
+    _, row_rejected, _ = run(frames, tmp_path / "rows", columnar=False, flush_every=1000)
+    seqs = columns.frame_seqs  # the bad ones: the second, fourth, sixth and eighth diffs and the trade
+    assert [(r.table, r.symbol, r.seq) for r in rejected] == [
+        ("depth", "BTCUSDT", seqs[1]), ("depth", "BTCUSDT", seqs[3]), ("depth", "BTCUSDT", seqs[5]),
+        ("depth", "BTCUSDT", seqs[7]), ("trades", "BTCUSDT", seqs[9])]
+    assert rejected == row_rejected
+    depth = pq.read_table(next((tmp_path / "columns").rglob("depth/**/*.parquet")))
+    assert sorted(set(depth.column("seq").to_pylist())) == [seqs[i] for i in (0, 2, 4, 6, 8)]
+    assert_same_dataset(tmp_path / "rows", tmp_path / "columns")
