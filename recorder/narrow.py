@@ -1,15 +1,16 @@
-"""Per-frame decode of only what the live decisions need: symbol, event type, update/trade ids and times.
+"""Per-frame decode of only the fields the recorder keeps, never a depth diff's levels.
 
-The recorder's hot path needs, per frame, the symbol and the ids the sync engine and the rollover
-takeover decide on (`U`, `u`, `pu`, `t`, `a`) and the times for the watchdog and latency (`E`, `T`).
-`msgspec` decodes exactly those into a Struct, validating the whole frame as JSON but skipping the
-levels, which stay in the frame's bytes until the flush decodes them column-wise (`recorder.columnar`).
+The hot path needs, per frame, the symbol and the ids the sync engine and the rollover takeover decide
+on (`U`, `u`, `pu`, `t`, `a`) and the times (`E`, `T`). `msgspec` decodes named fields into one Struct,
+validating the whole frame as JSON but skipping everything else: a depth diff's levels stay in the
+frame's bytes until the flush decodes them column-wise (`recorder.columnar`), where nearly all of a
+frame's bytes and values are. Trades, aggTrades and bookTickers are a few scalars each, decoded here as
+the exact strings Binance sent (cheaper than a second JSON pass at flush, measured).
 
-The result has the types `parse_frame` returns (DepthUpdate, Trade, AggTrade, BookTicker) with the
-undecoded fields None (`bids`, `asks`, `bid_price`, `ask_price`, `pair`). Whatever this decode does not
-recognise as a well-formed stream event (acks, errors, shutdown notices, unknown types, wrong field
-types, truncated JSON) goes to `parse_frame`, the full decode, so those frames get exactly the message
-or `ParseError` they always got.
+The result has the types `parse_frame` returns (DepthUpdate, Trade, AggTrade, BookTicker); a depth
+diff's `bids`/`asks` and every `pair` are None. Whatever this decode does not recognise as a well-formed
+stream event (acks, errors, shutdown notices, unknown types, wrong field types, truncated JSON) goes to
+`parse_frame`, the full decode, so those frames get exactly the message or `ParseError` they always got.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class _Event(msgspec.Struct):
     p: str | None = None
     q: str | None = None
     m: bool | None = None
+    M: bool | None = None
+    X: str | None = None
     A: str | None = None
     B: str | None = None
     a: msgspec.Raw = _NONE  # depth: levels; aggTrade: id; bookTicker: ask price
@@ -49,8 +52,8 @@ class _Frame(_Event):
 
 
 _decode = msgspec.json.Decoder(_Frame).decode
+_decode_str = msgspec.json.Decoder(str).decode
 _LIST = ord("[")
-_STRING = ord('"')
 
 
 def decode_frame(raw: bytes) -> Message | ParseError:
@@ -78,7 +81,7 @@ def decode_frame(raw: bytes) -> Message | ParseError:
         if event.E is None or event.T is None or event.t is None or event.p is None or event.q is None \
                 or event.m is None:
             return parse_frame(raw)
-        return Trade(s, event.E, event.T, event.t, event.p, event.q, event.m)
+        return Trade(s, event.E, event.T, event.t, event.p, event.q, event.m, event.M, event.X)
     if e == "aggTrade":
         a = event.a
         if event.E is None or event.T is None or not a or event.p is None or event.q is None \
@@ -88,11 +91,13 @@ def decode_frame(raw: bytes) -> Message | ParseError:
             agg_id = int(bytes(a))
         except ValueError:
             return parse_frame(raw)
-        return AggTrade(s, event.E, event.T, agg_id, event.p, event.q, event.f, event.l, event.m)
+        return AggTrade(s, event.E, event.T, agg_id, event.p, event.q, event.f, event.l, event.m, event.M)
     if e == "bookTicker" or (e is None and event.B is not None and event.A is not None):
-        b, a = event.b, event.a
-        if event.u is None or event.B is None or event.A is None or not (
-                b and a and memoryview(b)[0] == _STRING and memoryview(a)[0] == _STRING):
+        if event.u is None or event.B is None or event.A is None:
             return parse_frame(raw)
-        return BookTicker(s, event.u, None, event.B, None, event.A, event.E, event.T)
+        try:
+            bid, ask = _decode_str(event.b), _decode_str(event.a)
+        except msgspec.DecodeError:  # absent or not a string
+            return parse_frame(raw)
+        return BookTicker(s, event.u, bid, event.B, ask, event.A, event.E, event.T)
     return parse_frame(raw)

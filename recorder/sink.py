@@ -117,10 +117,7 @@ def snapshots_table(rows: list[tuple]) -> pa.Table:
 
 
 def trades_table(rows: list[tuple]) -> pa.Table:
-    return trades_columns(*zip(*rows))
-
-
-def trades_columns(recv_ts, seq, event_ts, trade_ts, trade_id, price, qty, maker, best, order_type) -> pa.Table:
+    recv_ts, seq, event_ts, trade_ts, trade_id, price, qty, maker, best, order_type = zip(*rows)
     return table_from_columns(
         "trades",
         {"recv_ts": recv_ts, "seq": seq, "event_ts": _ms_to_ns(event_ts), "trade_ts": _ms_to_ns(trade_ts),
@@ -130,10 +127,7 @@ def trades_columns(recv_ts, seq, event_ts, trade_ts, trade_id, price, qty, maker
 
 
 def agg_trades_table(rows: list[tuple]) -> pa.Table:
-    return agg_trades_columns(*zip(*rows))
-
-
-def agg_trades_columns(recv_ts, seq, event_ts, trade_ts, agg_id, price, qty, first, last, maker, best) -> pa.Table:
+    recv_ts, seq, event_ts, trade_ts, agg_id, price, qty, first, last, maker, best = zip(*rows)
     return table_from_columns(
         "agg_trades",
         {"recv_ts": recv_ts, "seq": seq, "event_ts": _ms_to_ns(event_ts), "trade_ts": _ms_to_ns(trade_ts),
@@ -143,10 +137,7 @@ def agg_trades_columns(recv_ts, seq, event_ts, trade_ts, agg_id, price, qty, fir
 
 
 def book_ticker_table(rows: list[tuple]) -> pa.Table:
-    return book_ticker_columns(*zip(*rows))
-
-
-def book_ticker_columns(recv_ts, seq, update_id, event_ts, transact_ts, bid_p, bid_q, ask_p, ask_q) -> pa.Table:
+    recv_ts, seq, update_id, event_ts, transact_ts, bid_p, bid_q, ask_p, ask_q = zip(*rows)
     return table_from_columns(
         "book_ticker",
         {"recv_ts": recv_ts, "seq": seq, "update_id": update_id, "event_ts": _ms_to_ns(event_ts),
@@ -210,21 +201,21 @@ class TableBuffers:
         )
         self.count += 1
 
-    def trade(self, seq: int, recv_ts: int, m: Trade, raw: bytes) -> None:
+    def trade(self, seq: int, recv_ts: int, m: Trade) -> None:
         self.rows[("trades", m.symbol)].append(
             (recv_ts, seq, m.event_ts, m.trade_ts, m.trade_id, m.price, m.qty, m.buyer_is_maker, m.best_match,
              m.order_type)
         )
         self.count += 1
 
-    def agg_trade(self, seq: int, recv_ts: int, m: AggTrade, raw: bytes) -> None:
+    def agg_trade(self, seq: int, recv_ts: int, m: AggTrade) -> None:
         self.rows[("agg_trades", m.symbol)].append(
             (recv_ts, seq, m.event_ts, m.trade_ts, m.agg_trade_id, m.price, m.qty, m.first_trade_id,
              m.last_trade_id, m.buyer_is_maker, m.best_match)
         )
         self.count += 1
 
-    def book_ticker(self, seq: int, recv_ts: int, m: BookTicker, raw: bytes) -> None:
+    def book_ticker(self, seq: int, recv_ts: int, m: BookTicker) -> None:
         self.rows[("book_ticker", m.symbol)].append(
             (recv_ts, seq, m.update_id, m.event_ts, m.transact_ts, m.bid_price, m.bid_qty, m.ask_price, m.ask_qty)
         )
