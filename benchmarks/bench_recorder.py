@@ -9,7 +9,11 @@ Usage: python benchmarks/bench_recorder.py [--realdata DIR] [--repeat N] [--seco
    does), `frame()`/`snapshot()` per record, `flush()` to Parquet every 50k frames and at the end; msg/s
    and the ratio to bare `orjson.loads` of the same frames (best of N each). Target: >= 50 % of bare.
    Breakdown: parse only, parse+append (journal on, no flush), flush and fsync time; `--profile` prints
-   the top of a cProfile of one full run.
+   the top of a cProfile of one full run. CPU seconds per million messages (process time of the full run,
+   all threads). The peer: cryptofeed 2.4.x (benchmarks/cryptofeed_peer.py, in its own venv given by
+   `--peer-python`, by default /tmp/cf-venv/bin/python) runs the same frames through its Binance handler
+   with no-op callbacks and the capture's REST snapshot served from memory, in the same run. Target:
+   >= 3x cryptofeed.
 2. End-to-end: the real `Recorder` (recorder.runtime) against a sender in another process over loopback:
    (a) a fast sender replaying the real spot frames (one copy per catalogue symbol, one connection per
    symbol, sent as fast as the client reads: TCP flow control, nothing is dropped) and (b) the synthetic
@@ -76,6 +80,9 @@ FLUSH_EVERY = 50_000
 JOURNAL_SYNC_S = 0.2
 SHARD_TAG = "0of1"
 TARGET_INGEST_RATIO = 0.5
+TARGET_PEER_RATIO = 3.0
+PEER_PYTHON = "/tmp/cf-venv/bin/python"
+PEER_VENV_COMMAND = "python3 -m venv /tmp/cf-venv && /tmp/cf-venv/bin/pip install 'cryptofeed==2.4.*'"
 TARGET_E2E = 40_000
 TARGET_CSV_FACTOR = 8
 
@@ -218,13 +225,44 @@ def flush_split(acc: dict):
         sink.write_partition = write_partition
 
 
-def figure_ingest(records: list[Record], repeat: int, profile: bool) -> dict:
+def cpu_timed(records: list[Record]) -> tuple[float, dict]:
+    """One full ingest: (CPU seconds of the process, all threads, timings)."""
+    start = time.process_time()
+    parts = ingest(records)
+    return time.process_time() - start, parts
+
+
+def cryptofeed_peer(records: list[Record], peer_python: str, repeat: int, realdata: Path) -> dict | None:
+    """cryptofeed's figures on the same records (benchmarks/cryptofeed_peer.py in the peer's venv)."""
+    if not Path(peer_python).exists():
+        print(f"   peer: {peer_python} not found; run `{PEER_VENV_COMMAND}` for the comparison")
+        return None
+    with tempfile.TemporaryDirectory(prefix="bench-cf-") as tmp:
+        frames, info = Path(tmp) / "frames.txt", Path(tmp) / "exchange_info.json"
+        with frames.open("wb") as f:
+            for recv_ts, kind, payload, symbol, _ in records:
+                f.write(b"ws %d " % recv_ts + payload + b"\n" if kind == "ws"
+                        else b"rest %d %s " % (recv_ts, symbol.encode()) + payload + b"\n")
+        dump = (realdata / "cryptofeed" / "BINANCE.0").read_bytes()  # `<url> -> <ts>: <exchangeInfo body>`
+        info.write_bytes(dump.split(b": ", 1)[1].split(b"\n", 1)[0])
+        done = subprocess.run([peer_python, str(Path(__file__).with_name("cryptofeed_peer.py")), str(frames),
+                               str(info), "--repeat", str(repeat)], check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"   peer: cryptofeed run failed: {done.stderr.strip().splitlines()[-1:]}")
+        return None
+    return json.loads(done.stdout)
+
+
+def figure_ingest(records: list[Record], repeat: int, profile: bool, peer_python: str = PEER_PYTHON,
+                  realdata: Path = DEFAULT_REALDATA) -> dict:
     n = len(records)
     ws = sum(1 for r in records if r[1] == "ws")
     bare_s, _ = best_of(repeat, bare_parse, records)
     parse_s, _ = best_of(repeat, parse_only, records)
     append_s, _ = best_of(repeat, parse_append, records)
     full_s, parts = best_of(repeat, ingest, records)
+    cpu_s = min(cpu_timed(records)[0] for _ in range(repeat))
+    peer = cryptofeed_peer(records, peer_python, repeat, realdata)
     with gc_thresholds((100_000, 50, 100)):
         gc_s, gc_parts = best_of(repeat, ingest, records)
     split: dict[str, float] = {}
@@ -247,6 +285,9 @@ def figure_ingest(records: list[Record], repeat: int, profile: bool) -> dict:
         "flush_split_s": split,
         "target_ratio": TARGET_INGEST_RATIO,
         "meets_target": bare_s / full_s >= TARGET_INGEST_RATIO,
+        "cpu_s_per_million": cpu_s / n * 1e6,
+        "peer": peer,
+        "ratio_to_peer": None if peer is None else (n / full_s) / peer["msg_s"],
     }
     print(f"\n1. In-process ingest, spot BTCUSDT capture ({n:,} frames in memory, best of {repeat})")
     rows = [
@@ -267,6 +308,16 @@ def figure_ingest(records: list[Record], repeat: int, profile: bool) -> dict:
     verdict = "MET" if result["meets_target"] else "MISSED"
     print(f"   target >= {TARGET_INGEST_RATIO:.0%} of bare parse: {verdict} ({bare_s / full_s:.1%}); "
           f"gaps in the data: {parts['gaps']}, books synced: {parts['synced']}")
+    print(f"   CPU per million messages (full path, all threads): {result['cpu_s_per_million']:.2f} s")
+    if peer is not None:
+        ratio = result["ratio_to_peer"]
+        verdict = "MET" if ratio >= TARGET_PEER_RATIO else "MISSED"
+        print(f"   cryptofeed {peer['version']} (Binance handler, no-op callbacks, snapshot from the capture): "
+              f"{peer['msg_s']:,.0f} msg/s = {bare_s / peer['seconds']:.3f} x bare; recorder / cryptofeed "
+              f"{ratio:.2f}x, target >= {TARGET_PEER_RATIO:.0f}x: {verdict}")
+    print(f"   summary: recorder {n / full_s:,.0f} msg/s, {bare_s / full_s:.3f} x bare orjson.loads, "
+          + (f"{result['ratio_to_peer']:.2f} x cryptofeed, " if peer is not None else "")
+          + f"{result['cpu_s_per_million']:.2f} CPU s per million messages")
     if profile:
         profiler = cProfile.Profile()
         profiler.enable()
@@ -972,6 +1023,8 @@ def main() -> None:
                              "own, 1024 streams per connection subscribed in paced SUBSCRIBE batches)")
     parser.add_argument("--only", default="1,2,3,4", help="figures to run, e.g. 1,3")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one figure-1 run")
+    parser.add_argument("--peer-python", default=PEER_PYTHON,
+                        help=f"figure 1: a Python with cryptofeed 2.4.x (default {PEER_PYTHON}; skipped if absent)")
     parser.add_argument("--keep", type=Path, help="write figure 3's dataset here and keep it")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
@@ -985,7 +1038,7 @@ def main() -> None:
         print(f"bench_recorder: {args.realdata} not found (the real captures live in ../shared/realdata): "
               "figures 1 and 3 and the real-frame e2e case are skipped")
     if 1 in only and records is not None:
-        results["ingest"] = figure_ingest(records, args.repeat, args.profile)
+        results["ingest"] = figure_ingest(records, args.repeat, args.profile, args.peer_python, realdata)
     if 2 in only:
         frames_per_symbol = sum(1 for r in records if r[1] == "ws") if records else 0
         results["e2e"] = figure_e2e(realdata, args.seconds, args.probe, args.events_per_second, frames_per_symbol)

@@ -1,8 +1,12 @@
 """From received bytes to dataset rows: parse, sequence number, sync decision, buffer. No I/O.
 
 One `Pipeline` serves the live recorder, journal recovery and `recorder import`, so a day recorded live
-and a day imported from a capture are written by the same code. The hot path per frame is: parse, one
-seq increment, one tuple append, and for depth one sync-engine call.
+and a day imported from a capture are written by the same code. The hot path per frame is: a narrow
+decode of ids and times (`recorder.narrow`), one seq increment, one append of the frame's bytes, and for
+depth one sync-engine call; levels and prices are decoded column-wise at flush (`recorder.columnar`).
+`Pipeline(market, columnar=False)` is the row path (full parse per frame, rows of Python values): the
+reference the column path is tested against, and the path a group of frames takes when the column
+reader refuses one of them.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from pathlib import Path
 import orjson
 
 from recorder import journal as jr
+from recorder.columnar import FrameBuffers
 from recorder.markets import Market
+from recorder.narrow import decode_frame
 from recorder.protocol import (
     AggTrade,
     BookTicker,
@@ -47,8 +53,11 @@ class Pipeline:
         seq_start: int = 0,
         bridge_max_diffs: int | None = None,
         bridge_max_ns: int | None = None,
+        columnar: bool = True,
     ) -> None:
         self.market = market
+        self._decode = decode_frame if columnar else parse_frame
+        self._buffer_type = FrameBuffers if columnar else TableBuffers
         self.use_engine = use_engine  # False when replaying a journal: its events were journaled already
         self.journal = journal
         self.max_buffer = max_buffer
@@ -76,7 +85,10 @@ class Pipeline:
         day = berlin_date(ts)
         self._day = day
         self._day_start, self._day_end = berlin_day_bounds(day)
-        self._rows = self.buffers.setdefault(day, TableBuffers())
+        rows = self.buffers.get(day)
+        if rows is None:
+            rows = self.buffers[day] = self._buffer_type()
+        self._rows = rows
         return self._rows
 
     def engine(self, symbol: str, ts: int) -> SyncEngine:
@@ -114,11 +126,11 @@ class Pipeline:
         elif seq > self.seq:
             self.seq = seq
         self.counts["frames"] += 1
-        message = parse_frame(raw)
+        message = self._decode(raw)
         kind = type(message)
         if kind is DepthUpdate:
             rows = self._buffers_for(recv_ts)
-            rows.depth(seq, recv_ts, message)
+            rows.depth(seq, recv_ts, message, raw)
             symbol = message.symbol
             self.last_feed_latency_ns[symbol] = recv_ts - message.event_ts * 1_000_000
             self.depth_counts[symbol] = self.depth_counts.get(symbol, 0) + 1

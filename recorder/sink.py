@@ -31,8 +31,8 @@ def explode_levels(bids: list, asks: list) -> tuple[np.ndarray, pa.Array, pa.Arr
     A message with no level at all keeps one row with null side/price/qty so its update ids survive.
     Returns (message index per row, side, price strings, qty strings, level index within its side).
     """
-    bid_lists = pa.array(bids, _LEVELS)
-    ask_lists = pa.array(asks, _LEVELS)
+    bid_lists = _array(bids, _LEVELS)
+    ask_lists = _array(asks, _LEVELS)
     n_bids = pc.list_value_length(bid_lists).to_numpy(zero_copy_only=False).astype(np.int64)
     n_asks = pc.list_value_length(ask_lists).to_numpy(zero_copy_only=False).astype(np.int64)
     n_empty = ((n_bids + n_asks) == 0).astype(np.int64)
@@ -56,18 +56,27 @@ def explode_levels(bids: list, asks: list) -> tuple[np.ndarray, pa.Array, pa.Arr
     return message, side, pc.list_element(levels, 0), pc.list_element(levels, 1), level_index
 
 
-def _ms_to_ns(values: tuple) -> pa.Array:
-    return pc.multiply(pa.array(values, pa.int64()), pa.scalar(MS, pa.int64()))
+def _array(values, type_: pa.DataType) -> pa.Array:
+    """A column given as Python values (row buffers) or already as Arrow (decoded from raw frames)."""
+    return values if isinstance(values, pa.Array) else pa.array(values, type_)
 
 
-def _repeat(values: tuple, message: np.ndarray, type_: pa.DataType) -> pa.Array:
-    return pa.array(values, type_).take(pa.array(message))
+def _ms_to_ns(values) -> pa.Array:
+    return pc.multiply(_array(values, pa.int64()), pa.scalar(MS, pa.int64()))
+
+
+def _repeat(values, message: np.ndarray, type_: pa.DataType) -> pa.Array:
+    return _array(values, type_).take(pa.array(message))
 
 
 def depth_table(rows: list[tuple]) -> pa.Table:
-    recv_ts, seq, event_ts, transact_ts, first, final, prev, bids, asks = zip(*rows)
+    return depth_columns(*zip(*rows))
+
+
+def depth_columns(recv_ts, seq, event_ts, transact_ts, first, final, prev, bids, asks) -> pa.Table:
+    """The depth table from its columns (Python sequences or Arrow arrays): one builder for both paths."""
     message, side, price, qty, _ = explode_levels(bids, asks)
-    transact = pa.array(transact_ts, pa.int64())
+    transact = _array(transact_ts, pa.int64())
     return table_from_columns(
         "depth",
         {
@@ -179,7 +188,7 @@ class TableBuffers:
     rows: dict[tuple[str, str | None], list[tuple]] = field(default_factory=lambda: defaultdict(list))
     count: int = 0
 
-    def depth(self, seq: int, recv_ts: int, m: DepthUpdate) -> None:
+    def depth(self, seq: int, recv_ts: int, m: DepthUpdate, raw: bytes) -> None:
         self.rows[("depth", m.symbol)].append(
             (recv_ts, seq, m.event_ts, m.transact_ts, m.first_update_id, m.final_update_id,
              m.prev_final_update_id, m.bids, m.asks)
@@ -230,24 +239,31 @@ class TableBuffers:
         for (table, symbol), rows in sorted(self.rows.items(), key=lambda item: (item[0][0], item[0][1] or "")):
             if not rows:
                 continue
-            build = TABLE_BUILDERS[table]
-            try:
-                arrow_table = build(rows)
-            except (pa.ArrowException, TypeError, ValueError):
-                good = []
-                for row in rows:
-                    try:
-                        build([row])
-                        good.append(row)
-                    except (pa.ArrowException, TypeError, ValueError) as exc:
-                        rejected.append(Rejected(table, symbol, row[1], row[0], str(exc).splitlines()[0]))
-                if not good:
-                    continue
-                arrow_table = build(good)
-            written.append(write_partition(root, exchange, table, date, symbol, arrow_table, file_stem))
+            arrow_table = self.build(table, symbol, rows, rejected)
+            if arrow_table is not None:
+                written.append(write_partition(root, exchange, table, date, symbol, arrow_table, file_stem))
         self.rows.clear()
         self.count = 0
         return written, rejected
+
+    def build(self, table: str, symbol: str | None, rows: list[tuple], rejected: list[Rejected]) -> pa.Table | None:
+        return build_isolated(table, symbol, rows, rejected)
+
+
+def build_isolated(table: str, symbol: str | None, rows: list[tuple], rejected: list[Rejected]) -> pa.Table | None:
+    """The table of `rows`; rows that do not convert are left out and appended to `rejected` (None if all)."""
+    build = TABLE_BUILDERS[table]
+    try:
+        return build(rows)
+    except (pa.ArrowException, TypeError, ValueError):
+        good = []
+        for row in rows:
+            try:
+                build([row])
+                good.append(row)
+            except (pa.ArrowException, TypeError, ValueError) as exc:
+                rejected.append(Rejected(table, symbol, row[1], row[0], str(exc).splitlines()[0]))
+        return build(good) if good else None
 
 
 @dataclass(frozen=True)
