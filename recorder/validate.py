@@ -1359,12 +1359,14 @@ def resolve_date(text: str, now: dt.datetime | None = None) -> dt.date:
 
 def validate_command(
     date: Annotated[str, typer.Option("--date", help="Berlin date: 20240501, 2024-05-01, today, yesterday.")],
-    data: Annotated[Path | None, typer.Option("--data", help="Dataset root (default: config `out`).")] = None,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Dataset root (default: the config's `out` via $CONFIG_PATH, else ./data).")] = None,
     market: Annotated[str | None, typer.Option("--market", help="spot | usdm | coinm")] = None,
     symbols: Annotated[str | None, typer.Option("--symbols", help="Comma-separated (default: all in the data).")] = None,
     html: Annotated[Path | None, typer.Option("--html", help="Write the HTML report here.")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML config (thresholds under `validate:`).")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Validate a recorded day: coverage, continuity, snapshots, book, bookTicker, trades, time, files.
 
@@ -1373,6 +1375,10 @@ def validate_command(
     from recorder.config import ConfigError, load_config
 
     def fail(message: str, code: int = 2):
+        if debug:
+            import traceback
+
+            traceback.print_exc()
         typer.echo(f"recorder: error: {message}", err=True)
         return typer.Exit(code)
 

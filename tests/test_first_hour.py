@@ -1,0 +1,123 @@
+"""A researcher's first hour (issue 11): consistent, forgiving command lines and explicit units."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from replay.sim.params import SimConfigError, load_params
+from tests.synthetic_day import record_day, recorded_date
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(command: str, *args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    module = {"recorder": "recorder.cli", "replay": "replay.cli"}[command]
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})}
+    environ.pop("CONFIG_PATH", None) if "CONFIG_PATH" not in (env or {}) else None
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=120,
+                          check=False, cwd=cwd, env=environ)
+
+
+def one_error_line(result: subprocess.CompletedProcess, prefix: str) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith(prefix), result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory) -> tuple[Path, str]:
+    """8 s of spot BTCUSDT recorded from the synthetic venue."""
+    out = tmp_path_factory.mktemp("first-hour") / "data"
+    assert record_day(out, "spot", ["BTCUSDT"], 8.0) == 0
+    return out, recorded_date(out)
+
+
+def test_version_on_both_commands():
+    for command in ("recorder", "replay"):
+        result = run(command, "--version")
+        assert result.returncode == 0 and result.stdout.startswith("avellaneda-mm "), result
+
+
+def test_every_command_has_debug_and_one_data_default():
+    for command, sub in (("recorder", "validate"), ("recorder", "run"), ("recorder", "schedule"),
+                         ("recorder", "import"), ("replay", "serve"), ("replay", "export"), ("replay", "calibrate"),
+                         ("replay", "montecarlo"), ("replay", None)):
+        result = run(command, *([sub] if sub else []), "--help")
+        assert result.returncode == 0 and "--debug" in result.stdout, (command, sub)
+    for command, sub in (("recorder", "validate"), ("replay", "serve"), ("replay", "export"),
+                         ("replay", "calibrate"), ("replay", None)):
+        text = " ".join(run(command, *([sub] if sub else []), "--help").stdout.split())
+        assert "the config's `out` via $CONFIG_PATH, else ./data" in text, (command, sub)
+
+
+def test_missing_date_says_so_and_lists_the_days(day):
+    out, date = day
+    line = one_error_line(run("replay", "--data", str(out)), "replay: error:")
+    assert "--date is missing" in line and date in line
+
+
+def test_data_defaults_to_the_config_out_and_date_today_is_understood(day, tmp_path):
+    out, date = day
+    config = tmp_path / "rec.yaml"
+    config.write_text(f"out: {out}\n")
+    line = one_error_line(run("replay", "--date", "2020-01-01", "--speed", "max", env={"CONFIG_PATH": str(config)}),
+                          "replay: error:")
+    assert date in line  # it looked in the config's `out`, which holds the recorded day
+    result = run("replay", "calibrate", "--date", "today", "--data", str(out))  # the synthetic day is today
+    assert result.returncode == 0 and "BTCUSDT" in result.stdout, result.stderr
+
+
+def test_a_market_without_data_lists_the_markets_and_dates(day, tmp_path):
+    out, date = day
+    for args in (["--date", date, "--market", "usdm"], ["calibrate", "--date", date, "--market", "usdm"]):
+        line = one_error_line(run("replay", *args, "--data", str(out), "--speed", "max")
+                              if args[0] != "calibrate" else run("replay", *args, "--data", str(out)), "replay: error:")
+        assert "no usdm data" in line and f"spot: {date}" in line and "--market spot" in line
+
+
+def test_speed_without_x_is_documented_and_latency_needs_a_unit():
+    assert "a bare 50 means 50x" in " ".join(run("replay", "--help").stdout.split())
+    with pytest.raises(SimConfigError, match="entry_latency '10' has no unit"):
+        load_params(None, {"entry_latency": "10"})
+    assert load_params(None, {"entry_latency": "10ms"}).entry_latency == "10ms"
+
+
+def test_unknown_section_of_a_simulator_config_is_named(tmp_path):
+    path = tmp_path / "sim.yaml"
+    path.write_text("simulater:\n  gamma: 0.5\n")
+    with pytest.raises(SimConfigError, match="unknown top-level section 'simulater'"):
+        load_params(path)
+
+
+def test_corrupt_parquet_is_named_by_replay(day, tmp_path):
+    import shutil
+
+    out, date = day
+    copy = tmp_path / "data"
+    shutil.copytree(out, copy)
+    victim = sorted((copy / "binance-spot" / "depth").rglob("*.parquet"))[0]
+    victim.write_bytes(b"PAR1 this is not parquet")
+    for args in (["--date", date, "--speed", "max", "--out", str(tmp_path / "r")],
+                 ["calibrate", "--date", date], ["export", "--date", date, "--to", "tardis-csv",
+                                                 "--out", str(tmp_path / "x")]):
+        line = one_error_line(run("replay", *args, "--data", str(copy)), "replay: error:")
+        assert victim.name in line, (args, line)
+
+
+def test_import_reports_a_line_cut_mid_json(tmp_path):
+    from tests.test_import import _spot_lines, _write_gz
+
+    lines = _spot_lines()
+    lines[-1] = lines[-1][: len(lines[-1]) // 2]
+    capture = _write_gz(tmp_path / "spot_btcusdt_20240808.gz", lines)
+    result = run("recorder", "import", str(capture), "--out", str(tmp_path / "data"))
+    assert result.returncode == 0, result.stderr
+    assert f"recorder: warning: {capture}:{len(lines)}: line cut mid-JSON" in result.stderr
+    assert "cut mid-JSON" in result.stdout and f"{capture.name}:{len(lines)}" in result.stdout.replace("\n", "")
+    missing = run("recorder", "import", str(tmp_path / "nope.gz"), "--market", "spot", "--out", str(tmp_path / "d"))
+    assert "no such file" in one_error_line(missing, "recorder: error:")
