@@ -1150,6 +1150,16 @@ def validate_symbol(root: Path, market: Market, date: dt.date, symbol: str, thre
                               "loop blocks (bursts of late frames); warn only")
         else:
             status = "fail"
+    if st["recv_backsteps"] > thresholds.max_recv_ts_backsteps:
+        time_notes.append(f"{st['recv_backsteps']} recv_ts backstep(s) (the local clock stepped back), more than "
+                          f"{thresholds.max_recv_ts_backsteps} allowed")
+    if inversions:
+        time_notes.append(f"{inversions} message(s) with transaction time T after event time E")
+    if offset is not None and offset < 0:
+        time_notes.append(f"negative feed latency (median recv - E {offset:g} ms): the local clock is behind the "
+                          f"exchange's by at least {-offset:g} ms; sync it (NTP/chrony) - latencies here are shifted by it")
+    if offset is not None and abs(offset) > thresholds.max_clock_offset_ms:
+        time_notes.append(f"clock offset estimate {offset} ms exceeds {thresholds.max_clock_offset_ms:g} ms")
     if status == "pass" and (st["recv_backsteps"] > thresholds.max_recv_ts_backsteps or inversions
                              or (offset is not None and abs(offset) > thresholds.max_clock_offset_ms)):
         status = "warn"
@@ -1339,6 +1349,12 @@ def print_report(report: dict, console=None) -> None:
             style = STATUS_STYLE[check["status"]]
             table.add_row(name, f"[{style}]{check['status']}[/]", check["summary"])
         console.print(table)
+        for name, check in result["checks"].items():  # why a check is not a plain pass, in words
+            notes = check["notes"] or ([] if check["status"] in ("pass", "skip") else
+                                       ["a figure above is past its threshold (see the JSON report's figures)"])
+            for note in notes:
+                console.print(f"  {name}: [{STATUS_STYLE[check['status']]}]{check['status']}[/] - {note}",
+                              highlight=False)
     style = STATUS_STYLE[report["status"]]
     console.print(f"[{style}]{report['status'].upper()}[/] {len(report['symbols'])} symbol(s), "
                   f"{report['rows']:,} rows in {report['elapsed_seconds']:.1f} s "

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run(command: str, *args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     module = {"recorder": "recorder.cli", "replay": "replay.cli"}[command]
-    environ = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})}
-    environ.pop("CONFIG_PATH", None) if "CONFIG_PATH" not in (env or {}) else None
+    environ = {key: value for key, value in os.environ.items() if key != "CONFIG_PATH"}
+    environ.update({"PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})})
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=120,
                           check=False, cwd=cwd, env=environ)
 
@@ -100,7 +100,7 @@ def test_corrupt_parquet_is_named_by_replay(day, tmp_path):
     out, date = day
     copy = tmp_path / "data"
     shutil.copytree(out, copy)
-    victim = sorted((copy / "binance-spot" / "depth").rglob("*.parquet"))[0]
+    victim = min((copy / "binance-spot" / "depth").rglob("*.parquet"))
     victim.write_bytes(b"PAR1 this is not parquet")
     for args in (["--date", date, "--speed", "max", "--out", str(tmp_path / "r")],
                  ["calibrate", "--date", date], ["export", "--date", date, "--to", "tardis-csv",
@@ -121,3 +121,26 @@ def test_import_reports_a_line_cut_mid_json(tmp_path):
     assert "cut mid-JSON" in result.stdout and f"{capture.name}:{len(lines)}" in result.stdout.replace("\n", "")
     missing = run("recorder", "import", str(tmp_path / "nope.gz"), "--market", "spot", "--out", str(tmp_path / "d"))
     assert "no such file" in one_error_line(missing, "recorder: error:")
+
+
+def test_validate_says_in_the_terminal_why_a_check_warns(tmp_path):
+    """An import without exchangeInfo (no tick size) whose local clock ran 1.5 s behind the exchange."""
+    import orjson
+
+    from tests.test_import import _spot_lines, _write_gz
+
+    lines = []
+    for line in _spot_lines():
+        ts, _, payload = line.partition(b" ")
+        message = orjson.loads(payload)
+        if "data" in message and "E" in message["data"]:
+            message["data"]["E"] += 1500  # exchange stamps 1.5 s after the local receive: local clock behind
+            if "T" in message["data"]:
+                message["data"]["T"] += 1500
+        lines.append(ts + b" " + orjson.dumps(message))
+    capture = _write_gz(tmp_path / "spot_btcusdt_20240808.gz", lines)
+    assert run("recorder", "import", str(capture), "--out", str(tmp_path / "data")).returncode == 0
+    result = run("recorder", "validate", "--date", "2024-08-09", "--market", "spot", "--data", str(tmp_path / "data"))
+    text = " ".join(result.stdout.split())
+    assert "book_sanity: warn - no instruments row: tick/step not checked" in text, result.stdout
+    assert "negative feed latency" in text and "local clock is behind the exchange's by at least 1500 ms" in text
