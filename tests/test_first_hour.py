@@ -140,7 +140,22 @@ def test_validate_says_in_the_terminal_why_a_check_warns(tmp_path):
         lines.append(ts + b" " + orjson.dumps(message))
     capture = _write_gz(tmp_path / "spot_btcusdt_20240808.gz", lines)
     assert run("recorder", "import", str(capture), "--out", str(tmp_path / "data")).returncode == 0
-    result = run("recorder", "validate", "--date", "2024-08-09", "--market", "spot", "--data", str(tmp_path / "data"))
+    html = tmp_path / "report.html"
+    result = run("recorder", "validate", "--date", "2024-08-09", "--market", "spot", "--data", str(tmp_path / "data"),
+                 "--html", str(html))
     text = " ".join(result.stdout.split())
     assert "book_sanity: warn - no instruments row: tick/step not checked" in text, result.stdout
     assert "negative feed latency" in text and "local clock is behind the exchange's by at least 1500 ms" in text
+    assert_tick_labels_inside_and_mid_axis_has_a_unit(html.read_text(), "USDT")
+
+
+def assert_tick_labels_inside_and_mid_axis_has_a_unit(page: str, currency: str) -> None:
+    import re
+
+    for svg in re.findall(r"<svg.*?</svg>", page, flags=re.S):
+        width = float(re.search(r'viewBox="0 0 ([\d.]+) ', svg).group(1))
+        for x, anchor, label in re.findall(r'<text x="([\d.]+)" y="[\d.]+" font-size="10" text-anchor="(\w+)"'
+                                           r' fill="#57606a">([^<]*)</text>', svg):
+            reach = {"middle": len(label) * 3.2, "start": len(label) * 6.4, "end": 0}[anchor]
+            assert float(x) + reach <= width, (label, x, anchor, width)  # not clipped at the right edge
+    assert f"mid ({currency})" in page
