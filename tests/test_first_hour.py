@@ -159,3 +159,57 @@ def assert_tick_labels_inside_and_mid_axis_has_a_unit(page: str, currency: str) 
             reach = {"middle": len(label) * 3.2, "start": len(label) * 6.4, "end": 0}[anchor]
             assert float(x) + reach <= width, (label, x, anchor, width)  # not clipped at the right edge
     assert f"mid ({currency})" in page
+
+
+def _readme_synopses() -> dict[str, set[str]]:
+    """Command ('recorder run', 'replay', ...) -> the options its README synopsis blocks list."""
+    import re
+
+    blocks, current = [], None
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith("```") and current is None:
+            current = []
+        elif line.startswith("```"):
+            blocks.append(current)
+            current = None
+        elif current is not None:
+            current.append(line)
+    found: dict[str, set[str]] = {}
+    for lines in blocks:
+        block = "\n".join(lines)
+        if not lines or "[" not in block or not all(line.startswith(("recorder ", "replay ", " ")) for line in lines):
+            continue
+        command = None
+        for line in lines:
+            if line.startswith(("recorder ", "replay ")):
+                words = line.split()
+                command = " ".join(words[: next(i for i, w in enumerate(words) if w.startswith(("-", "[", "P")))])
+            found.setdefault(command, set()).update(re.findall(r"--[a-z][a-z0-9-]*", line))
+    return found
+
+
+def _help_options(command: str) -> set[str]:
+    import re
+
+    program, *sub = command.split()
+    options = set()
+    for line in run(program, *sub, "--help").stdout.splitlines():
+        match = re.match(r"^│\s+(?:\*\s+)?((?:--[a-z][a-z0-9-]*\s*)+)", line)
+        if match:
+            options.update(match.group(1).split())
+    return options
+
+
+def _primary(options: set[str]) -> set[str]:
+    """Without --help/--version and the --no-X half of a --X/--no-X pair."""
+    return {o for o in options if o not in ("--help", "--version") and not (o.startswith("--no-") and
+                                                                           "--" + o[5:] in options)}
+
+
+def test_readme_synopses_list_the_options_of_each_command():
+    synopses = _readme_synopses()
+    expected = {"recorder run", "recorder schedule", "recorder validate", "recorder import", "replay",
+                "replay calibrate", "replay serve", "replay export", "replay montecarlo"}
+    assert expected <= set(synopses), sorted(synopses)
+    for command in sorted(expected):
+        assert _primary(synopses[command]) == _primary(_help_options(command)), command
