@@ -152,7 +152,7 @@ def test_validate_says_in_the_terminal_why_a_check_warns(tmp_path):
 def assert_tick_labels_inside_and_mid_axis_has_a_unit(page: str, currency: str) -> None:
     import re
 
-    for svg in re.findall(r"<svg.*?</svg>", page, flags=re.S):
+    for svg in re.findall(r"<svg.*?</svg>", page, flags=re.DOTALL):
         width = float(re.search(r'viewBox="0 0 ([\d.]+) ', svg).group(1))
         for x, anchor, label in re.findall(r'<text x="([\d.]+)" y="[\d.]+" font-size="10" text-anchor="(\w+)"'
                                            r' fill="#57606a">([^<]*)</text>', svg):
