@@ -411,18 +411,26 @@ def calibrate(
     end: str | None = typer.Option(None, "--to", help="End time in Berlin, e.g. 12:00."),
     halflife: str = typer.Option("5m", "--sigma-halflife", help="EWMA half-life of σ."),
     window: str = typer.Option("10m", "--window", help="Rolling window of the A, k fits."),
-    write: Annotated[Path | None, typer.Option("--write", help="Write the fits as a `simulator:` config.")] = None,
+    strategy: str = typer.Option("as", "--strategy", help="Model to propose γ for: as | glft."),
+    target: float | None = typer.Option(None, "--target-half-spread", help=(
+        "Wanted distance of each quote from the mid, in ticks (default: the smallest the model quotes).")),
+    write: Annotated[Path | None, typer.Option(
+        "--write", help="Write a complete `simulator:` config: the fits and the proposed γ.")] = None,
     debug: bool = typer.Option(False, "--debug", help="Tracebacks on errors."),
 ) -> None:
-    """σ (EWMA of mid changes) and the trade-intensity fit λ(δ) = A·e^(−kδ) of a recorded day."""
+    """σ (EWMA of mid changes) and the trade-intensity fit λ(δ) = A·e^(−kδ) of a recorded day, and the
+    strategy parameters (γ, for GLFT ξ = γ) that quote sensibly on it, with the reasoning."""
     from rich.table import Table
 
     from recorder.config import parse_duration
     from recorder.markets import get_market
     from recorder.validate import instrument_steps
     from replay.engine import TRADE, DayReplay
+    import dataclasses
+
+    from recorder.markets import quote_currency
     from replay.sim.calibrate import calibrate_events
-    from replay.sim.params import params_yaml
+    from replay.sim.params import SimParams, params_yaml
     from replay.view import wide_console
     from schemas import DatasetError
 
@@ -436,12 +444,16 @@ def calibrate(
         halflife_s, window_s = parse_duration(halflife), parse_duration(window)
         if halflife_s <= 0 or window_s <= 0:
             raise BadInput("--sigma-halflife and --window must be > 0")
+        if target is not None and not target > 0:
+            raise BadInput("--target-half-spread must be a number of ticks > 0")
         replay = DayReplay(data, mk, day, wanted, start_ns, end_ns, channels=(TRADE,))
-        results = []
+        results, proposals = [], []
         for symbol in replay.symbols:
-            tick, _ = instrument_steps(data, mk.exchange, day, symbol)
+            tick = _day_tick(data, mk, day, symbol)
             one = DayReplay(data, mk, day, [symbol], start_ns, end_ns, channels=(TRADE,))
-            results.append(calibrate_events(one.events(), symbol, (tick or 1) / 1e8, halflife_s, window_s))
+            result = calibrate_events(one.events(), symbol, tick, halflife_s, window_s)
+            results.append(result)
+            proposals.append(_proposal(result, one, mk, tick, strategy, target))
     except (ValueError, BadInput, DatasetError) as e:
         _fail(str(e), debug, e)
         return
@@ -461,15 +473,60 @@ def calibrate(
                       num(rolling["k_median"]))
     console = wide_console()
     console.print(table)
+    for r, proposal in zip(results, proposals):
+        if proposal is None:
+            console.print(f"{r['symbol']}: too few trades or mid changes for a fit: no strategy parameters proposed")
+            continue
+        console.print(f"[bold]{r['symbol']}: proposed {strategy} γ = {proposal['gamma']:.4g} per (price × order size)"
+                      f"{' (ξ = γ)' if strategy == 'glft' else ''}[/], quotes ±{proposal['half_spread']:.6g} "
+                      f"{quote_currency(r['symbol']) or 'quote currency'} from the reservation price")
+        for line in proposal["reasoning"]:
+            console.print(f"  - {line}", highlight=False)
     if write is not None:
-        chosen = next((r for r in results if r["fit"] and r["sigma"]), None)
+        chosen = next(((r, p) for r, p in zip(results, proposals) if p is not None), None)
         if chosen is None:
             _fail("no symbol has enough trades and mid changes for a fit; nothing written", debug)
-        text = params_yaml({"sigma": chosen["sigma"], "A": chosen["fit"]["A"], "k": chosen["fit"]["k"]},
-                           f"replay calibrate --date {day} --market {mk.name}: {chosen['symbol']}, "
-                           f"{chosen['trades']} trades over {chosen['span_s']:.0f} s (R² {chosen['fit']['r2']:.3f})")
-        write.write_text(text)
+        r, proposal = chosen
+        values = dict(dataclasses.asdict(SimParams()), strategy=strategy, gamma=proposal["gamma"], sigma=r["sigma"],
+                      A=r["fit"]["A"], k=r["fit"]["k"], fee_aware=proposal["fee_aware"])
+        comment = "\n".join([f"replay calibrate --date {day} --market {mk.name}: {r['symbol']}, {r['trades']} trades "
+                             f"over {r['span_s']:.0f} s (R² {r['fit']['r2']:.3f})", *proposal["reasoning"]])
+        try:
+            write.write_text(params_yaml(values, comment))
+        except OSError as e:
+            _fail(f"cannot write {write}: {e.strerror or e}", debug, e)
         console.print(f"wrote {write}")
+
+
+def _day_tick(data: Path, mk, day, symbol: str) -> float:  # type: ignore[no-untyped-def]
+    """The symbol's tick size that day: the instruments table, else the finest step its prices use."""
+    from recorder.numbers import SCALE
+    from recorder.rebuild import sampled_decimals
+    from recorder.validate import instrument_steps
+
+    tick, _ = instrument_steps(data, mk.exchange, day, symbol)
+    if tick is None:
+        tick = 10 ** (SCALE - sampled_decimals(data, mk.exchange, day, symbol)[0])
+    return tick / 10**SCALE
+
+
+def _proposal(result: dict, replay, mk, tick: float, strategy: str, target: float | None) -> dict | None:  # type: ignore[no-untyped-def]
+    """γ for the strategy on this symbol's fits (None without a fit), as `replay` would run it by default."""
+    from replay.sim.calibrate import propose_strategy
+    from replay.sim.params import SimParams
+    from replay.sim.run import DEFAULT_FEES, horizon_ns
+    from recorder.window import TradingWindow
+
+    if not (result["fit"] and result["sigma"] and result["mid"]):
+        return None
+    import datetime as dt
+
+    params = SimParams()
+    end = horizon_ns(params, replay, result["last_ns"], TradingWindow(dt.time(8), dt.time(22)))
+    mean_left = max(0.0, (end - (result["first_ns"] + result["last_ns"]) / 2) / 1e9)
+    return propose_strategy(strategy, sigma=result["sigma"], A=result["fit"]["A"], k=result["fit"]["k"], tick=tick,
+                            mid=result["mid"], mean_time_left=mean_left, soft_limit=params.soft_limit,
+                            maker_fee=DEFAULT_FEES[mk.name][0], target_ticks=target)
 
 
 @app.command()

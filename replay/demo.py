@@ -30,9 +30,8 @@ from replay.view import wide_console
 from schemas import TABLES
 
 console = wide_console()
-# 0.01 BTC/ETH a side; maker fee 0 as on Binance's spot market-maker programme (the VIP 0 rate of 0.1%
-# would make the fee-aware spread 0.2% of the price wide, and the quoter would never be filled)
-BACKTEST_FLAGS = ["--order-size", "0.01", "--param", "maker_fee=0"]
+# 0.01 BTC/ETH a side; γ, σ, A, k and the fee handling come from `replay calibrate --write` (which prints why)
+BACKTEST_FLAGS = ["--order-size", "0.01", "--no-progress"]
 
 
 def dataset_summary(root: Path, exchange: str) -> Table:

@@ -213,3 +213,57 @@ def test_readme_synopses_list_the_options_of_each_command():
     assert expected <= set(synopses), sorted(synopses)
     for command in sorted(expected):
         assert _primary(synopses[command]) == _primary(_help_options(command)), command
+
+
+# ---- backtests that quote -------------------------------------------------------------------------------
+
+REAL_USDM = ROOT.parent / "shared" / "realdata" / "hftbacktest" / "usdm_btcusdt_20240808.gz"
+
+
+@pytest.mark.parametrize("strategy", ["as", "glft"])
+def test_proposed_gamma_puts_the_soft_limit_skew_at_the_target(strategy):
+    from replay.sim.calibrate import propose_strategy
+
+    p = propose_strategy(strategy, sigma=7.8, A=31.6, k=0.055, tick=0.1, mid=61_700.0, mean_time_left=172.0,
+                         soft_limit=5.0, maker_fee=0.0001, target_ticks=300)
+    assert p["skew_at_soft_limit"] == pytest.approx(30.0, rel=0.02)  # 300 ticks of 0.1
+    assert 6.17 < p["half_spread"] < 100 and p["fee_aware"]  # the ±6.17 fee minimum is inside the quotes
+    wide_fee = propose_strategy(strategy, sigma=7.8, A=31.6, k=0.055, tick=0.1, mid=61_700.0, mean_time_left=172.0,
+                                soft_limit=5.0, maker_fee=0.001, target_ticks=None)
+    assert not wide_fee["fee_aware"] and any("fee-aware minimum" in line for line in wide_fee["reasoning"])
+
+
+def test_calibrate_writes_a_complete_config_that_quotes_and_fills(day, tmp_path):
+    out, date = day
+    config = tmp_path / "sim.yaml"
+    result = run("replay", "calibrate", "--date", date, "--data", str(out), "--write", str(config))
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "proposed as γ =" in text and "per (price × order size)" in text and "target half-spread" in text
+    params = load_params(config)
+    assert params.strategy == "as" and params.gamma != 0.1 and params.sigma > 0
+    assert set(config.read_text().split("simulator:")[1].split()) >= {"hard_limit:", "fill_model:", "fee_aware:"}
+    reports = tmp_path / "reports"
+    result = run("replay", "--date", date, "--data", str(out), "--speed", "max", "--config", str(config),
+                 "--order-size", "0.01", "--out", str(reports), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    import json
+
+    summary = json.loads((reports / "backtest-BTCUSDT-as.json").read_text())["summary"]
+    assert summary["fills"]["count"] > 0
+
+
+@pytest.mark.skipif(not REAL_USDM.exists(), reason="../shared/realdata is not available")
+def test_calibrated_config_fills_on_the_real_capture(tmp_path):
+    import json
+
+    data = tmp_path / "data"
+    assert run("recorder", "import", str(REAL_USDM), "--out", str(data)).returncode == 0
+    config = tmp_path / "sim.yaml"
+    assert run("replay", "calibrate", "--date", "2024-08-09", "--market", "usdm", "--data", str(data),
+               "--write", str(config)).returncode == 0
+    result = run("replay", "--date", "2024-08-09", "--market", "usdm", "--data", str(data), "--speed", "max",
+                 "--config", str(config), "--out", str(tmp_path / "r"), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "r" / "backtest-BTCUSDT-as.json").read_text())["summary"]
+    assert summary["fills"]["count"] >= 5  # the default γ 0.1 quoted ~530 USDT from the mid: 0 fills
