@@ -420,15 +420,13 @@ def calibrate(
 ) -> None:
     """σ (EWMA of mid changes) and the trade-intensity fit λ(δ) = A·e^(−kδ) of a recorded day, and the
     strategy parameters (γ, for GLFT ξ = γ) that quote sensibly on it, with the reasoning."""
+    import dataclasses
+
     from rich.table import Table
 
     from recorder.config import parse_duration
-    from recorder.markets import get_market
-    from recorder.validate import instrument_steps
+    from recorder.markets import get_market, quote_currency
     from replay.engine import TRADE, DayReplay
-    import dataclasses
-
-    from recorder.markets import quote_currency
     from replay.sim.calibrate import calibrate_events
     from replay.sim.params import SimParams, params_yaml
     from replay.view import wide_console
@@ -489,8 +487,9 @@ def calibrate(
         r, proposal = chosen
         values = dict(dataclasses.asdict(SimParams()), strategy=strategy, gamma=proposal["gamma"], sigma=r["sigma"],
                       A=r["fit"]["A"], k=r["fit"]["k"], fee_aware=proposal["fee_aware"])
-        comment = "\n".join([f"replay calibrate --date {day} --market {mk.name}: {r['symbol']}, {r['trades']} trades "
-                             f"over {r['span_s']:.0f} s (R² {r['fit']['r2']:.3f})", *proposal["reasoning"]])
+        source = (f"replay calibrate --date {day} --market {mk.name}: {r['symbol']}, {r['trades']} trades "
+                  f"over {r['span_s']:.0f} s (R² {r['fit']['r2']:.3f})")
+        comment = "\n".join([source, *proposal["reasoning"]])
         try:
             write.write_text(params_yaml(values, comment))
         except OSError as e:
@@ -512,10 +511,10 @@ def _day_tick(data: Path, mk, day, symbol: str) -> float:  # type: ignore[no-unt
 
 def _proposal(result: dict, replay, mk, tick: float, strategy: str, target: float | None) -> dict | None:  # type: ignore[no-untyped-def]
     """γ for the strategy on this symbol's fits (None without a fit), as `replay` would run it by default."""
+    from recorder.window import TradingWindow
     from replay.sim.calibrate import propose_strategy
     from replay.sim.params import SimParams
     from replay.sim.run import DEFAULT_FEES, horizon_ns
-    from recorder.window import TradingWindow
 
     if not (result["fit"] and result["sigma"] and result["mid"]):
         return None

@@ -267,3 +267,24 @@ def test_calibrated_config_fills_on_the_real_capture(tmp_path):
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "r" / "backtest-BTCUSDT-as.json").read_text())["summary"]
     assert summary["fills"]["count"] >= 5  # the default γ 0.1 quoted ~530 USDT from the mid: 0 fills
+
+
+def test_a_run_without_fills_says_why_in_the_summary_and_the_report(day, tmp_path):
+    out, date = day
+    reports = tmp_path / "r"
+    result = run("replay", "--date", date, "--data", str(out), "--speed", "max", "--strategy", "join",
+                 "--order-size", "0.01", "--out", str(reports), "--no-progress")  # spot: maker fee 0.1 %
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "why 0 fill(s): what kept the quotes away" in text, result.stdout
+    import re
+
+    share = re.search(r"the fee-aware minimum spread \(2 × maker fee × mid\) widened the quotes (\d+)% of the time", text)
+    assert share and int(share.group(1)) >= 80, text
+    assert "set maker_fee to your fee tier" in text
+    page = (reports / "backtest-BTCUSDT-join.html").read_text()
+    assert "Why 0 fill(s)" in page and "fee-aware minimum spread" in page
+    result = run("replay", "--date", date, "--data", str(out), "--speed", "max", "--gamma", "50",
+                 "--param", "maker_fee=0", "--out", str(reports), "--no-progress")
+    text = " ".join(result.stdout.split())
+    assert "50 per (USDT × order size)" in text and "(USDT)" in text

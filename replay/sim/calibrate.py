@@ -243,8 +243,8 @@ def propose_strategy(strategy: str, *, sigma: float, A: float, k: float, tick: f
     target = target_ticks * tick if target_ticks is not None else floor_half
     gamma, (half, skew) = min(shapes, key=lambda gs: abs(math.log(max(gs[1][1], 1e-300) * soft_limit / target)))
     name = "A–S" if strategy == "as" else "GLFT"
-    why = [f"σ {sigma:.4g} per √s, A {A:.4g} trades/s, k {k:.4g} per price unit (fitted); tick {tick:g}, "
-           f"mid ≈ {mid:,.2f}"]
+    why = [(f"σ {sigma:.4g} per √s, A {A:.4g} trades/s, k {k:.4g} per price unit (fitted); tick {tick:g}, "
+            f"mid ≈ {mid:,.2f}")]
     if strategy == "as":
         why.append(f"A–S spread = γσ²(T−t) + (2/γ)ln(1+γ/k), taken at the span's mean time to the horizon "
                    f"T−t = {mean_time_left:,.0f} s")
