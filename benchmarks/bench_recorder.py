@@ -671,10 +671,6 @@ MARKET_TIERS = (  # name, symbols (share of the market after the liquid ones), e
 MARKET_SYMBOLS = 1500
 MARKET_QUOTES = ("USDT", "USDT", "USDT", "FDUSD", "BTC", "TRY", "USDC", "ETH", "BNB", "EUR")  # Binance-like mix
 MARKET_TEMPLATES = ("BNBUSDT", "SOLUSDT", "DOGEUSDT", "PEPEUSDT")  # price/size formats of the generated symbols
-# The venue (websockets) reads a request line of at most 8 KiB: with ~8-character symbols and 4 streams each,
-# a combined-stream URL of the recorder's default 1024 streams is ~19 KiB and is refused; 400 streams (100
-# symbols, ~7.5 KiB) is what a one-URL connection plan can use today.
-MARKET_MAX_STREAMS = 400
 
 
 def _letters(n: int, width: int) -> str:
@@ -926,12 +922,8 @@ def figure_market(n_symbols: int, seconds: float, max_streams: int | None, seed:
     if subscribed < n_symbols:
         reasons = result["failures"]
         cause = f"its connections failed: {reasons[0][0]} ({reasons[0][1]}x)" if reasons else "see the recorder log"
-        hint = ""
-        if reasons and ("414" in reasons[0][0] or "line too long" in reasons[0][0]) and max_streams is None:
-            hint = (f"; a combined-stream URL of the default 1024 streams exceeds the venue's 8 KiB request line, "
-                    f"rerun with --max-streams {MARKET_MAX_STREAMS}")
         raise SystemExit(f"bench_recorder: the recorder never subscribed {n_symbols - subscribed:,} of "
-                         f"{n_symbols:,} symbols at the venue: {cause}{hint}")
+                         f"{n_symbols:,} symbols at the venue: {cause}")
     w = result.get("window")
     print(f"   recorded {result['written']:,} messages over {span:.1f} s = {result['written_msg_s']:,.0f} msg/s "
           f"(depth {result['depth_messages']:,} diffs of {result['symbols_with_depth']:,} symbols); venue published "
@@ -975,9 +967,9 @@ def main() -> None:
                         help=f"figure 4: symbols of the synthetic market (default {MARKET_SYMBOLS})")
     parser.add_argument("--market-seconds", type=float, default=30.0,
                         help="figure 4: recording time (default 30; the README's figures are from 60)")
-    parser.add_argument("--max-streams", default=str(MARKET_MAX_STREAMS),
-                        help=f"figure 4: connection.max_streams of the recorder's config (default {MARKET_MAX_STREAMS}: "
-                             "what one combined-stream URL fits in 8 KiB), or 'default' for the recorder's own")
+    parser.add_argument("--max-streams", default="default",
+                        help="figure 4: connection.max_streams of the recorder's config (default: the recorder's "
+                             "own, 1024 streams per connection subscribed in paced SUBSCRIBE batches)")
     parser.add_argument("--only", default="1,2,3,4", help="figures to run, e.g. 1,3")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one figure-1 run")
     parser.add_argument("--keep", type=Path, help="write figure 3's dataset here and keep it")

@@ -8,9 +8,9 @@ import decimal
 import json
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Self
+from typing import BinaryIO, Self
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -208,12 +208,17 @@ def write_parquet(
         META_EXCHANGE: check_exchange(exchange),
     }
     tagged = conform(table, table_name).replace_schema_metadata(metadata)
+    return _write_atomically(path, lambda sink: pq.write_table(
+        tagged, sink, compression=compression, row_group_size=row_group_size, **encoding_options(tagged.schema)))
+
+
+def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """`write` into a hidden temp file beside `path`, fsync it, rename it over `path`, fsync the directory."""
     _make_dirs_durable(path.parent)
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # not *.parquet: globs never match it
     try:
         with open(temp, "wb") as sink:
-            pq.write_table(tagged, sink, compression=compression, row_group_size=row_group_size,
-                           **encoding_options(tagged.schema))
+            write(sink)
             sink.flush()
             os.fsync(sink.fileno())
         os.replace(temp, path)
@@ -227,20 +232,7 @@ def write_parquet(
 def write_file_atomic(path: str | Path, data: bytes) -> Path:
     """A small file (a report, a marker) written as `write_parquet` writes: a hidden temp file, fsynced and
     renamed over `path`, so a crash or a full disk leaves the old file or the new one, never a torn one."""
-    path = Path(path)
-    _make_dirs_durable(path.parent)
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temp, "wb") as sink:
-            sink.write(data)
-            sink.flush()
-            os.fsync(sink.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    return _write_atomically(Path(path), lambda sink: sink.write(data))
 
 
 def _check_symbol_column(table_name: str, table: pa.Table, symbol: str | None) -> None:

@@ -564,14 +564,7 @@ def orjson_loads(text: str):
 
 def test_metrics_and_health_while_recording(tmp_path, monkeypatch):
     out = tmp_path / "data"
-    servers = []
-
-    class LocalMetricsServer(runtime.MetricsServer):
-        def __init__(self, metrics, host, port, health):
-            super().__init__(metrics, "127.0.0.1", port, health)  # tests listen on 127.0.0.1 only
-            servers.append(self)
-
-    monkeypatch.setattr(runtime, "MetricsServer", LocalMetricsServer)
+    servers = local_metrics_servers(monkeypatch)
 
     async def main():
         async with VenueServer("spot", ["BTCUSDT"], host="127.0.0.1", port=0, speed=5.0, seed=8) as venue:

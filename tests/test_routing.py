@@ -149,9 +149,9 @@ def test_usdm_venue_delivers_market_streams_only_on_market_path():
     async def main():
         async with VenueServer("usdm", ["BTCUSDT"], speed=10.0, seed=3, events_per_second=80) as venue:
             streams = "btcusdt@aggTrade/btcusdt@depth@100ms"
-            async with websockets.connect(f"{venue.ws_url}/stream?streams={streams}") as legacy, \
-                    websockets.connect(f"{venue.ws_url}/public/stream?streams={streams}") as public, \
-                    websockets.connect(f"{venue.ws_url}/market/stream?streams={streams}") as market:
+            async with websockets.connect(f"{venue.ws_url}/stream?streams={streams}", close_timeout=1) as legacy, \
+                    websockets.connect(f"{venue.ws_url}/public/stream?streams={streams}", close_timeout=1) as public, \
+                    websockets.connect(f"{venue.ws_url}/market/stream?streams={streams}", close_timeout=1) as market:
                 await legacy.send(orjson.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 1}))
                 seen: dict[str, list[str]] = {"legacy": [], "public": [], "market": []}
                 deadline = time.monotonic() + 10
