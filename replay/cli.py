@@ -38,7 +38,7 @@ DATA_HELP = "Dataset root (default: the config's `out` via $CONFIG_PATH, else ./
 DATE_HELP = "Recorded Berlin date: 20240501, 2024-05-01, today or yesterday."
 
 
-class BadInput(Exception):
+class BadInput(ValueError):
     """A user error: reported as one line on stderr, exit code 2."""
 
 

@@ -288,3 +288,52 @@ def test_a_run_without_fills_says_why_in_the_summary_and_the_report(day, tmp_pat
                  "--param", "maker_fee=0", "--out", str(reports), "--no-progress")
     text = " ".join(result.stdout.split())
     assert "50 per (USDT × order size)" in text and "(USDT)" in text
+
+
+# ---- the notebook API -----------------------------------------------------------------------------------
+
+
+def test_notebook_api_on_a_recorded_day(day, tmp_path):
+    import polars as pl
+
+    from replay.notebook import open_day
+
+    out, date = day
+    opened = open_day(out, date, market="spot")
+    assert opened.symbols == ["BTCUSDT"]
+    mid = opened.mid("BTCUSDT", every="1s")
+    assert isinstance(mid, pl.DataFrame) and mid.height >= 5
+    assert (mid["best_bid"] < mid["best_ask"]).all() and mid["time"].dtype == pl.Datetime("ns", "UTC")
+    clock = mid["time_berlin"][3].strftime("%H:%M:%S.%f")[:12]
+    book = opened.book_at(clock, "BTCUSDT", depth=5)
+    bids, asks = book.filter(pl.col("side") == "bid"), book.filter(pl.col("side") == "ask")
+    assert 0 < bids.height <= 5 and 0 < asks.height <= 5 and bids["price"].max() < asks["price"].min()
+    assert bids["price"].is_sorted(descending=True) and asks["price"].is_sorted()
+    assert opened.trades("BTCUSDT").height > 0
+    result = opened.backtest(strategy="as", gamma=0.1, order_size="0.01", maker_fee=0, horizon="span",
+                             out=tmp_path / "nb")
+    # the same engine and files as the CLI: the summary equals the JSON the run wrote
+    import json
+
+    saved = json.loads((tmp_path / "nb" / "backtest-BTCUSDT-as.json").read_text())["summary"]
+    assert result.summary["fills.count"][0] == saved["fills"]["count"] == result.fills.height
+    assert result.summary["pnl.total"][0] == saved["pnl"]["total"]
+    assert result.series.height > 0 and "<svg" in result.report_html()
+    with pytest.raises(ValueError, match="no usdm data"):
+        open_day(out, date, market="usdm")
+
+
+def test_example_notebook_runs_offline(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+
+    notebook = nbformat.read(ROOT / "examples" / "first_hour.ipynb", as_version=4)
+    os.environ["NOTEBOOK_SECONDS"] = "8"
+    try:
+        nbclient.NotebookClient(notebook, timeout=180, kernel_name="python3",
+                                resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        del os.environ["NOTEBOOK_SECONDS"]
+    outputs = "".join(str(o.get("data", {}).get("text/plain", "")) for cell in notebook.cells
+                      for o in cell.get("outputs", []))
+    assert "BTCUSDT" in outputs and "fills.count" in outputs
