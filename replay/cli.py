@@ -414,6 +414,9 @@ def calibrate(
     strategy: str = typer.Option("as", "--strategy", help="Model to propose γ for: as | glft."),
     target: float | None = typer.Option(None, "--target-half-spread", help=(
         "Wanted distance of each quote from the mid, in ticks (default: the smallest the model quotes).")),
+    maker_fee: float | None = typer.Option(None, "--maker-fee", help=(
+        "Your maker fee as a fraction of notional, e.g. 0.0002 or -0.00005 (default: the market's VIP 0 rate); "
+        "written to the config.")),
     write: Annotated[Path | None, typer.Option(
         "--write", help="Write a complete `simulator:` config: the fits and the proposed γ.")] = None,
     debug: bool = typer.Option(False, "--debug", help="Tracebacks on errors."),
@@ -444,6 +447,8 @@ def calibrate(
             raise BadInput("--sigma-halflife and --window must be > 0")
         if target is not None and not target > 0:
             raise BadInput("--target-half-spread must be a number of ticks > 0")
+        if maker_fee is not None:
+            SimParams(maker_fee=maker_fee).check()  # the simulator's own rule for a fee
         replay = DayReplay(data, mk, day, wanted, start_ns, end_ns, channels=(TRADE,))
         results, proposals = [], []
         for symbol in replay.symbols:
@@ -451,7 +456,7 @@ def calibrate(
             one = DayReplay(data, mk, day, [symbol], start_ns, end_ns, channels=(TRADE,))
             result = calibrate_events(one.events(), symbol, tick, halflife_s, window_s)
             results.append(result)
-            proposals.append(_proposal(result, one, mk, tick, strategy, target))
+            proposals.append(_proposal(result, one, mk, tick, strategy, target, maker_fee))
     except (ValueError, BadInput, DatasetError) as e:
         _fail(str(e), debug, e)
         return
@@ -486,7 +491,7 @@ def calibrate(
             _fail("no symbol has enough trades and mid changes for a fit; nothing written", debug)
         r, proposal = chosen
         values = dict(dataclasses.asdict(SimParams()), strategy=strategy, gamma=proposal["gamma"], sigma=r["sigma"],
-                      A=r["fit"]["A"], k=r["fit"]["k"], fee_aware=proposal["fee_aware"])
+                      A=r["fit"]["A"], k=r["fit"]["k"], fee_aware=proposal["fee_aware"], maker_fee=maker_fee)
         source = (f"replay calibrate --date {day} --market {mk.name}: {r['symbol']}, {r['trades']} trades "
                   f"over {r['span_s']:.0f} s (R² {r['fit']['r2']:.3f})")
         comment = "\n".join([source, *proposal["reasoning"]])
@@ -509,7 +514,8 @@ def _day_tick(data: Path, mk, day, symbol: str) -> float:  # type: ignore[no-unt
     return tick / 10**SCALE
 
 
-def _proposal(result: dict, replay, mk, tick: float, strategy: str, target: float | None) -> dict | None:  # type: ignore[no-untyped-def]
+def _proposal(result: dict, replay, mk, tick: float, strategy: str, target: float | None,  # type: ignore[no-untyped-def]
+              maker_fee: float | None) -> dict | None:
     """γ for the strategy on this symbol's fits (None without a fit), as `replay` would run it by default."""
     from recorder.window import TradingWindow
     from replay.sim.calibrate import propose_strategy
@@ -525,7 +531,8 @@ def _proposal(result: dict, replay, mk, tick: float, strategy: str, target: floa
     mean_left = max(0.0, (end - (result["first_ns"] + result["last_ns"]) / 2) / 1e9)
     return propose_strategy(strategy, sigma=result["sigma"], A=result["fit"]["A"], k=result["fit"]["k"], tick=tick,
                             mid=result["mid"], mean_time_left=mean_left, soft_limit=params.soft_limit,
-                            maker_fee=DEFAULT_FEES[mk.name][0], target_ticks=target)
+                            maker_fee=DEFAULT_FEES[mk.name][0] if maker_fee is None else maker_fee,
+                            target_ticks=target)
 
 
 @app.command()

@@ -337,3 +337,16 @@ def test_example_notebook_runs_offline(tmp_path):
     outputs = "".join(str(o.get("data", {}).get("text/plain", "")) for cell in notebook.cells
                       for o in cell.get("outputs", []))
     assert "BTCUSDT" in outputs and "fills.count" in outputs
+
+
+def test_demo_ends_with_the_proposed_parameters_and_a_backtest_that_fills(tmp_path):
+    import json
+
+    out = tmp_path / "demo-data"
+    result = subprocess.run([sys.executable, "-m", "replay.demo", "--seconds", "8", "--symbols", "BTCUSDT",
+                             "--out", str(out)], capture_output=True, text=True, timeout=180, check=False, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "proposed as γ =" in result.stdout
+    summary = json.loads(next(out.glob("reports/binance-spot/*/backtest-BTCUSDT-as.json")).read_text())["summary"]
+    assert summary["fills"]["count"] > 0 and summary["params"]["maker_fee"] == 0
