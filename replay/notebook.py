@@ -30,7 +30,6 @@ from recorder.markets import Market, get_market
 from recorder.numbers import SCALE
 from replay.engine import BOOK_INVALID, DEPTH, SNAPSHOT, TRADE, DayReplay, Pacer, paced
 from schemas import read_table
-from schemas.layout import BERLIN
 
 UNIT = 10**SCALE
 
