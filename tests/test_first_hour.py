@@ -103,7 +103,8 @@ def test_corrupt_parquet_is_named_by_replay(day, tmp_path):
     victim = min((copy / "binance-spot" / "depth").rglob("*.parquet"))
     victim.write_bytes(b"PAR1 this is not parquet")
     for args in (["--date", date, "--speed", "max", "--out", str(tmp_path / "r")],
-                 ["calibrate", "--date", date], ["export", "--date", date, "--to", "tardis-csv",
+                 ["calibrate", "--date", date], ["serve", "--date", date, "--port", "0"],
+                 ["export", "--date", date, "--to", "tardis-csv",
                                                  "--out", str(tmp_path / "x")]):
         line = one_error_line(run("replay", *args, "--data", str(copy)), "replay: error:")
         assert victim.name in line, (args, line)
