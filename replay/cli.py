@@ -480,9 +480,10 @@ def calibrate(
         if proposal is None:
             console.print(f"{r['symbol']}: too few trades or mid changes for a fit: no strategy parameters proposed")
             continue
-        console.print(f"[bold]{r['symbol']}: proposed {strategy} γ = {proposal['gamma']:.4g} per (price × order size)"
-                      f"{' (ξ = γ)' if strategy == 'glft' else ''}[/], quotes ±{proposal['half_spread']:.6g} "
-                      f"{quote_currency(r['symbol']) or 'quote currency'} from the reservation price")
+        currency = quote_currency(r["symbol"]) or "quote currency"
+        console.print(f"[bold]{r['symbol']}: proposed {strategy} γ = {proposal['gamma']:.4g} per ({currency} × order "
+                      f"size){' (ξ = γ)' if strategy == 'glft' else ''}[/], quotes ±{proposal['half_spread']:.6g} "
+                      f"{currency} from the reservation price")
         for line in proposal["reasoning"]:
             console.print(f"  - {line}", highlight=False)
     if write is not None:
@@ -517,6 +518,7 @@ def _day_tick(data: Path, mk, day, symbol: str) -> float:  # type: ignore[no-unt
 def _proposal(result: dict, replay, mk, tick: float, strategy: str, target: float | None,  # type: ignore[no-untyped-def]
               maker_fee: float | None) -> dict | None:
     """γ for the strategy on this symbol's fits (None without a fit), as `replay` would run it by default."""
+    from recorder.markets import quote_currency
     from recorder.window import TradingWindow
     from replay.sim.calibrate import propose_strategy
     from replay.sim.params import SimParams
@@ -532,7 +534,7 @@ def _proposal(result: dict, replay, mk, tick: float, strategy: str, target: floa
     return propose_strategy(strategy, sigma=result["sigma"], A=result["fit"]["A"], k=result["fit"]["k"], tick=tick,
                             mid=result["mid"], mean_time_left=mean_left, soft_limit=params.soft_limit,
                             maker_fee=DEFAULT_FEES[mk.name][0] if maker_fee is None else maker_fee,
-                            target_ticks=target)
+                            target_ticks=target, currency=quote_currency(result["symbol"]) or "price")
 
 
 @app.command()

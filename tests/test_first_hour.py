@@ -240,7 +240,7 @@ def test_calibrate_writes_a_complete_config_that_quotes_and_fills(day, tmp_path)
     result = run("replay", "calibrate", "--date", date, "--data", str(out), "--write", str(config))
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
-    assert "proposed as γ =" in text and "per (price × order size)" in text and "target half-spread" in text
+    assert "proposed as γ =" in text and "per (USDT × order size)" in text and "target half-spread" in text
     params = load_params(config)
     assert params.strategy == "as" and params.gamma != 0.1 and params.sigma > 0
     assert set(config.read_text().split("simulator:")[1].split()) >= {"hard_limit:", "fill_model:", "fee_aware:"}

@@ -220,7 +220,7 @@ def _glft_quote_shape(gamma: float, sigma: float, k: float, A: float) -> tuple[f
 
 def propose_strategy(strategy: str, *, sigma: float, A: float, k: float, tick: float, mid: float,
                      mean_time_left: float, soft_limit: float, maker_fee: float,
-                     target_ticks: float | None = None) -> dict:
+                     target_ticks: float | None = None, currency: str = "price") -> dict:
     """γ (ξ = γ for GLFT) for a day: the inventory skew at the soft limit equals the target half-spread, so a
     full position moves the growing side's quote out by one half-spread and the reducing side's to the mid.
 
@@ -252,7 +252,7 @@ def propose_strategy(strategy: str, *, sigma: float, A: float, k: float, tick: f
         why.append("GLFT (ξ = γ): half-spread c1 + σc2/2, skew σc2 per order size of inventory")
     why.append(f"target half-spread {target:.6g} ({target / tick:.1f} ticks"
                f"{', the smallest the model quotes with this k' if target_ticks is None else ', set by --target-half-spread'})")
-    why.append(f"γ = {gamma:.4g} per (price × order size) puts the skew at the soft limit ({soft_limit:g} order sizes) "
+    why.append(f"γ = {gamma:.4g} per ({currency} × order size) puts the skew at the soft limit ({soft_limit:g} order sizes) "
                f"at {skew * soft_limit:.6g}; {name} then quotes ±{half:.6g} ({half / tick:.1f} ticks) from its "
                f"reservation price")
     if target < floor_half * 0.999:
