@@ -77,6 +77,7 @@ class Plot:
         self.y0, self.y1 = y0, y1 if y1 > y0 else y0 + 1
         self.w, self.h, self.l, self.r, self.t, self.b = width, height, left, right, top, bottom
         self.parts: list[str] = []
+        self.extra_height = 0  # grown by axes() when the x label needs a line of its own
 
     def x(self, v: float) -> float:
         return self.l + (v - self.x0) / (self.x1 - self.x0) * (self.w - self.l - self.r)
@@ -144,12 +145,13 @@ class Plot:
         if y_label:
             self.add(f'<text x="12" y="{self.t + (self.h - self.t - self.b) / 2:.0f}" font-size="10" fill="#57606a" '
                      f'text-anchor="middle" transform="rotate(-90 12 {self.t + (self.h - self.t - self.b) / 2:.0f})">{_e(y_label)}</text>')
-        if x_label:
-            self.add(f'<text x="{self.w - self.r}" y="{self.h - 2}" font-size="10" text-anchor="end" fill="#57606a">{_e(x_label)}</text>')
+        if x_label:  # on its own line below the tick labels, so the last tick label stays readable
+            self.add(f'<text x="{self.w - self.r}" y="{base + 29}" font-size="10" text-anchor="end" fill="#57606a">{_e(x_label)}</text>')
+            self.extra_height = max(self.extra_height, base + 33 - self.h)
 
     def svg(self, label: str) -> str:
         body = "".join(self.parts)
-        return (f'<svg viewBox="0 0 {self.w} {self.h}" xmlns="http://www.w3.org/2000/svg" role="img" '
+        return (f'<svg viewBox="0 0 {self.w} {self.h + self.extra_height}" xmlns="http://www.w3.org/2000/svg" role="img" '
                 f'aria-label="{_e(label)}">{body}</svg>')
 
 
