@@ -184,7 +184,7 @@ def _readme_synopses() -> dict[str, set[str]]:
         for line in lines:
             if line.startswith(("recorder ", "replay ")):
                 words = line.split()
-                command = " ".join(words[: next(i for i, w in enumerate(words) if w.startswith(("-", "[", "P")))])
+                command = " ".join(words[: next(i for i, w in enumerate(words) if w.startswith(("-", "[")) or w.isupper())])
             found.setdefault(command, set()).update(re.findall(r"--[a-z][a-z0-9-]*", line))
     return found
 
