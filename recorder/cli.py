@@ -36,6 +36,26 @@ LogFormatOpt = Annotated[str | None, typer.Option("--log-format", help="plain | 
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
 
 
+def print_version(value: bool) -> None:
+    """--version (both commands): the installed package's version."""
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        text = version("avellaneda-mm")
+    except PackageNotFoundError:
+        text = "unknown (not installed)"
+    typer.echo(f"avellaneda-mm {text}")
+    raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=print_version,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Record Binance order books (spot, USD-M, COIN-M) into an exact Parquet/CSV dataset."""
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     typer.echo(f"recorder: error: {message}", err=True)
     return typer.Exit(code)

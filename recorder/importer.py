@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
+import orjson
 import pyarrow.parquet as pq
 import typer
 
@@ -107,6 +108,7 @@ class ImportResult:
     synced: set[str] = field(default_factory=set)  # symbols whose book got synced at least once
     skipped: Counter = field(default_factory=Counter)  # ws frames of channels the dataset does not record
     rejected: int = 0  # messages whose values did not convert at flush (set aside, with an event)
+    cut_lines: list[str] = field(default_factory=list)  # "file:line" of payloads cut mid-JSON (a truncated capture)
     seq_range: tuple[int, int] = (0, 0)  # (first, last) seq of this import
     elapsed_s: float = 0.0
 
@@ -269,6 +271,8 @@ class _Importer:
                     if not recorded:
                         skipped[channel.decode("ascii", "replace")] += 1
                         continue
+                if record.payload[-1:] != b"}" and _cut_mid_json(record.payload):
+                    result.cut_lines.append(record.source)
                 frame(ts, record.payload)
             elif kind == KIND_REST:
                 if record.symbol is None:
@@ -348,6 +352,15 @@ class _Importer:
             self.tmp.parent.rmdir()  # only if no other import is under way
         except OSError:
             pass
+
+
+def _cut_mid_json(payload: bytes) -> bool:
+    """A payload that is not whole JSON (e.g. the last line of a capture cut while it was written)."""
+    try:
+        orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return True
+    return False
 
 
 def _where(source: str) -> tuple[str, int]:
@@ -432,6 +445,8 @@ def print_summary(result: ImportResult, out: Path) -> None:
         console.print("skipped (not recorded): " + ", ".join(f"{k} {n}" for k, n in sorted(result.skipped.items())))
     if result.rejected:
         console.print(f"rejected at write: {result.rejected}")
+    if result.cut_lines:
+        console.print(f"cut mid-JSON (not imported, a parse_error event each): {', '.join(result.cut_lines)}")
     console.print(f"{result.records:,} records -> {result.rows_written:,} rows in {result.elapsed_s:.1f} s "
                   f"({result.rows_per_s:,.0f} rows/s)")
 
@@ -459,4 +474,6 @@ def import_command(
         if debug:
             raise
         raise _fail(str(exc).splitlines()[0], EXIT_IO) from None
+    for source in result.cut_lines:
+        typer.echo(f"recorder: warning: {source}: line cut mid-JSON (a truncated capture?); not imported", err=True)
     print_summary(result, out)

@@ -239,3 +239,12 @@ def market_for_exchange(exchange: str) -> Market:
         if market.exchange == exchange:
             return market
     raise ValueError(f"unknown exchange {exchange!r}; use one of {', '.join(m.exchange for m in MARKETS.values())}")
+
+
+_QUOTE_ASSETS = ("FDUSD", "USDT", "USDC", "TUSD", "BUSD", "EUR", "TRY", "BTC", "ETH", "BNB", "USD")
+
+
+def quote_currency(symbol: str) -> str:
+    """The currency a symbol's prices are in, from its name: BTCUSDT -> USDT, BTCUSD_PERP -> USD; '' if unknown."""
+    base = symbol.upper().split("_", 1)[0]
+    return next((q for q in _QUOTE_ASSETS if base.endswith(q) and len(base) > len(q)), "")

@@ -12,6 +12,8 @@ import json
 import math
 from zoneinfo import ZoneInfo
 
+from recorder.markets import quote_currency
+
 BERLIN = ZoneInfo("Europe/Berlin")
 NS = 1_000_000_000
 COLORS = {"pass": "#1a7f37", "warn": "#b58100", "fail": "#cf222e", "skip": "#6e7781"}
@@ -75,6 +77,7 @@ class Plot:
         self.y0, self.y1 = y0, y1 if y1 > y0 else y0 + 1
         self.w, self.h, self.l, self.r, self.t, self.b = width, height, left, right, top, bottom
         self.parts: list[str] = []
+        self.extra_height = 0  # grown by axes() when the x label needs a line of its own
 
     def x(self, v: float) -> float:
         return self.l + (v - self.x0) / (self.x1 - self.x0) * (self.w - self.l - self.r)
@@ -126,8 +129,10 @@ class Plot:
             xv = v * NS if time_axis else v
             x = self.x(xv)
             label = _clock(int(xv), span_s) if time_axis else _fmt(v)
+            half = len(label) * 3.2  # ~half the label's width at font-size 10: keep it inside the canvas
+            anchor = "end" if x + half > self.w else "start" if x - half < 0 else "middle"
             self.add(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{base}" y2="{base + 4}" stroke="#8c959f"/>'
-                     f'<text x="{x:.1f}" y="{base + 16}" font-size="10" text-anchor="middle" fill="#57606a">{_e(label)}</text>')
+                     f'<text x="{x:.1f}" y="{base + 16}" font-size="10" text-anchor="{anchor}" fill="#57606a">{_e(label)}</text>')
         if y_ticks:
             ticks = _nice_ticks(self.y0, self.y1, 4)
             step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
@@ -140,12 +145,13 @@ class Plot:
         if y_label:
             self.add(f'<text x="12" y="{self.t + (self.h - self.t - self.b) / 2:.0f}" font-size="10" fill="#57606a" '
                      f'text-anchor="middle" transform="rotate(-90 12 {self.t + (self.h - self.t - self.b) / 2:.0f})">{_e(y_label)}</text>')
-        if x_label:
-            self.add(f'<text x="{self.w - self.r}" y="{self.h - 2}" font-size="10" text-anchor="end" fill="#57606a">{_e(x_label)}</text>')
+        if x_label:  # on its own line below the tick labels, so the last tick label stays readable
+            self.add(f'<text x="{self.w - self.r}" y="{base + 29}" font-size="10" text-anchor="end" fill="#57606a">{_e(x_label)}</text>')
+            self.extra_height = max(self.extra_height, base + 33 - self.h)
 
     def svg(self, label: str) -> str:
         body = "".join(self.parts)
-        return (f'<svg viewBox="0 0 {self.w} {self.h}" xmlns="http://www.w3.org/2000/svg" role="img" '
+        return (f'<svg viewBox="0 0 {self.w} {self.h + self.extra_height}" xmlns="http://www.w3.org/2000/svg" role="img" '
                 f'aria-label="{_e(label)}">{body}</svg>')
 
 
@@ -284,7 +290,7 @@ def _symbol_section(symbol: str, result: dict) -> str:
 <div><h3>Message rate</h3>{bars_svg(s, [("depth_msgs", "depth", "#0969da"), ("book_ticker", "bookTicker", "#8c959f"), ("trades", "trades", "#bf8700")])}
 {_legend([("depth", "#0969da"), ("bookTicker", "#8c959f"), ("trades", "#bf8700")])}</div>
 <div><h3>Feed latency recv − E (depth)</h3>{hist_svg(s.get('latency_hist', {}))}</div>
-<div><h3>Mid price (last valid book per bucket)</h3>{line_svg(s, 'mid', '#24292f', 'mid')}</div>
+<div><h3>Mid price (last valid book per bucket, {_e(quote_currency(symbol) or 'quote currency')})</h3>{line_svg(s, 'mid', '#24292f', f"mid ({quote_currency(symbol) or 'quote currency'})")}</div>
 <div><h3>Spread (mean per bucket, bps)</h3>{line_svg(s, 'spread_bps', '#cf222e', 'spread bps')}</div>
 </div>
 <h3>Details</h3>{''.join(details)}

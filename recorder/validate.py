@@ -1150,6 +1150,16 @@ def validate_symbol(root: Path, market: Market, date: dt.date, symbol: str, thre
                               "loop blocks (bursts of late frames); warn only")
         else:
             status = "fail"
+    if st["recv_backsteps"] > thresholds.max_recv_ts_backsteps:
+        time_notes.append(f"{st['recv_backsteps']} recv_ts backstep(s) (the local clock stepped back), more than "
+                          f"{thresholds.max_recv_ts_backsteps} allowed")
+    if inversions:
+        time_notes.append(f"{inversions} message(s) with transaction time T after event time E")
+    if offset is not None and offset < 0:
+        time_notes.append(f"negative feed latency (median recv - E {offset:g} ms): the local clock is behind the "
+                          f"exchange's by at least {-offset:g} ms; sync it (NTP/chrony) - latencies here are shifted by it")
+    if offset is not None and abs(offset) > thresholds.max_clock_offset_ms:
+        time_notes.append(f"clock offset estimate {offset} ms exceeds {thresholds.max_clock_offset_ms:g} ms")
     if status == "pass" and (st["recv_backsteps"] > thresholds.max_recv_ts_backsteps or inversions
                              or (offset is not None and abs(offset) > thresholds.max_clock_offset_ms)):
         status = "warn"
@@ -1339,6 +1349,12 @@ def print_report(report: dict, console=None) -> None:
             style = STATUS_STYLE[check["status"]]
             table.add_row(name, f"[{style}]{check['status']}[/]", check["summary"])
         console.print(table)
+        for name, check in result["checks"].items():  # why a check is not a plain pass, in words
+            notes = check["notes"] or ([] if check["status"] in ("pass", "skip") else
+                                       ["a figure above is past its threshold (see the JSON report's figures)"])
+            for note in notes:
+                console.print(f"  {name}: [{STATUS_STYLE[check['status']]}]{check['status']}[/] - {note}",
+                              highlight=False)
     style = STATUS_STYLE[report["status"]]
     console.print(f"[{style}]{report['status'].upper()}[/] {len(report['symbols'])} symbol(s), "
                   f"{report['rows']:,} rows in {report['elapsed_seconds']:.1f} s "
@@ -1359,12 +1375,14 @@ def resolve_date(text: str, now: dt.datetime | None = None) -> dt.date:
 
 def validate_command(
     date: Annotated[str, typer.Option("--date", help="Berlin date: 20240501, 2024-05-01, today, yesterday.")],
-    data: Annotated[Path | None, typer.Option("--data", help="Dataset root (default: config `out`).")] = None,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Dataset root (default: the config's `out` via $CONFIG_PATH, else ./data).")] = None,
     market: Annotated[str | None, typer.Option("--market", help="spot | usdm | coinm")] = None,
     symbols: Annotated[str | None, typer.Option("--symbols", help="Comma-separated (default: all in the data).")] = None,
     html: Annotated[Path | None, typer.Option("--html", help="Write the HTML report here.")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML config (thresholds under `validate:`).")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Validate a recorded day: coverage, continuity, snapshots, book, bookTicker, trades, time, files.
 
@@ -1373,6 +1391,10 @@ def validate_command(
     from recorder.config import ConfigError, load_config
 
     def fail(message: str, code: int = 2):
+        if debug:
+            import traceback
+
+            traceback.print_exc()
         typer.echo(f"recorder: error: {message}", err=True)
         return typer.Exit(code)
 

@@ -22,6 +22,7 @@ from typing import Annotated
 
 import typer
 
+from recorder.cli import print_version
 from replay.export import export_command
 from replay.venue.clock import parse_speed
 
@@ -33,9 +34,11 @@ app = typer.Typer(
 )
 
 EXIT_BAD_INPUT = 2
+DATA_HELP = "Dataset root (default: the config's `out` via $CONFIG_PATH, else ./data)."
+DATE_HELP = "Recorded Berlin date: 20240501, 2024-05-01, today or yesterday."
 
 
-class BadInput(Exception):
+class BadInput(ValueError):
     """A user error: reported as one line on stderr, exit code 2."""
 
 
@@ -52,9 +55,9 @@ def _fail(message: str, debug: bool, exc: BaseException | None = None) -> None:
 @app.callback(invoke_without_command=True)
 def _root(
     ctx: typer.Context,
-    date: str | None = typer.Option(None, "--date", help="Recorded Berlin date: 20240501 or 2024-05-01."),
-    speed: str = typer.Option("1x", "--speed", help="1x, 50x, 0.25x or max."),
-    data: Annotated[Path, typer.Option("--data", help="Dataset root.")] = Path("data"),
+    date: str | None = typer.Option(None, "--date", help=DATE_HELP),
+    speed: str = typer.Option("1x", "--speed", help="Replay speed: 1x, 50x, 0.25x or max (a bare 50 means 50x)."),
+    data: Annotated[Path | None, typer.Option("--data", help=DATA_HELP)] = None,
     market: str = typer.Option("spot", "--market", help="spot | usdm | coinm"),
     symbols: str | None = typer.Option(None, "--symbols", help="Comma-separated (default: all of the day)."),
     start: str | None = typer.Option(None, "--from", help="Start time in Berlin, e.g. 09:30."),
@@ -63,31 +66,35 @@ def _root(
     view: bool = typer.Option(False, "--view", help="Show the live book/trades view instead of the backtest."),
     config: Annotated[Path | None, typer.Option("--config", help="YAML with a `simulator:` section.")] = None,
     strategy: str | None = typer.Option(None, "--strategy", help="as | glft | join | fixed | module:Class | file.py:Class"),
-    gamma: float | None = typer.Option(None, "--gamma", help="Risk aversion γ (per price unit × order size)."),
+    gamma: float | None = typer.Option(None, "--gamma", help="Risk aversion γ in 1/(quote currency × order size), e.g. 0.1."),
     fill_model: str | None = typer.Option(None, "--fill-model", help="queue | cross | poisson"),
-    latency: str | None = typer.Option(None, "--latency", help="Entry and response latency: 10ms, feed, feed*2."),
+    latency: str | None = typer.Option(None, "--latency", help="Entry and response latency with its unit: 10ms, 0.5s, feed, feed*2 (a bare number is an error)."),
     order_size: str | None = typer.Option(None, "--order-size", help="Base quantity per quote, e.g. 0.001."),
     param: Annotated[list[str] | None, typer.Option("--param", help="Any simulator parameter: KEY=VALUE (repeat).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Report directory (default DATA/reports/EXCHANGE/DATE).")] = None,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar while running."),
     debug: bool = typer.Option(False, "--debug", help="Tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=print_version,
+                                 help="Print the version and exit."),
 ) -> None:
     """Backtest the market maker on a recorded day: `replay --date 20240501 --speed 50x`
     (`--view` for the live book view instead); or `replay serve --synthetic ...`."""
     if ctx.invoked_subcommand is not None:
         return
-    if date is None:
-        typer.echo(ctx.get_help())
-        raise typer.Exit(EXIT_BAD_INPUT)
     from recorder.markets import get_market
     from replay.engine import AGG_TRADE, BOOK_TICKER, EVENT, TRADE, DayReplay, Pacer, paced
     from replay.view import run_view
-    from schemas import DatasetError, parse_date
+    from schemas import DatasetError
 
     try:
+        data = dataset_root(data)
+        if date is None:
+            raise BadInput(f"--date is missing: give the recorded day, e.g. --date 2024-08-09 or today "
+                           f"({available_days(data)}; replay --help for all options)")
         params = None if view else _sim_params(config, strategy, gamma, fill_model, latency, order_size, param)
         mk = get_market(market)
-        day = parse_date(date)
+        day = resolve_date(date)
+        check_market_has_day(data, mk, day)
         pace = parse_speed(speed)
         start_ns, end_ns = _day_span(day, start, end)
         wanted = _symbol_list(symbols)
@@ -114,6 +121,53 @@ def _root(
     lateness = pacer.lateness_ms()
     typer.echo(f"replayed {stats.events:,} events; lateness p50 {lateness['p50']:.2f} ms, "
                f"p99 {lateness['p99']:.2f} ms")
+
+
+def dataset_root(data: Path | None) -> Path:
+    """--data, else the recorder config's `out` ($CONFIG_PATH), else ./data: one default for every command."""
+    from recorder.config import ConfigError, load_config
+
+    if data is not None:
+        return data
+    try:
+        return Path(load_config(None, {}).out)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def resolve_date(text: str):  # type: ignore[no-untyped-def]
+    """'today' / 'yesterday' (Berlin), 20240501 or 2024-05-01: the same dates `recorder validate` takes."""
+    from recorder.validate import resolve_date as resolve
+
+    return resolve(text)
+
+
+def _days_by_market(data: Path) -> dict[str, list[str]]:
+    """Market name -> the Berlin dates with depth data under `data`."""
+    from recorder.markets import MARKETS
+
+    found = {}
+    for name, mk in MARKETS.items():
+        dates = sorted(p.name.split("=", 1)[1] for p in (data / mk.exchange / "depth").glob("date=*"))
+        if dates:
+            found[name] = dates
+    return found
+
+
+def available_days(data: Path) -> str:
+    """'data/ has usdm: 2024-08-08, 2024-08-09' or 'no recorded day under data/'."""
+    found = _days_by_market(data)
+    if not found:
+        return f"no recorded day under {data}/"
+    return f"{data}/ has " + "; ".join(f"{name}: {', '.join(dates)}" for name, dates in found.items())
+
+
+def check_market_has_day(data: Path, mk, day) -> None:  # type: ignore[no-untyped-def]
+    """A market with no data at all (e.g. the default spot on a USD-M dataset): say which markets and dates exist."""
+    found = _days_by_market(data)
+    if found and mk.name not in found:
+        hint = f"; pass --market {next(iter(found))}" if len(found) == 1 else ""
+        raise BadInput(f"no {mk.name} data (--market {mk.name}); {available_days(data)}{hint}")
 
 
 def _sim_params(config, strategy, gamma, fill_model, latency, order_size, param):  # type: ignore[no-untyped-def]
@@ -190,8 +244,8 @@ def _berlin_ns(day, text: str, option: str) -> int:
 
 @app.command()
 def serve(
-    date: str | None = typer.Option(None, "--date", help="Serve this recorded Berlin date: 20240501 or 2024-05-01."),
-    data: Annotated[Path, typer.Option("--data", help="Dataset root (with --date).")] = Path("data"),
+    date: str | None = typer.Option(None, "--date", help="Serve this recorded Berlin date: 20240501, 2024-05-01, today."),
+    data: Annotated[Path | None, typer.Option("--data", help=DATA_HELP)] = None,
     start: str | None = typer.Option(None, "--from", help="Start time in Berlin, e.g. 09:30 (with --date)."),
     end: str | None = typer.Option(None, "--to", help="End time in Berlin, e.g. 12:00 (with --date)."),
     depth_stream: str | None = typer.Option(
@@ -204,7 +258,7 @@ def serve(
     ),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(9443, "--port", help="One port for REST and WebSocket (0: any free port)."),
-    speed: str = typer.Option("1x", "--speed", help="Market time per wall time: 1x, 10x, 0.25x, max."),
+    speed: str = typer.Option("1x", "--speed", help="Market time per wall time: 1x, 10x, 0.25x, max (a bare 10 means 10x)."),
     faults: str | None = typer.Option(None, "--faults", help="Fault spec, e.g. drop=0.02,delay=0.01:300ms."),
     seed: int = typer.Option(1, "--seed", help="Seed of the synthetic market."),
     ping_interval: float | None = typer.Option(None, "--ping-interval", help="Server ping interval (s)."),
@@ -222,7 +276,7 @@ def serve(
     from replay.venue.faults import FaultSpec
     from replay.venue.server import VenueServer
     from replay.venue.synthetic import check_symbols
-    from schemas import DatasetError, parse_date
+    from schemas import DatasetError
 
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
@@ -236,6 +290,7 @@ def serve(
             raise BadInput("give --date (a recorded day, e.g. --date 20240501) or --synthetic")
         if date is None and (start is not None or end is not None or depth_stream is not None):
             raise BadInput("--from, --to and --depth-stream need --date")
+        data = dataset_root(data)
         mk = get_market(market)
         spd = parse_speed(speed)
         spec = FaultSpec.parse(faults)
@@ -246,7 +301,8 @@ def serve(
         else:
             from replay.venue.recorded import RecordedSource
 
-            day = parse_date(date)
+            day = resolve_date(date)
+            check_market_has_day(data, mk, day)
             start_ns, end_ns = _day_span(day, start, end)
             wanted = _symbol_list(symbols)
             source = RecordedSource(data, mk, day, wanted, start_ns, end_ns, depth_suffix=depth_stream)
@@ -347,43 +403,60 @@ app.command("export")(export_command)
 
 @app.command()
 def calibrate(
-    date: str = typer.Option(..., "--date", help="Recorded Berlin date: 20240501 or 2024-05-01."),
-    data: Annotated[Path, typer.Option("--data", help="Dataset root.")] = Path("data"),
+    date: str = typer.Option(..., "--date", help=DATE_HELP),
+    data: Annotated[Path | None, typer.Option("--data", help=DATA_HELP)] = None,
     market: str = typer.Option("spot", "--market", help="spot | usdm | coinm"),
     symbols: str | None = typer.Option(None, "--symbols", help="Comma-separated (default: all of the day)."),
     start: str | None = typer.Option(None, "--from", help="Start time in Berlin, e.g. 09:30."),
     end: str | None = typer.Option(None, "--to", help="End time in Berlin, e.g. 12:00."),
     halflife: str = typer.Option("5m", "--sigma-halflife", help="EWMA half-life of σ."),
     window: str = typer.Option("10m", "--window", help="Rolling window of the A, k fits."),
-    write: Annotated[Path | None, typer.Option("--write", help="Write the fits as a `simulator:` config.")] = None,
+    strategy: str = typer.Option("as", "--strategy", help="Model to propose γ for: as | glft."),
+    target: float | None = typer.Option(None, "--target-half-spread", help=(
+        "Wanted distance of each quote from the mid, in ticks (default: the smallest the model quotes).")),
+    maker_fee: float | None = typer.Option(None, "--maker-fee", help=(
+        "Your maker fee as a fraction of notional, e.g. 0.0002 or -0.00005 (default: the market's VIP 0 rate); "
+        "written to the config.")),
+    write: Annotated[Path | None, typer.Option(
+        "--write", help="Write a complete `simulator:` config: the fits and the proposed γ.")] = None,
     debug: bool = typer.Option(False, "--debug", help="Tracebacks on errors."),
 ) -> None:
-    """σ (EWMA of mid changes) and the trade-intensity fit λ(δ) = A·e^(−kδ) of a recorded day."""
+    """σ (EWMA of mid changes) and the trade-intensity fit λ(δ) = A·e^(−kδ) of a recorded day, and the
+    strategy parameters (γ, for GLFT ξ = γ) that quote sensibly on it, with the reasoning."""
+    import dataclasses
+
     from rich.table import Table
 
     from recorder.config import parse_duration
-    from recorder.markets import get_market
-    from recorder.validate import instrument_steps
+    from recorder.markets import get_market, quote_currency
     from replay.engine import TRADE, DayReplay
     from replay.sim.calibrate import calibrate_events
-    from replay.sim.params import params_yaml
+    from replay.sim.params import SimParams, params_yaml
     from replay.view import wide_console
-    from schemas import DatasetError, parse_date
+    from schemas import DatasetError
 
     try:
+        data = dataset_root(data)
         mk = get_market(market)
-        day = parse_date(date)
+        day = resolve_date(date)
+        check_market_has_day(data, mk, day)
         start_ns, end_ns = _day_span(day, start, end)
         wanted = _symbol_list(symbols)
         halflife_s, window_s = parse_duration(halflife), parse_duration(window)
         if halflife_s <= 0 or window_s <= 0:
             raise BadInput("--sigma-halflife and --window must be > 0")
+        if target is not None and not target > 0:
+            raise BadInput("--target-half-spread must be a number of ticks > 0")
+        if maker_fee is not None:
+            SimParams(maker_fee=maker_fee).check()  # the simulator's own rule for a fee
         replay = DayReplay(data, mk, day, wanted, start_ns, end_ns, channels=(TRADE,))
-        results = []
+        results, proposals = [], []
         for symbol in replay.symbols:
-            tick, _ = instrument_steps(data, mk.exchange, day, symbol)
+            tick = _day_tick(data, mk, day, symbol)
             one = DayReplay(data, mk, day, [symbol], start_ns, end_ns, channels=(TRADE,))
-            results.append(calibrate_events(one.events(), symbol, (tick or 1) / 1e8, halflife_s, window_s))
+            result = calibrate_events(one.events(), symbol, tick, halflife_s, window_s)
+            results.append(result)
+            proposals.append(_proposal(result, one, mk, tick, strategy, target, maker_fee))
     except (ValueError, BadInput, DatasetError) as e:
         _fail(str(e), debug, e)
         return
@@ -403,15 +476,65 @@ def calibrate(
                       num(rolling["k_median"]))
     console = wide_console()
     console.print(table)
+    for r, proposal in zip(results, proposals):
+        if proposal is None:
+            console.print(f"{r['symbol']}: too few trades or mid changes for a fit: no strategy parameters proposed")
+            continue
+        currency = quote_currency(r["symbol"]) or "quote currency"
+        console.print(f"[bold]{r['symbol']}: proposed {strategy} γ = {proposal['gamma']:.4g} per ({currency} × order "
+                      f"size){' (ξ = γ)' if strategy == 'glft' else ''}[/], quotes ±{proposal['half_spread']:.6g} "
+                      f"{currency} from the reservation price")
+        for line in proposal["reasoning"]:
+            console.print(f"  - {line}", highlight=False)
     if write is not None:
-        chosen = next((r for r in results if r["fit"] and r["sigma"]), None)
+        chosen = next(((r, p) for r, p in zip(results, proposals) if p is not None), None)
         if chosen is None:
             _fail("no symbol has enough trades and mid changes for a fit; nothing written", debug)
-        text = params_yaml({"sigma": chosen["sigma"], "A": chosen["fit"]["A"], "k": chosen["fit"]["k"]},
-                           f"replay calibrate --date {day} --market {mk.name}: {chosen['symbol']}, "
-                           f"{chosen['trades']} trades over {chosen['span_s']:.0f} s (R² {chosen['fit']['r2']:.3f})")
-        write.write_text(text)
+        r, proposal = chosen
+        values = dict(dataclasses.asdict(SimParams()), strategy=strategy, gamma=proposal["gamma"], sigma=r["sigma"],
+                      A=r["fit"]["A"], k=r["fit"]["k"], fee_aware=proposal["fee_aware"], maker_fee=maker_fee)
+        source = (f"replay calibrate --date {day} --market {mk.name}: {r['symbol']}, {r['trades']} trades "
+                  f"over {r['span_s']:.0f} s (R² {r['fit']['r2']:.3f})")
+        comment = "\n".join([source, *proposal["reasoning"]])
+        try:
+            write.write_text(params_yaml(values, comment))
+        except OSError as e:
+            _fail(f"cannot write {write}: {e.strerror or e}", debug, e)
         console.print(f"wrote {write}")
+
+
+def _day_tick(data: Path, mk, day, symbol: str) -> float:  # type: ignore[no-untyped-def]
+    """The symbol's tick size that day: the instruments table, else the finest step its prices use."""
+    from recorder.numbers import SCALE
+    from recorder.rebuild import sampled_decimals
+    from recorder.validate import instrument_steps
+
+    tick, _ = instrument_steps(data, mk.exchange, day, symbol)
+    if tick is None:
+        tick = 10 ** (SCALE - sampled_decimals(data, mk.exchange, day, symbol)[0])
+    return tick / 10**SCALE
+
+
+def _proposal(result: dict, replay, mk, tick: float, strategy: str, target: float | None,  # type: ignore[no-untyped-def]
+              maker_fee: float | None) -> dict | None:
+    """γ for the strategy on this symbol's fits (None without a fit), as `replay` would run it by default."""
+    from recorder.markets import quote_currency
+    from recorder.window import TradingWindow
+    from replay.sim.calibrate import propose_strategy
+    from replay.sim.params import SimParams
+    from replay.sim.run import DEFAULT_FEES, horizon_ns
+
+    if not (result["fit"] and result["sigma"] and result["mid"]):
+        return None
+    import datetime as dt
+
+    params = SimParams()
+    end = horizon_ns(params, replay, result["last_ns"], TradingWindow(dt.time(8), dt.time(22)))
+    mean_left = max(0.0, (end - (result["first_ns"] + result["last_ns"]) / 2) / 1e9)
+    return propose_strategy(strategy, sigma=result["sigma"], A=result["fit"]["A"], k=result["fit"]["k"], tick=tick,
+                            mid=result["mid"], mean_time_left=mean_left, soft_limit=params.soft_limit,
+                            maker_fee=DEFAULT_FEES[mk.name][0] if maker_fee is None else maker_fee,
+                            target_ticks=target, currency=quote_currency(result["symbol"]) or "price")
 
 
 @app.command()
@@ -422,6 +545,7 @@ def montecarlo(
     spread_convention: Annotated[str, typer.Option(
         "--spread-convention", help="paper: (2/g)ln(1+g/k) as the paper's table; model: + g*sigma^2*(T-t)")] = "paper",
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the rows as JSON here.")] = None,
+    debug: bool = typer.Option(False, "--debug", help="Tracebacks on errors."),
 ) -> None:
     """The Avellaneda-Stoikov (2008) simulation: inventory vs symmetric strategy (s0=100, T=1, sigma=2,
     dt=0.005, A=140, k=1.5)."""
@@ -435,7 +559,7 @@ def montecarlo(
     try:
         rows = table(gamma or [0.1, 0.01, 0.5], paths, seed, spread_convention)
     except ValueError as e:
-        _fail(str(e), False, e)
+        _fail(str(e), debug, e)
         return
     out = Table(title=f"Avellaneda-Stoikov simulation, {paths} paths, seed {seed}, spread convention "
                       f"{spread_convention}")

@@ -30,9 +30,10 @@ from replay.view import wide_console
 from schemas import TABLES
 
 console = wide_console()
-# 0.01 BTC/ETH a side; maker fee 0 as on Binance's spot market-maker programme (the VIP 0 rate of 0.1%
-# would make the fee-aware spread 0.2% of the price wide, and the quoter would never be filled)
-BACKTEST_FLAGS = ["--order-size", "0.01", "--param", "maker_fee=0"]
+# 0.01 BTC/ETH a side; γ, σ, A, k come from `replay calibrate --write` (which prints why); maker fee 0 as on
+# Binance's spot market-maker programme (the VIP 0 rate of 0.1% makes a round trip cost 0.2% of the price)
+CALIBRATE_FLAGS = ["--maker-fee", "0"]
+BACKTEST_FLAGS = ["--order-size", "0.01", "--no-progress"]
 
 
 def dataset_summary(root: Path, exchange: str) -> Table:
@@ -90,7 +91,8 @@ def main() -> None:
     console.print(f"HTML report: {report_path.with_suffix('.html')}")
     simulator = args.out / "simulator.yaml"
     first = symbols[0]
-    for command in (["calibrate", "--date", date, "--data", str(args.out), "--symbols", first, "--write", str(simulator)],
+    for command in (["calibrate", "--date", date, "--data", str(args.out), "--symbols", first, "--write", str(simulator),
+                     *CALIBRATE_FLAGS],
                     ["--date", date, "--data", str(args.out), "--symbols", first, "--speed", "max", "--config",
                      str(simulator), *BACKTEST_FLAGS]):
         console.rule("replay " + " ".join(command))

@@ -32,7 +32,7 @@ from recorder.rebuild import (
     iter_snapshots,
 )
 from recorder.sync import LocalBook
-from schemas import DatasetError, available, decimal_units, list_files, parse_date
+from schemas import DatasetError, available, check_file, decimal_units, list_files, parse_date
 from schemas.layout import BERLIN
 
 # ReplayEvent kinds
@@ -132,12 +132,24 @@ class DayReplay:
         missing = [s for s in self.symbols if s not in recorded]
         if missing:
             raise ReplayError(f"no {', '.join(missing)} on {self.date}; available symbols: {', '.join(recorded)}")
+        self._check_files()
         self.first_ns, self.last_ns = self._span()
         if self.start_ns is not None and self.start_ns > self.last_ns or \
                 self.end_ns is not None and self.end_ns < self.first_ns:
             raise ReplayError(f"requested range is outside the data, which spans {_fmt(self.first_ns)} to "
                               f"{_fmt(self.last_ns)}")
         self.checkpoints = self._checkpoints() if self.start_ns is not None else {}
+
+    def _check_files(self) -> None:
+        """Every file this replay will open is readable Parquet: a corrupt one is named (DatasetError) up front."""
+        tables = {"depth", "snapshots", *(CHANNEL_TABLES[kind] for kind in self.channels if kind != EVENT)}
+        partitions: list[str | None] = [*self.symbols, None] if EVENT in self.channels else list(self.symbols)
+        for table in sorted(tables):
+            for path in _files(self.root, self.market.exchange, table, self.date, list(self.symbols)):
+                check_file(path)
+        for path in (_files(self.root, self.market.exchange, "events", self.date, partitions)
+                     if EVENT in self.channels else []):
+            check_file(path)
 
     def _span(self) -> tuple[int, int]:
         lo, hi = None, None

@@ -49,7 +49,7 @@ from recorder.markets import Market, get_market
 from recorder.protocol import DepthUpdate
 from recorder.rebuild import MS, files_in_seq_order, rebuild
 from recorder.sync import DEFAULT_MAX_BUFFER, Action
-from schemas import DatasetError, decimal_units, list_files
+from schemas import DatasetError, check_file, decimal_units, list_files
 from schemas.layout import parse_date
 
 __all__ = [
@@ -436,9 +436,21 @@ def export_tardis(root: str | Path, market: Market | str, date: str | dt.date, s
 
 # ---- command line --------------------------------------------------------------------------------------------
 
-def _bad_input(message: str) -> typer.Exit:
+def _bad_input(message: str, debug: bool = False) -> typer.Exit:
+    """One line on stderr (after the traceback with --debug), exit code 2."""
+    if debug:
+        import traceback
+
+        traceback.print_exc()
     print(f"replay: error: {' '.join(str(message).split())}", file=sys.stderr)
     return typer.Exit(EXIT_BAD_INPUT)
+
+
+def _files_or_none(root: Path, exchange: str, table: str, day: dt.date, symbol: str) -> list[Path]:
+    try:
+        return list_files(root, exchange, table, date=day, symbols=[symbol])
+    except DatasetError:
+        return []
 
 
 def _symbols_of_day(root: Path, exchange: str, day: dt.date) -> list[str]:
@@ -449,10 +461,12 @@ def _symbols_of_day(root: Path, exchange: str, day: dt.date) -> list[str]:
 def export_command(
     date: Annotated[str, typer.Option("--date", help="Berlin date: 20240809, 2024-08-09, today, yesterday.")],
     to: Annotated[str, typer.Option("--to", help="hftbacktest | tardis-csv")],
-    data: Annotated[Path | None, typer.Option("--data", help="Dataset root (default: config `out`).")] = None,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Dataset root (default: the config's `out` via $CONFIG_PATH, else ./data).")] = None,
     market: Annotated[str | None, typer.Option("--market", help="spot | usdm | coinm")] = None,
     symbols: Annotated[str | None, typer.Option("--symbols", help="Comma-separated (default: all of the day).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("export"),
+    debug: Annotated[bool, typer.Option("--debug", help="Tracebacks on errors.")] = False,
 ) -> None:
     """Export a recorded day to hftbacktest (npz) or Tardis CSV files, valid book spans only."""
     from recorder.config import ConfigError, load_config
@@ -460,7 +474,7 @@ def export_command(
 
     fmt = to.strip().lower()
     if fmt not in FORMATS:
-        raise _bad_input(f"unknown --to {to!r}; use one of {', '.join(FORMATS)}")
+        raise _bad_input(f"unknown --to {to!r}; use one of {', '.join(FORMATS)}", debug)
     try:
         day = resolve_date(date)
         cfg = load_config(None, {"market": market, "out": data})
@@ -468,12 +482,15 @@ def export_command(
         root = Path(cfg.out)
         wanted = ([s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols
                   else _symbols_of_day(root, mk.exchange, day))
-        for symbol in wanted:  # check every symbol before writing anything
+        for symbol in wanted:  # check every symbol and file (a corrupt one is named) before writing anything
             list_files(root, mk.exchange, "depth", date=day, symbols=[symbol])
+            for table in ("depth", "snapshots", "trades", "events"):
+                for path in _files_or_none(root, mk.exchange, table, day, symbol):
+                    check_file(path)
     except (ConfigError, ValueError, TypeError) as exc:
-        raise _bad_input(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        raise _bad_input(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, debug) from None
     except DatasetError as exc:
-        raise _bad_input(str(exc)) from None
+        raise _bad_input(str(exc), debug) from None
     written: list[Path] = []
     try:
         for symbol in wanted:
@@ -482,8 +499,8 @@ def export_command(
             else:
                 written.extend(export_tardis(root, mk, day, symbol, out))
     except DatasetError as exc:
-        raise _bad_input(str(exc)) from None
+        raise _bad_input(str(exc), debug) from None
     except OSError as exc:
-        raise _bad_input(f"cannot write {out}: {exc}") from None
+        raise _bad_input(f"cannot write {out}: {exc}", debug) from None
     for path in written:
         typer.echo(str(path))

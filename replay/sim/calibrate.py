@@ -184,6 +184,9 @@ def calibrate_events(events: Iterator, symbol: str, tick: float, halflife_s: flo
         "sigma": float(changes.std()) if len(changes) > 1 else None,  # 1-s changes: price/√s
         "sigma_ewma_end": vol.sigma,
         "trades": len(every),
+        "mid": float(np.median(mids_1s)) if mids_1s else None,
+        "first_ns": first,
+        "last_ns": last,
         "fit": whole.as_dict() if whole else None,
         "rolling": {
             "fits": len(rolling_fits),
@@ -192,3 +195,76 @@ def calibrate_events(events: Iterator, symbol: str, tick: float, halflife_s: flo
             "r2_median": float(np.median([f.r2 for f in rolling_fits])) if rolling_fits else None,
         },
     }
+
+
+# ---- strategy parameters ------------------------------------------------------------------------------
+
+GAMMA_GRID = np.logspace(-9, 3, 2401)  # candidate γ (and ξ = γ for GLFT), 1/(price × order size)
+
+
+def _as_quote_shape(gamma: float, sigma: float, k: float, tau: float) -> tuple[float, float] | None:
+    """A–S (half-spread, reservation shift per order size of inventory) at time-to-horizon tau."""
+    var = sigma * sigma * tau
+    return (gamma * var + (2.0 / gamma) * math.log1p(gamma / k)) / 2, gamma * var
+
+
+def _glft_quote_shape(gamma: float, sigma: float, k: float, A: float) -> tuple[float, float] | None:
+    """GLFT (half-spread, skew per order size): c1 + σ·c2/2 and σ·c2, with ξ = γ."""
+    try:
+        c1 = math.log1p(gamma / k) / gamma
+        c2 = math.sqrt(gamma / (2 * A * k) * (1 + gamma / k) ** (k / gamma + 1))
+    except OverflowError:
+        return None
+    return c1 + 0.5 * sigma * c2, sigma * c2
+
+
+def propose_strategy(strategy: str, *, sigma: float, A: float, k: float, tick: float, mid: float,
+                     mean_time_left: float, soft_limit: float, maker_fee: float,
+                     target_ticks: float | None = None, currency: str = "price") -> dict:
+    """γ (ξ = γ for GLFT) for a day: the inventory skew at the soft limit equals the target half-spread, so a
+    full position moves the growing side's quote out by one half-spread and the reducing side's to the mid.
+
+    The target (in ticks) defaults to the smallest half-spread the model quotes with the fitted k (≈ 1/k:
+    closer than that the fitted intensity says fills would be too frequent to price). Returns the proposed
+    parameters and the reasoning as sentences, prices in the quote currency.
+    """
+    if strategy not in ("as", "glft"):
+        raise ValueError(f"calibrate proposes γ for the model strategies as and glft, not {strategy!r}")
+
+    def shape(gamma: float) -> tuple[float, float] | None:
+        if strategy == "as":
+            return _as_quote_shape(gamma, sigma, k, mean_time_left)
+        return _glft_quote_shape(gamma, sigma, k, A)
+
+    shapes = [(g, s) for g in GAMMA_GRID if (s := shape(float(g))) is not None and all(map(math.isfinite, s))]
+    if not shapes:
+        raise ValueError("no γ gives finite quotes for these σ, A, k")
+    floor_half = min(s[0] for _, s in shapes)
+    target = target_ticks * tick if target_ticks is not None else floor_half
+    gamma, (half, skew) = min(shapes, key=lambda gs: abs(math.log(max(gs[1][1], 1e-300) * soft_limit / target)))
+    name = "A–S" if strategy == "as" else "GLFT"
+    why = [(f"σ {sigma:.4g} per √s, A {A:.4g} trades/s, k {k:.4g} per price unit (fitted); tick {tick:g}, "
+            f"mid ≈ {mid:,.2f}")]
+    if strategy == "as":
+        why.append(f"A–S spread = γσ²(T−t) + (2/γ)ln(1+γ/k), taken at the span's mean time to the horizon "
+                   f"T−t = {mean_time_left:,.0f} s")
+    else:
+        why.append("GLFT (ξ = γ): half-spread c1 + σc2/2, skew σc2 per order size of inventory")
+    why.append(f"target half-spread {target:.6g} ({target / tick:.1f} ticks"
+               f"{', the smallest the model quotes with this k' if target_ticks is None else ', set by --target-half-spread'})")
+    why.append(f"γ = {gamma:.4g} per ({currency} × order size) puts the skew at the soft limit ({soft_limit:g} order sizes) "
+               f"at {skew * soft_limit:.6g}; {name} then quotes ±{half:.6g} ({half / tick:.1f} ticks) from its "
+               f"reservation price")
+    if target < floor_half * 0.999:
+        why.append(f"the model cannot quote closer than ±{floor_half:.6g} ({floor_half / tick:.1f} ticks) with k "
+                   f"{k:.4g}: for tighter quotes use strategy fixed (half_spread) or join")
+    fee_half = maker_fee * mid
+    fee_aware = True
+    if maker_fee > 0 and fee_half > half:
+        fee_aware = False
+        why.append(f"the fee-aware minimum (maker fee {maker_fee:.4%} × mid ≈ ±{fee_half:.6g}, {fee_half / tick:.0f} "
+                   f"ticks) is wider than these quotes and would keep them from filling: the config sets "
+                   f"fee_aware: false (each round trip then pays ≈ {2 * fee_half:.6g} in fees; set maker_fee to your "
+                   f"fee tier, e.g. -0.00005 for a rebate, and fee_aware: true to see the cost)")
+    return {"strategy": strategy, "gamma": float(gamma), "half_spread": half, "skew_at_soft_limit": skew * soft_limit,
+            "target_half_spread": target, "fee_aware": fee_aware, "reasoning": why}

@@ -147,6 +147,14 @@ class Simulator:
         self.max_drawdown = 0.0
         self.counts = {"orders": 0, "cancels": 0, "rejects": 0, "kept": 0, "decisions": 0, "unsynced_spans": 0,
                        "pauses": 0}
+        # decisions at which each constraint kept quotes away (fee_floor, min_spread, max_spread, hard_limit,
+        # soft_limit, lockout, regime_pause, warming_up, kill_switch): the summary's "why few fills"
+        self.held: dict[str, int] = {}
+        self.unsynced_ns = 0  # data time with the book unsynced (no quotes)
+        self._unsynced_since: int | None = None
+        self.strategy_half_sum = 0.0  # Σ over quoting decisions of the strategy's own (ask − bid)/2, before limits
+        self.touch_half_sum = 0.0  # Σ of the market's (best ask − best bid)/2 at the same decisions
+        self.two_sided = 0  # decisions both sums cover
         self.market_volume = 0  # 1e-8 base units traded on the market while simulating
         self.hourly_market_volume: dict[int, int] = {}
         self.time_at_soft = 0.0
@@ -212,6 +220,7 @@ class Simulator:
         elif kind is BOOK_INVALID:
             if self.valid:
                 self.counts["unsynced_spans"] += 1
+                self._unsynced_since = now
                 self.log({"ts": now, "action": "stop", "reasons": ["book unsynced: cancel all, stop quoting"]})
             self.valid = False
             self._drop_all(now, "book unsynced")
@@ -219,6 +228,9 @@ class Simulator:
         elif kind is BOOK_VALID:
             if not self.valid:
                 self.log({"ts": now, "action": "resume", "reasons": ["book valid again"]})
+                if self._unsynced_since is not None:
+                    self.unsynced_ns += now - self._unsynced_since
+                    self._unsynced_since = None
             self.valid = True
             return
         else:
@@ -431,15 +443,15 @@ class Simulator:
 
     def _decide(self, now: int) -> None:
         self.counts["decisions"] += 1
-        if self.killed:
-            return
-        if self._check_kill(now):
+        if self.killed or self._check_kill(now):
+            self._held("kill_switch")
             return
         if self.warming_up:
             waiting = [name for name, missing in (
                 ("σ", self.p.sigma == AUTO and self.vol.sigma is None),
                 ("A, k", (self.p.A == AUTO or self.p.k == AUTO) and not self.fits)) if missing]
             if waiting:
+                self._held("warming_up")
                 return
             self.warming_up = False
             self.log({"ts": now, "action": "resume", "reasons": ["model parameters estimated from the data: quoting"]})
@@ -452,6 +464,7 @@ class Simulator:
                 self.log({"ts": now, "action": "pause" if wild else "resume",
                           "reasons": [f"fast/slow σ {fast / slow:.2f} vs {self.p.pause_vol_ratio:g}"]})
             if wild:
+                self._held("regime_pause")
                 self._cancel_side(BUY, now, ["regime pause"])
                 self._cancel_side(SELL, now, ["regime pause"])
                 return
@@ -468,8 +481,15 @@ class Simulator:
                                                    for v in (quote.bid, quote.ask)):
             raise StrategyError(f"strategy {self.p.strategy!r} returned {quote!r}; expected Quote(bid, ask) "
                                 f"with finite prices or None")
+        if quote.bid is not None and quote.ask is not None:
+            self.strategy_half_sum += (quote.ask - quote.bid) / 2
+            self.touch_half_sum += (state.best_ask - state.best_bid) / 2
+            self.two_sided += 1
         for side, price, size, reasons in self._practical(quote, state, q):
             self._work_side(side, price, size, now, reasons)
+
+    def _held(self, constraint: str) -> None:
+        self.held[constraint] = self.held.get(constraint, 0) + 1
 
     def _practical(self, quote: Quote, state: MarketState, q: float) -> list[tuple]:
         """Spread limits, tick rounding, no-cross, inventory limits, lockouts: (side, price, size, reasons)."""
@@ -482,10 +502,12 @@ class Simulator:
             if p.fee_aware and self.maker_fee > 0:
                 floor = max(floor, 2 * self.maker_fee * state.mid)
             if spread < floor:
+                self._held("fee_floor" if floor > p.min_spread else "min_spread")
                 spread = floor
                 why[BUY].append(f"widened to min spread {floor:.6g}")
                 why[SELL].append(f"widened to min spread {floor:.6g}")
             if p.max_spread is not None and spread > p.max_spread:
+                self._held("max_spread")
                 spread = p.max_spread
                 why[BUY].append(f"narrowed to max spread {p.max_spread:g}")
                 why[SELL].append(f"narrowed to max spread {p.max_spread:g}")
@@ -508,6 +530,7 @@ class Simulator:
             size = self.size
             growing = q * side >= 0  # this side's fill would grow |q|
             if growing and abs(q) >= p.hard_limit:
+                self._held("hard_limit")
                 out.append((side, None, 0, [*reasons, f"|q| {abs(q):g} at hard limit {p.hard_limit:g}: one-sided"]))
                 continue
             if growing and abs(q) > p.soft_limit:
@@ -515,9 +538,11 @@ class Simulator:
                 size = int(self.size * scale) // self.lot * self.lot
                 reasons.append(f"|q| {abs(q):g} above soft limit {p.soft_limit:g}: size x{scale:.2f}")
                 if size <= 0:
+                    self._held("soft_limit")
                     out.append((side, None, 0, reasons))
                     continue
             if state.ts < self.lockout_until[side]:
+                self._held("lockout")
                 out.append((side, None, 0, [*reasons, "lockout after a fill or reject"]))
                 continue
             if units <= 0:
@@ -616,6 +641,9 @@ class Simulator:
 
     def finish(self) -> None:
         """Close the books at the last data time: a final sample; open orders are left unfilled."""
+        if self._unsynced_since is not None and self.last_ts is not None:
+            self.unsynced_ns += self.last_ts - self._unsynced_since
+            self._unsynced_since = None
         if self.last_ts is not None and self.mid is not None:
             self._learn_fills(self.last_ts)
             self._sample(self.last_ts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -148,9 +149,14 @@ def _decimal(text: Any, name: str) -> Decimal:
     return value
 
 
+_BARE_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?")
+
+
 def parse_latency(text: str, name: str = "latency") -> tuple[float, float]:
     """'10ms' -> (0.01 s constant, 0 × feed); 'feed' -> (0, 1); 'feed*2' -> (0, 2)."""
     spec = str(text).strip().lower().replace(" ", "")
+    if _BARE_NUMBER.fullmatch(spec):
+        raise SimConfigError(f"{name} {text!r} has no unit: write e.g. {spec}ms or {spec}s")
     try:
         if spec.startswith("feed"):
             factor = float(spec[5:]) if spec.startswith("feed*") else 1.0 if spec == "feed" else float("nan")
@@ -218,6 +224,11 @@ def load_params(path: Path | None = None, overrides: dict[str, Any] | None = Non
             raise SimConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:
             raise SimConfigError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+        if isinstance(data, dict):
+            unknown_sections = sorted(str(key) for key in data if key != "simulator")
+            if unknown_sections:
+                raise SimConfigError(f"{path}: unknown top-level section {unknown_sections[0]!r}; "
+                                     f"the simulator reads only `simulator:`")
         section = data.get("simulator", {}) if isinstance(data, dict) else None
         if not isinstance(section, dict):
             raise SimConfigError(f"{path}: expected a `simulator:` mapping")

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from recorder.report_html import CSS, Plot, _e, _legend
+from replay.sim.results import why_few_fills
 from replay.view import berlin
 
 MAX_POINTS = 1500  # per plotted line: enough for a 14-hour day at ~30 s resolution
@@ -65,15 +66,20 @@ def key_figures(summary: dict) -> list[tuple[str, str]]:
     pnl, fills, inv, risk = summary["pnl"], summary["fills"], summary["inventory"], summary["risk"]
     model, lat, quotes = summary["model"], summary["latency_ms"], summary["quotes"]
     sharpe = risk["sharpe"]["annualised"]
+    currency = summary.get("currency") or "quote currency"
+    gamma = summary.get("params", {}).get("gamma")
     return [
-        ("PnL total", _money(pnl["total"])),
+        *([(f"γ (risk aversion, {summary['strategy']})", f"{gamma:g} per ({currency} × order size)")]
+          if gamma is not None and summary["strategy"] in ("as", "glft") else []),
+        (f"PnL total ({currency})", _money(pnl["total"])),
         ("  spread capture", _money(pnl["spread_capture"])),
         ("  inventory mark-to-market", _money(pnl["inventory"])),
         ("  fees (+ rebate)", _money(pnl["fees"])),
         ("realized / unrealized", f"{_money(pnl['realized'])} / {_money(pnl['unrealized'])}"),
         ("fills (buys/sells)", f"{fills['count']} ({fills['buys']}/{fills['sells']})"),
         ("orders / fill ratio", f"{fills['orders']} / {fills['fill_ratio']:.3f}"),
-        ("quote distance from mid bid / ask", f"{_num(quotes['bid_distance'])} / {_num(quotes['ask_distance'])}"),
+        (f"quote distance from mid bid / ask ({currency})",
+         f"{_num(quotes['bid_distance'])} / {_num(quotes['ask_distance'])}"),
         ("time quoted bid / ask", f"{quotes['bid_time']:.1%} / {quotes['ask_time']:.1%}"),
         ("volume / share of market", f"{fills['volume']:g} / {fills['market_share']:.4%}"),
         ("inventory final / max |q|", f"{inv['final']:g} / {inv['max_abs']:g}"),
@@ -104,6 +110,11 @@ def print_summary(summary: dict, console: Console) -> None:
     if summary["stopped"]:
         table.add_row("[red]stopped[/]", f"[red]{summary['stopped']}[/]")
     console.print(table)
+    why = why_few_fills(summary)
+    if why:
+        console.print(f"[bold yellow]why {why[0]}[/]", highlight=False)
+        for line in why[1:]:
+            console.print(f"  - {line}", highlight=False)
     hours = Table(title="per hour (Berlin)")
     for column in ("hour", "pnl", "fills", "volume", "share", "mean |inventory|"):
         hours.add_column(column, justify="right")
@@ -125,6 +136,11 @@ def render_html(results: list[dict], title: str) -> str:
             f"<tr><td>{_e(r['hour'])}</td><td>{_money(r['pnl'])}</td><td>{r['fills']}</td><td>{r['volume']:g}</td>"
             f"<td>{r['share']:.3%}</td><td>{r['mean_abs_inventory']:.4g}</td></tr>" for r in summary["per_hour"])
         stopped = f'<p style="color:#cf222e"><b>stopped:</b> {_e(summary["stopped"])}</p>' if summary["stopped"] else ""
+        why = why_few_fills(summary)
+        if why:
+            items = "".join(f"<li>{_e(line)}</li>" for line in why[1:])
+            stopped += f'<div class="why"><h3>Why {_e(why[0])}</h3><ul>{items}</ul></div>'
+
         span = ""
         if summary["start_ns"] is not None:
             span = f"{berlin(summary['start_ns'])} – {berlin(summary['end_ns'])} Berlin"

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from recorder.markets import quote_currency
 from replay.sim.engine import BUY, UNIT, Simulator
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -82,6 +83,7 @@ def summarize(sim: Simulator, stopped: str | None = None) -> dict:
     span = sim.sampled_time
     return {
         "symbol": sim.symbol,
+        "currency": quote_currency(sim.symbol),  # prices, spreads and PnL are in it
         "strategy": sim.p.strategy,
         "fill_model": sim.p.fill_model,
         "stopped": stopped or sim.killed,
@@ -140,7 +142,75 @@ def summarize(sim: Simulator, stopped: str | None = None) -> dict:
             "response": sim.resp_const * 1000 + sim.resp_factor * sim.feed_latency_ns / 1e6,
         },
         "per_hour": per_hour,
+        "constraints": constraint_shares(sim),
     }
+
+
+SIDE_CONSTRAINTS = ("hard_limit", "soft_limit", "lockout")  # held per side; the rest per decision
+FEW_FILLS = 20  # below this many fills the summary says why
+
+
+def constraint_shares(sim: Simulator) -> dict:
+    """Share of the simulated data time each constraint kept quotes away (per side for the inventory limits and
+    lockouts), the unsynced share, and the strategy's own half-spread against the market's."""
+    span = (sim.last_ts - sim.first_ts) / 1e9 if sim.first_ts is not None else 0.0
+    interval = sim.p.requote_interval
+    shares = {name: min(1.0, n * interval / (span * (2 if name in SIDE_CONSTRAINTS else 1))) if span else 0.0
+              for name, n in sorted(sim.held.items())}
+    return {
+        "share_of_time": shares,
+        "unsynced": sim.unsynced_ns / 1e9 / span if span else 0.0,
+        "strategy_half_spread": sim.strategy_half_sum / sim.two_sided if sim.two_sided else None,
+        "touch_half_spread": sim.touch_half_sum / sim.two_sided if sim.two_sided else None,
+        "maker_fee": sim.maker_fee,
+        "gamma": sim.p.gamma,
+    }
+
+
+_ADVICE = {
+    "fee_floor": ("the fee-aware minimum spread (2 × maker fee × mid) widened the quotes",
+                  "set maker_fee to your fee tier (e.g. -0.00005 for a rebate) or fee_aware: false"),
+    "min_spread": ("min_spread widened the quotes", "lower min_spread"),
+    "max_spread": ("max_spread narrowed the quotes", "raise max_spread"),
+    "hard_limit": ("the inventory hard limit left one side unquoted", "raise hard_limit or a larger γ to skew back"),
+    "soft_limit": ("the soft limit shrank the growing side to nothing", "raise soft_limit/hard_limit"),
+    "lockout": ("lockouts after fills or post-only rejects kept a side unquoted", "lower fill_lockout/reject_lockout"),
+    "regime_pause": ("the regime pause (fast/slow σ) cancelled the quotes", "raise pause_vol_ratio or unset it"),
+    "warming_up": ("σ or A, k had no estimate yet, so the model did not quote",
+                   "set sigma, A, k (replay calibrate --write) or use a longer span"),
+    "kill_switch": ("the kill switch stopped quoting", "raise max_loss/max_drawdown"),
+}
+
+
+def why_few_fills(summary: dict) -> list[str]:
+    """Sentences saying what kept the quotes away when a run has few or no fills (empty otherwise)."""
+    fills = summary["fills"]["count"]
+    c = summary.get("constraints")
+    if fills >= FEW_FILLS or not c:
+        return []
+    currency = summary.get("currency") or "quote currency"
+    tick = summary["tick"] or 1.0
+    lines = [f"{fills} fill(s): what kept the quotes away"]
+    for name, share in sorted(c["share_of_time"].items(), key=lambda kv: -kv[1]):
+        if share >= 0.01 and name in _ADVICE:
+            what, change = _ADVICE[name]
+            lines.append(f"{what} {share:.0%} of the time: {change}")
+    if c["unsynced"] >= 0.01:
+        lines.append(f"the book was unsynced {c['unsynced']:.0%} of the time (no quotes then): see recorder validate")
+    own, touch = c["strategy_half_spread"], c["touch_half_spread"]
+    if own is not None and touch is not None and own > 3 * max(touch, tick):
+        lines.append(f"the strategy itself quoted ±{own:.6g} {currency} ({own / tick:,.0f} ticks) from its centre "
+                     f"while the market's half-spread was {touch:.6g} ({touch / tick:.1f} ticks): with γ "
+                     f"{c['gamma']:g} per ({currency} × order size) the model is too wide for the day; run "
+                     f"`replay calibrate --write sim.yaml` (optionally --target-half-spread TICKS) and --config sim.yaml")
+    quotes = summary["quotes"]
+    if quotes["bid_time"] < 0.5 and quotes["ask_time"] < 0.5 and len(lines) == 1:
+        lines.append(f"quotes were live only {quotes['bid_time']:.0%} (bid) / {quotes['ask_time']:.0%} (ask) of the "
+                     f"time; the decision log says why for each order")
+    if len(lines) == 1:
+        lines.append("quotes were live and near the market, but no trade reached them in this span: a longer span, "
+                     "a closer target half-spread, or --fill-model cross/poisson")
+    return lines
 
 
 def fills_of(sim: Simulator) -> dict:
