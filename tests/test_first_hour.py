@@ -281,7 +281,7 @@ def test_a_run_without_fills_says_why_in_the_summary_and_the_report(day, tmp_pat
     import re
 
     share = re.search(r"the fee-aware minimum spread \(2 × maker fee × mid\) widened the quotes (\d+)% of the time", text)
-    assert share and int(share.group(1)) >= 80, text
+    assert share and int(share.group(1)) >= 50, text  # most of the time (the warm-up quotes nothing)
     assert "set maker_fee to your fee tier" in text
     page = (reports / "backtest-BTCUSDT-join.html").read_text()
     assert "Why 0 fill(s)" in page and "fee-aware minimum spread" in page

@@ -165,11 +165,13 @@ def test_a_wrong_checkpoint_snapshot_level_fails_the_snapshot_check(days, tmp_pa
     path = next((out / "binance-spot" / "snapshots").glob("date=*/symbol=BTCUSDT/*.parquet"))
     table = pq.read_table(path)
     seqs, sides, prices = (table[c].to_pylist() for c in ("seq", "side", "price"))
-    last = max(seqs)  # a checkpoint (the first snapshot is the sync one)
-    rows = [i for i, (s, side) in enumerate(zip(seqs, sides)) if s == last and side == "bid"]
-    target = min(rows, key=lambda i: prices[i])  # its deepest bid: inside the compared range
     qty = table["qty"].to_pylist()
-    qty[target] += type(qty[target])("0.5")
+    # every snapshot after the first (the sync one) gets a wrong best bid: whichever of them the validator
+    # compares (not one that arrived while unsynced), the level is inside the compared range
+    for seq in sorted(set(seqs))[1:]:
+        bids = [i for i, (s, side) in enumerate(zip(seqs, sides)) if s == seq and side == "bid"]
+        target = max(bids, key=lambda i: prices[i])
+        qty[target] += type(qty[target])("0.5")
     table = table.set_column(table.schema.get_field_index("qty"), table.schema.field("qty"),
                              pa.array(qty, type=table.schema.field("qty").type))
     pq.write_table(table, path)
