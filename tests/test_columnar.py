@@ -45,6 +45,7 @@ def assert_same_dataset(reference: Path, candidate: Path) -> None:
 @pytest.mark.parametrize("session", SESSIONS, ids=[s.name for s in SESSIONS])
 def test_import_writes_the_same_dataset_on_real_captures(session, tmp_path, monkeypatch):
     monkeypatch.setattr(FrameBuffers, "_build_by_rows", _no_row_path)
+    monkeypatch.setattr(FrameBuffers, "column_min_frames", 1)  # every group through the column reader
     import_captures(session.paths, session.market, tmp_path / "columns")
     monkeypatch.setattr(importer, "Pipeline", functools.partial(Pipeline, columnar=False))
     import_captures(session.paths, session.market, tmp_path / "rows")
@@ -111,6 +112,7 @@ def _no_row_path(*args):
 
 def test_synthetic_frames_write_the_same_dataset_and_messages(tmp_path, monkeypatch):
     monkeypatch.setattr(FrameBuffers, "_build_by_rows", _no_row_path)
+    monkeypatch.setattr(FrameBuffers, "column_min_frames", 1)  # every group through the column reader
     frames = synthetic_frames()
     rows, rows_rejected, rows_messages = run(frames, tmp_path / "rows", columnar=False)
     columns, columns_rejected, columns_messages = run(frames, tmp_path / "columns", columnar=True)
@@ -141,7 +143,8 @@ UNREADABLE = [
 ]
 
 
-def test_unreadable_frames_are_counted_logged_and_kept_in_the_journal(tmp_path):
+def test_unreadable_frames_are_counted_logged_and_kept_in_the_journal(tmp_path, monkeypatch):
+    monkeypatch.setattr(FrameBuffers, "column_min_frames", 1)
     frames = [GOOD, *UNREADABLE, GOOD.replace(b"1002", b"1005")]
     journal = jr.Journal(tmp_path / "journal")
     journal.open("seg")
@@ -159,7 +162,8 @@ def test_unreadable_frames_are_counted_logged_and_kept_in_the_journal(tmp_path):
     assert sum(e["kind"] == "parse_error" for e in events) == len(UNREADABLE)
 
 
-def test_a_malformed_level_fails_only_its_frame_with_its_seq(tmp_path):
+def test_a_malformed_level_fails_only_its_frame_with_its_seq(tmp_path, monkeypatch):
+    monkeypatch.setattr(FrameBuffers, "column_min_frames", 1)
     frames = [GOOD]
     for i, levels in enumerate([[["61737.63", 2]], [["abc", "1"]], [["61737.63"]], [["0.123456789", "1"]]]):
         frames.append(_depth("BTCUSDT", 1005 + 3 * i, levels, []))
@@ -175,4 +179,13 @@ def test_a_malformed_level_fails_only_its_frame_with_its_seq(tmp_path):
     assert rejected == row_rejected
     depth = pq.read_table(next((tmp_path / "columns").rglob("depth/**/*.parquet")))
     assert sorted(set(depth.column("seq").to_pylist())) == [seqs[i] for i in (0, 2, 4, 6, 8)]
+    assert_same_dataset(tmp_path / "rows", tmp_path / "columns")
+
+
+def test_small_groups_take_the_row_path_and_write_the_same_rows(tmp_path):
+    """Below `column_min_frames` a symbol's diffs are built by the row path: same dataset either way."""
+    frames = synthetic_frames()
+    assert sum(b"depthUpdate" in f for f in frames) < FrameBuffers.column_min_frames
+    run(frames, tmp_path / "rows", columnar=False)
+    run(frames, tmp_path / "columns", columnar=True)
     assert_same_dataset(tmp_path / "rows", tmp_path / "columns")
