@@ -102,6 +102,17 @@ class Connection:
     last_ids: dict[tuple[str, type], int] = field(default_factory=dict)  # without depth: last trade id recorded
 
 
+def trade_id(message: object) -> int | None:
+    """The id a rollover of a connection without depth hands streams over at: aggTrade `a`, trade `t`."""
+    return getattr(message, "agg_trade_id", getattr(message, "trade_id", None))
+
+
+def remember_trade_id(conn: Connection, message: object) -> None:
+    frame_id = trade_id(message)
+    if frame_id is not None:
+        conn.last_ids[(message.symbol, type(message))] = frame_id
+
+
 def streams_for(config: RecorderConfig, symbol: str) -> list[str]:
     lower = symbol.lower()
     streams = [f"{lower}@{config.channels.depth}"]
@@ -596,8 +607,10 @@ class Recorder:
                         while True:  # the hot loop: receive, time-stamp, hand to the pipeline
                             raw = await recv(decode=False)
                             recv_ts = time.time_ns()
-                            if len(conn.owned) == len(conn.symbols) and conn.plan.carries_depth:
+                            if len(conn.owned) == len(conn.symbols):
                                 message = pipeline.frame(recv_ts, raw)
+                                if not conn.plan.carries_depth:
+                                    remember_trade_id(conn, message)
                             else:
                                 message = self._overlap_frame(conn, recv_ts, raw)
                             seen(message, recv_ts)
@@ -663,24 +676,21 @@ class Recorder:
         recorded per stream. In a rollover the new connection takes a symbol's stream over at the frame
         that follows the old one's last (its copies of earlier ones are dropped, later ones the old one
         still delivers); a stream without ids, or one the old connection never recorded, at once."""
-        frame_id = getattr(message, "agg_trade_id", getattr(message, "trade_id", None))  # aggTrade a, trade t
-        key = (symbol, type(message))
         if symbol is None or symbol in conn.owned:
-            if frame_id is not None:
-                conn.last_ids[key] = frame_id
+            remember_trade_id(conn, message)
             return self.pipeline.frame(recv_ts, raw)
         old = next((c for c in self.connections if c.successor is conn and symbol in c.owned), None)
         if old is None:
             return message  # the old connection's copy of a symbol already taken over
-        last = old.last_ids.get(key)
+        frame_id = trade_id(message)
+        last = old.last_ids.get((symbol, type(message)))
         if frame_id is not None and last is not None and frame_id != last + 1:
             return message
         old.owned.discard(symbol)
         conn.owned.add(symbol)
         if not old.owned:
             self._retire(old)
-        if frame_id is not None:
-            conn.last_ids[key] = frame_id
+        remember_trade_id(conn, message)
         return self.pipeline.frame(recv_ts, raw)
 
     def _force_takeover(self, old: Connection, new: Connection) -> None:
