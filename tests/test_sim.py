@@ -20,6 +20,7 @@ from replay.engine import BOOK_INVALID, DEPTH, TRADE, DayReplay, Pacer, ReplayEv
 from replay.sim.calibrate import VolatilityEstimator, fit_intensity
 from replay.sim.engine import BUY, SELL, UNIT, Simulator, StrategyError
 from replay.sim.params import SimConfigError, SimParams, load_params
+from replay.sim.record import from_simulator
 from replay.sim.results import summarize
 from replay.sim.run import backtest
 from replay.sim.strategies import GLFT, AvellanedaStoikov, MarketState, Quote, load_strategy
@@ -308,7 +309,7 @@ def test_model_strategy_waits_for_its_first_estimates():
     for _ in range(15):
         m.depth(BIDS, ASKS, after_ms=100)
     assert sim.counts["orders"] == 0 and sim.warming_up  # σ is there after 1 s, A and k are not
-    assert summarize(sim)["model"]["warmed_up"] is False  # the report says why nothing was quoted
+    assert summarize(from_simulator(sim))["model"]["warmed_up"] is False  # the report says why nothing was quoted
     depths = [0.05] * 15 + [0.15] * 8 + [0.25] * 4 + [0.35] * 2 + [0.45]
     for i, d in enumerate(depths):
         m.trade(100.05 - d if i % 2 else 100.05 + d, 0.001, bool(i % 2), after_ms=20)
@@ -405,7 +406,7 @@ def test_pnl_attribution_sums_to_the_total():
         m.trade(mid - 0.5, 0.01, True)
         m.trade(mid + 0.5, 0.01, False)
     sim.finish()
-    summary = summarize(sim)
+    summary = summarize(from_simulator(sim))
     pnl = summary["pnl"]
     assert summary["fills"]["count"] > 10
     exact = sim.cash / UNIT**2 + sim.inventory / UNIT * sim.mid - sim.fees

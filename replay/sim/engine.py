@@ -11,13 +11,10 @@ quote seen gone, at x on the local clock + response latency. The quoter is timer
 of `requote_interval` it decides on what it knew then, i.e. before the event that crosses the grid point. Prices and quantities are
 integers in 1e-8 units as in the book; cash is an exact integer in 1e-16 units of the quote currency.
 
-Fill models (for maker orders; the quoter only posts, post-only orders that would cross are rejected):
-- `queue`: the order joins behind the displayed size at its price; trades at that price advance it, size
-  decreases not explained by trades advance it by hftbacktest's power-probability rule
-  (f(x) = x^n, share f(back)/(f(back)+f(front))); it fills once the queue ahead is used up.
-- `cross`: only a trade printing through the price fills it.
-- `poisson`: each live order fills with probability A·e^(−kδ)·dt over dt, δ its distance from the mid.
-In every model a trade through the price, or the opposite touch moving onto or through it, fills it.
+The parts, one job each: the strategy (strategies.py) answers a raw quote; the order rules (rules.py) turn
+it into orders; the simulated exchange and its fill models (exchange.py) match them; the books
+(accounting.py) hold inventory, cash and the PnL attribution. This class is their clock and decision
+grid, with the estimators, the kill switch, the regime pause and the sampled series.
 """
 
 from __future__ import annotations
@@ -26,50 +23,20 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from recorder.numbers import parse_units
+from recorder.numbers import UNIT, parse_units
 from replay.engine import BOOK_INVALID, BOOK_VALID, DEPTH, SNAPSHOT, TRADE, ReplayEvent
+from replay.sim.accounting import Accounts, Fill
 from replay.sim.calibrate import IntensityEstimator, VolatilityEstimator
+from replay.sim.exchange import BUY, SELL, SIDE_NAME, SimExchange, SimOrder
 from replay.sim.params import AUTO, SimParams, parse_latency
+from replay.sim.rules import OrderRules
 from replay.sim.strategies import MarketState, Quote, Strategy
 
-UNIT = 100_000_000  # 1e-8 units per price or quantity unit
-BUY, SELL = 1, -1
-SIDE_NAME = {BUY: "bid", SELL: "ask"}
+__all__ = ["BUY", "SELL", "UNIT", "Series", "Simulator", "StrategyError"]
 
 
 class StrategyError(RuntimeError):
     """The researcher's strategy raised or answered nonsense; the run stops with a partial report."""
-
-
-@dataclass(slots=True)
-class SimOrder:
-    oid: int
-    side: int
-    price: int  # 1e-8 units
-    qty: int  # remaining, 1e-8 units
-    live_at: int  # exchange ns
-    size: int = 0  # as sent
-    cancel_at: int | None = None  # exchange ns
-    active: bool = False
-    queue_ahead: float = 0.0  # displayed quantity ahead of us at our price (1e-8 units)
-    level_qty: int = 0  # displayed quantity at our price when last seen
-    traded_at_level: float = 0.0  # trade quantity at our price since the last depth change
-    checked_at: int = 0  # exchange ns of the last poisson draw
-
-
-@dataclass(slots=True)
-class Fill:
-    exchange_ts: int
-    known_ts: int  # local time the strategy learns of it
-    side: int
-    price: int
-    qty: int
-    mid: float
-    fee: float
-    liquidity: str  # maker | taker
-    inventory: int  # after the fill, 1e-8 units
 
 
 @dataclass
@@ -88,7 +55,7 @@ class Series:
 
 
 class Simulator:
-    """One symbol: strategy + practical layer + simulated exchange + accounting."""
+    """One symbol: strategy + order rules + simulated exchange + accounting, on two clocks."""
 
     def __init__(self, symbol: str, params: SimParams, strategy: Strategy, tick: int, lot: int,
                  horizon_ns: int, maker_fee: float, taker_fee: float,
@@ -110,46 +77,29 @@ class Simulator:
         self.fits: list[dict] = []
         # a model strategy waits for the first estimates of what is `auto` (σ, A, k); the references need none
         self.warming_up = params.strategy not in ("join", "fixed")
-        self.rng = np.random.default_rng(params.seed)
-        # exchange side
-        self.orders: list[SimOrder] = []  # at the exchange or on their way: at most a few
-        self.quoted: dict[int, SimOrder | None] = {BUY: None, SELL: None}  # the current intent per side
-        self.next_oid = 1
-        self.exchange_now = 0
+        self.counts = {"orders": 0, "cancels": 0, "rejects": 0, "kept": 0, "decisions": 0, "unsynced_spans": 0,
+                       "pauses": 0}
+        self.exchange = SimExchange(params, lot, self._on_fill, self._on_reject)
+        self.rules = OrderRules(params, tick, lot, self.size, maker_fee, self.exchange, self.counts, self.log)
+        self.accounts = Accounts(maker_fee, taker_fee)
         self.clock_offset: int | None = None  # min(recv − exchange time) so far: clock skew + the fastest delivery
         self.feed_latency_ns = 0.0  # EWMA of recv − exchange time − clock_offset: the feed latency beyond the fastest
         self.feed_samples: list[int] = []
-        # accounting (exact)
-        self.inventory = 0  # 1e-8 base units, true
-        self.cash = 0  # 1e-16 quote units
-        self.fees = 0.0
-        self.spread_capture = 0.0
-        self.inventory_pnl = 0.0
-        self.realized = 0.0
-        self.avg_cost = 0.0
+        # what the strategy knows, after the response latency
         self.known_inventory = 0
         self.pending_known: list[Fill] = []
         self.pending_gone: list[tuple[int, SimOrder]] = []  # (local time known, order filled or rejected)
-        self.fills: list[Fill] = []
         # state
         self.mid: float | None = None
-        self.best: tuple[int, int] | None = None
-        self.book = None
         self.valid = False
         self.killed: str | None = None
         self.paused = False
-        self.lockout_until = {BUY: 0, SELL: 0}
         self.decision_interval = int(params.requote_interval * 1e9)
         self.next_decision = grid_start_ns  # decisions on a grid of data time from here (default: first event)
         self.next_sample = 0
         self.next_fit = 0
         self.peak_pnl = 0.0
         self.max_drawdown = 0.0
-        self.counts = {"orders": 0, "cancels": 0, "rejects": 0, "kept": 0, "decisions": 0, "unsynced_spans": 0,
-                       "pauses": 0}
-        # decisions at which each constraint kept quotes away (fee_floor, min_spread, max_spread, hard_limit,
-        # soft_limit, lockout, regime_pause, warming_up, kill_switch): the summary's "why few fills"
-        self.held: dict[str, int] = {}
         self.unsynced_ns = 0  # data time with the book unsynced (no quotes)
         self._unsynced_since: int | None = None
         self.strategy_half_sum = 0.0  # Σ over quoting decisions of the strategy's own (ask − bid)/2, before limits
@@ -165,6 +115,35 @@ class Simulator:
         self.first_ts: int | None = None
         self.last_ts: int | None = None
         self.series = Series()
+
+    # the parts' state under the names tests and tools read
+    @property
+    def inventory(self) -> int:
+        return self.accounts.inventory
+
+    @inventory.setter
+    def inventory(self, value: int) -> None:
+        self.accounts.inventory = value
+
+    @property
+    def cash(self) -> int:
+        return self.accounts.cash
+
+    @property
+    def fees(self) -> float:
+        return self.accounts.fees
+
+    @property
+    def fills(self) -> list[Fill]:
+        return self.accounts.fills
+
+    @property
+    def orders(self) -> list[SimOrder]:
+        return self.exchange.orders
+
+    @property
+    def quoted(self) -> dict[int, SimOrder | None]:
+        return self.rules.quoted
 
     # -- feeding ---------------------------------------------------------------------------------
     def on_event(self, event: ReplayEvent) -> None:
@@ -193,17 +172,15 @@ class Simulator:
                     self.clock_offset = lat
                 self.feed_latency_ns += 0.01 * (lat - self.clock_offset - self.feed_latency_ns)
             self._clock(ex if ex is not None else self._exchange_time(now) - int(self.feed_latency_ns))
-            self.book = book
-            bid, ask = book.best_bid()[0], book.best_ask()[0]
-            self.best = (bid, ask)
+            bid, ask = self.exchange.show(book)
             mid = (bid + ask) / (2 * UNIT)
             if self.mid is not None and mid != self.mid:
-                self.inventory_pnl += self.inventory / UNIT * (mid - self.mid)
+                self.accounts.mid_moved(mid - self.mid)
             self.mid = mid
             self.vol.update(now, mid)
             self.fast_vol.update(now, mid)
-            if self.orders:
-                self._on_book(book)
+            if self.exchange.orders:
+                self.exchange.match_book()
         elif kind is TRADE:
             ex = event.transact_ts or event.exchange_ts
             if ex is None:
@@ -215,15 +192,15 @@ class Simulator:
             self.hourly_market_volume[hour] = self.hourly_market_volume.get(hour, 0) + data["qty"]
             if self.mid is not None and self.valid:
                 self.intensity.add(now, data["price"] / UNIT, data["buyer_is_maker"], self.mid)
-                if self.orders:
-                    self._on_trade(data["price"], data["qty"], data["buyer_is_maker"])
+                if self.exchange.orders:
+                    self.exchange.match_trade(data["price"], data["qty"], data["buyer_is_maker"])
         elif kind is BOOK_INVALID:
             if self.valid:
                 self.counts["unsynced_spans"] += 1
                 self._unsynced_since = now
                 self.log({"ts": now, "action": "stop", "reasons": ["book unsynced: cancel all, stop quoting"]})
             self.valid = False
-            self._drop_all(now, "book unsynced")
+            self.rules.drop_all(now, "book unsynced")
             return
         elif kind is BOOK_VALID:
             if not self.valid:
@@ -245,170 +222,11 @@ class Simulator:
             fitted = self._refit(now)
             self.next_fit = now + int((self.p.refit_interval if fitted or self.fits else 1.0) * 1e9)
 
+    # -- clocks ----------------------------------------------------------------------------------
     def _clock(self, exchange_ts: int) -> None:
         """Advance exchange time: orders arriving become live (or are rejected), cancels take effect."""
-        self.exchange_now = max(self.exchange_now, exchange_ts)
-        if not self.orders:
-            return
-        now = self.exchange_now
-        if self.p.fill_model == "poisson" and self.mid is not None:
-            self._poisson(now)
-        for order in list(self.orders):
-            if order.cancel_at is not None and order.cancel_at <= now:
-                self._remove(order)
-                continue
-            if not order.active and order.live_at <= now and self.best is not None:
-                self._activate(order)
+        self.exchange.advance(exchange_ts, self.mid, self.A, self.k)
 
-    def _activate(self, order: SimOrder) -> None:
-        bid, ask = self.best
-        if (order.side == BUY and order.price >= ask) or (order.side == SELL and order.price <= bid):
-            self.counts["rejects"] += 1
-            known = self._local_time(order.live_at) + self._latency_ns(self.resp_const, self.resp_factor)
-            self._remove(order, known)
-            self.lockout_until[order.side] = max(self.lockout_until[order.side],
-                                                 known + int(self.p.reject_lockout * 1e9))
-            self.log({"ts": known, "action": "reject", "order": order.oid, "side": SIDE_NAME[order.side], "price": order.price,
-                      "reasons": ["post-only order would have crossed the book on arrival",
-                                  f"lockout {self.p.reject_lockout:g}s"]})
-            return
-        order.active = True
-        levels = self.book.bids if order.side == BUY else self.book.asks
-        order.level_qty = levels.get(order.price, 0)
-        order.queue_ahead = float(order.level_qty)
-        order.checked_at = self.exchange_now
-
-    # -- fill models -----------------------------------------------------------------------------
-    def _on_book(self, book) -> None:
-        bid, ask = self.best
-        queue = self.p.fill_model == "queue"
-        for order in list(self.orders):
-            if not order.active:
-                continue
-            if (order.side == BUY and ask <= order.price) or (order.side == SELL and bid >= order.price):
-                self._fill(order, order.qty, "book crossed the quote")
-                continue
-            if queue:
-                levels = book.bids if order.side == BUY else book.asks
-                new = levels.get(order.price, 0)
-                if new != order.level_qty:
-                    self._queue_depth(order, order.level_qty, new)
-                    order.level_qty = new
-
-    def _queue_depth(self, order: SimOrder, prev: int, new: int) -> None:
-        """hftbacktest's probabilistic queue rule for a size change at our price not explained by trades."""
-        change = prev - new - order.traded_at_level
-        order.traded_at_level = 0.0
-        if change < 0:  # size added behind us
-            order.queue_ahead = min(order.queue_ahead, new)
-            return
-        front = order.queue_ahead
-        back = prev - front
-        n = self.p.queue_power
-        fb, ff = max(back, 0.0) ** n, max(front, 0.0) ** n
-        prob = fb / (fb + ff) if fb + ff > 0 else 1.0
-        estimate = front - (1 - prob) * change + min(back - prob * change, 0.0)
-        order.queue_ahead = min(estimate, float(new))
-
-    def _on_trade(self, price: int, qty: int, buyer_is_maker: bool) -> None:
-        model = self.p.fill_model
-        for order in list(self.orders):
-            if not order.active:
-                continue
-            hits = (order.side == BUY) == buyer_is_maker  # sell market orders hit bids
-            if not hits:
-                continue
-            through = price < order.price if order.side == BUY else price > order.price
-            if through:
-                self._fill(order, order.qty, "trade printed through the quote")
-            elif price == order.price and model == "queue":
-                order.queue_ahead -= qty
-                order.traded_at_level += qty
-                if order.queue_ahead < 0:
-                    filled = order.qty
-                    if self.p.partial_fills:
-                        filled = min(order.qty, int(-order.queue_ahead) // self.lot * self.lot)
-                    if filled > 0:
-                        order.queue_ahead = 0.0
-                        self._fill(order, filled, "queue ahead traded away at our price")
-
-    def _poisson(self, now: int) -> None:
-        """Each live order: filled with probability A·e^(−kδ)·dt over the exchange time since its last check."""
-        for order in list(self.orders):
-            if not order.active:
-                continue
-            dt = (now - order.checked_at) / 1e9
-            order.checked_at = now
-            if dt <= 0:
-                continue
-            delta = abs(order.price / UNIT - self.mid)
-            rate = self.A * math.exp(-self.k * delta)
-            if rate > 0 and self.rng.random() < min(1.0, rate * dt):  # no rate (nan) before the first fit
-                self._fill(order, order.qty, f"poisson fill at depth {delta:.6g}")
-
-    # -- fills and accounting --------------------------------------------------------------------
-    def _fill(self, order: SimOrder, qty: int, reason: str, liquidity: str = "maker", price: int | None = None) -> None:
-        price = order.price if price is None else price
-        side = order.side
-        notional = price * qty / (UNIT * UNIT)
-        fee = notional * (self.maker_fee if liquidity == "maker" else self.taker_fee)
-        self._account(side, price, qty, fee)
-        known = self._local_time(self.exchange_now) + self._latency_ns(self.resp_const, self.resp_factor)
-        fill = Fill(self.exchange_now, known, side, price, qty, self.mid, fee, liquidity, self.inventory)
-        self.fills.append(fill)
-        self.pending_known.append(fill)
-        order.qty -= qty
-        if order.qty <= 0:
-            self._remove(order, known)
-        if self.p.fill_lockout > 0:
-            self.lockout_until[side] = max(self.lockout_until[side], known + int(self.p.fill_lockout * 1e9))
-        self.log({"ts": known, "exchange_ts": self.exchange_now, "action": "fill", "order": order.oid, "side": SIDE_NAME[side],
-                  "price": price, "qty": qty, "liquidity": liquidity, "reasons": [reason]})
-
-    def _account(self, side: int, price: int, qty: int, fee: float) -> None:
-        signed = side * qty
-        px = price / UNIT
-        q = self.inventory
-        if q == 0 or (q > 0) == (signed > 0):  # opening or adding
-            total = abs(q) + qty
-            self.avg_cost = (self.avg_cost * abs(q) + px * qty) / total
-        else:
-            closed = min(abs(q), qty)
-            self.realized += (px - self.avg_cost) * closed / UNIT * (1 if q > 0 else -1)
-            if qty > abs(q):
-                self.avg_cost = px
-        self.inventory += signed
-        self.cash -= signed * price
-        self.fees += fee
-        self.spread_capture += side * (self.mid - px) * qty / UNIT
-
-    def _learn_fills(self, now: int) -> None:
-        """What the strategy knows by local time `now`: its fills, and which of its orders are gone."""
-        while self.pending_known and self.pending_known[0].known_ts <= now:
-            fill = self.pending_known.pop(0)
-            self.known_inventory += fill.side * fill.qty
-        if self.pending_gone:
-            for entry in [e for e in self.pending_gone if e[0] <= now]:
-                self.pending_gone.remove(entry)
-                if self.quoted[entry[1].side] is entry[1]:
-                    self.quoted[entry[1].side] = None
-
-    def _remove(self, order: SimOrder, known: int | None = None) -> None:
-        """Off the exchange; the strategy sees its quote gone at `known` (filled, rejected) or at once."""
-        if order in self.orders:
-            self.orders.remove(order)
-        if known is not None:
-            self.pending_gone.append((known, order))
-        elif self.quoted[order.side] is order:
-            self.quoted[order.side] = None
-
-    def _drop_all(self, now: int, reason: str) -> None:
-        for order in list(self.orders):
-            self._remove(order)
-            self.log({"ts": now, "action": "cancel", "order": order.oid, "side": SIDE_NAME[order.side], "price": order.price,
-                      "reasons": [reason]})
-
-    # -- quoting ---------------------------------------------------------------------------------
     def _exchange_time(self, local: int) -> int:
         """A local moment on the exchange clock. Local and exchange clocks differ by skew, so the fastest
         delivery seen (min recv − exchange time) is taken as zero latency, as hftbacktest's converter does."""
@@ -420,6 +238,48 @@ class Simulator:
     def _latency_ns(self, const: float, factor: float) -> int:
         return int(const * 1e9 + factor * self.feed_latency_ns)
 
+    def _arrival(self, now: int) -> int:
+        """Exchange time at which what the quoter sends at local time `now` takes effect."""
+        return self._exchange_time(now) + self._latency_ns(self.entry_const, self.entry_factor)
+
+    def _known(self, exchange: int) -> int:
+        """Local time at which the quoter learns what the exchange did at `exchange`."""
+        return self._local_time(exchange) + self._latency_ns(self.resp_const, self.resp_factor)
+
+    def _on_fill(self, order: SimOrder, qty: int, reason: str, liquidity: str) -> None:
+        """The exchange filled `qty` of `order` (already off the exchange when nothing is left)."""
+        known = self._known(self.exchange.now)
+        fill = self.accounts.fill(order.side, order.price, qty, liquidity, self.mid, self.exchange.now, known)
+        self.pending_known.append(fill)
+        if order.qty <= 0:
+            self.pending_gone.append((known, order))
+        if self.p.fill_lockout > 0:
+            self.rules.lock_out(order.side, known, self.p.fill_lockout)
+        self.log({"ts": known, "exchange_ts": self.exchange.now, "action": "fill", "order": order.oid,
+                  "side": SIDE_NAME[order.side], "price": order.price, "qty": qty, "liquidity": liquidity,
+                  "reasons": [reason]})
+
+    def _on_reject(self, order: SimOrder) -> None:
+        """The exchange rejected a post-only `order` that would have crossed on arrival."""
+        self.counts["rejects"] += 1
+        known = self._known(order.live_at)
+        self.pending_gone.append((known, order))
+        self.rules.lock_out(order.side, known, self.p.reject_lockout)
+        self.log({"ts": known, "action": "reject", "order": order.oid, "side": SIDE_NAME[order.side],
+                  "price": order.price, "reasons": ["post-only order would have crossed the book on arrival",
+                                                    f"lockout {self.p.reject_lockout:g}s"]})
+
+    def _learn_fills(self, now: int) -> None:
+        """What the strategy knows by local time `now`: its fills, and which of its orders are gone."""
+        while self.pending_known and self.pending_known[0].known_ts <= now:
+            fill = self.pending_known.pop(0)
+            self.known_inventory += fill.side * fill.qty
+        if self.pending_gone:
+            for entry in [e for e in self.pending_gone if e[0] <= now]:
+                self.pending_gone.remove(entry)
+                self.rules.seen_gone(entry[1])
+
+    # -- estimates -------------------------------------------------------------------------------
     def _refit(self, now: int) -> bool:
         if self.p.A != AUTO and self.p.k != AUTO:
             return True
@@ -439,19 +299,21 @@ class Simulator:
         return self.vol.sigma or 0.0
 
     def pnl(self) -> float:
-        return self.cash / (UNIT * UNIT) + self.inventory / UNIT * (self.mid or 0.0) - self.fees
+        return self.accounts.pnl(self.mid)
 
+    # -- deciding --------------------------------------------------------------------------------
     def _decide(self, now: int) -> None:
         self.counts["decisions"] += 1
-        if self.killed or self._check_kill(now):
-            self._held("kill_switch")
+        arrival = self._arrival(now)
+        if self.killed or self._check_kill(now, arrival):
+            self.rules.hold("kill_switch")
             return
         if self.warming_up:
             waiting = [name for name, missing in (
                 ("σ", self.p.sigma == AUTO and self.vol.sigma is None),
                 ("A, k", (self.p.A == AUTO or self.p.k == AUTO) and not self.fits)) if missing]
             if waiting:
-                self._held("warming_up")
+                self.rules.hold("warming_up")
                 return
             self.warming_up = False
             self.log({"ts": now, "action": "resume", "reasons": ["model parameters estimated from the data: quoting"]})
@@ -464,11 +326,11 @@ class Simulator:
                 self.log({"ts": now, "action": "pause" if wild else "resume",
                           "reasons": [f"fast/slow σ {fast / slow:.2f} vs {self.p.pause_vol_ratio:g}"]})
             if wild:
-                self._held("regime_pause")
-                self._cancel_side(BUY, now, ["regime pause"])
-                self._cancel_side(SELL, now, ["regime pause"])
+                self.rules.hold("regime_pause")
+                self.rules.cancel_side(BUY, now, arrival, ["regime pause"])
+                self.rules.cancel_side(SELL, now, arrival, ["regime pause"])
                 return
-        bid_px, ask_px = self.best
+        bid_px, ask_px = self.exchange.best
         q = self.known_inventory / self.size
         state = MarketState(ts=now, mid=self.mid, best_bid=bid_px / UNIT, best_ask=ask_px / UNIT,
                             tick=self.tick / UNIT, q=q, sigma=self.sigma(), A=self.A, k=self.k,
@@ -485,104 +347,9 @@ class Simulator:
             self.strategy_half_sum += (quote.ask - quote.bid) / 2
             self.touch_half_sum += (state.best_ask - state.best_bid) / 2
             self.two_sided += 1
-        for side, price, size, reasons in self._practical(quote, state, q):
-            self._work_side(side, price, size, now, reasons)
+        self.rules.requote(quote, state, q, now, arrival)
 
-    def _held(self, constraint: str) -> None:
-        self.held[constraint] = self.held.get(constraint, 0) + 1
-
-    def _practical(self, quote: Quote, state: MarketState, q: float) -> list[tuple]:
-        """Spread limits, tick rounding, no-cross, inventory limits, lockouts: (side, price, size, reasons)."""
-        p = self.p
-        bid, ask = quote.bid, quote.ask
-        why = {BUY: [quote.reason] if quote.reason else [], SELL: [quote.reason] if quote.reason else []}
-        if bid is not None and ask is not None:
-            center, spread = (bid + ask) / 2, ask - bid
-            floor = p.min_spread
-            if p.fee_aware and self.maker_fee > 0:
-                floor = max(floor, 2 * self.maker_fee * state.mid)
-            if spread < floor:
-                self._held("fee_floor" if floor > p.min_spread else "min_spread")
-                spread = floor
-                why[BUY].append(f"widened to min spread {floor:.6g}")
-                why[SELL].append(f"widened to min spread {floor:.6g}")
-            if p.max_spread is not None and spread > p.max_spread:
-                self._held("max_spread")
-                spread = p.max_spread
-                why[BUY].append(f"narrowed to max spread {p.max_spread:g}")
-                why[SELL].append(f"narrowed to max spread {p.max_spread:g}")
-            bid, ask = center - spread / 2, center + spread / 2
-        best_bid, best_ask = self.best
-        out = []
-        for side, price in ((BUY, bid), (SELL, ask)):
-            reasons = why[side]
-            if price is None:
-                out.append((side, None, 0, [*reasons, "strategy does not quote this side"]))
-                continue
-            ticks = price * UNIT / self.tick
-            units = (math.floor(ticks + 1e-9) if side == BUY else math.ceil(ticks - 1e-9)) * self.tick
-            if side == BUY and units >= best_ask:
-                units = best_ask - self.tick
-                reasons.append("kept one tick below the best ask (post-only)")
-            if side == SELL and units <= best_bid:
-                units = best_bid + self.tick
-                reasons.append("kept one tick above the best bid (post-only)")
-            size = self.size
-            growing = q * side >= 0  # this side's fill would grow |q|
-            if growing and abs(q) >= p.hard_limit:
-                self._held("hard_limit")
-                out.append((side, None, 0, [*reasons, f"|q| {abs(q):g} at hard limit {p.hard_limit:g}: one-sided"]))
-                continue
-            if growing and abs(q) > p.soft_limit:
-                scale = (p.hard_limit - abs(q)) / (p.hard_limit - p.soft_limit) if p.hard_limit > p.soft_limit else 0
-                size = int(self.size * scale) // self.lot * self.lot
-                reasons.append(f"|q| {abs(q):g} above soft limit {p.soft_limit:g}: size x{scale:.2f}")
-                if size <= 0:
-                    self._held("soft_limit")
-                    out.append((side, None, 0, reasons))
-                    continue
-            if state.ts < self.lockout_until[side]:
-                self._held("lockout")
-                out.append((side, None, 0, [*reasons, "lockout after a fill or reject"]))
-                continue
-            if units <= 0:
-                out.append((side, None, 0, [*reasons, "price not positive"]))
-                continue
-            out.append((side, units, size, reasons))
-        return out
-
-    def _work_side(self, side: int, price: int | None, size: int, now: int, reasons: list[str]) -> None:
-        current = self.quoted[side]
-        if price is None:
-            self._cancel_side(side, now, reasons)
-            return
-        if current is not None:
-            band = self.p.tolerance_ticks * self.tick
-            if abs(current.price - price) <= band and current.size == size:
-                self.counts["kept"] += 1
-                return
-            self._cancel_side(side, now, [*reasons, f"requote to {price / UNIT:.10g}"])
-        entry = self._latency_ns(self.entry_const, self.entry_factor)
-        sent_exchange = self._exchange_time(now)
-        order = SimOrder(self.next_oid, side, price, size, sent_exchange + entry, size=size)
-        self.next_oid += 1
-        self.orders.append(order)
-        self.quoted[side] = order
-        self.counts["orders"] += 1
-        self.log({"ts": now, "action": "place", "order": order.oid, "side": SIDE_NAME[side], "price": price, "qty": size,
-                  "reasons": reasons})
-
-    def _cancel_side(self, side: int, now: int, reasons: list[str]) -> None:
-        current = self.quoted[side]
-        if current is None:
-            return
-        self.quoted[side] = None
-        current.cancel_at = self._exchange_time(now) + self._latency_ns(self.entry_const, self.entry_factor)
-        self.counts["cancels"] += 1
-        self.log({"ts": now, "action": "cancel", "order": current.oid, "side": SIDE_NAME[side], "price": current.price,
-                  "reasons": reasons})
-
-    def _check_kill(self, now: int) -> bool:
+    def _check_kill(self, now: int, arrival: int) -> bool:
         pnl = self.pnl()
         drawdown = self.peak_pnl - pnl
         reason = None
@@ -593,26 +360,13 @@ class Simulator:
         if reason is None:
             return False
         self.killed = reason
-        self._cancel_side(BUY, now, ["kill switch: " + reason])
-        self._cancel_side(SELL, now, ["kill switch: " + reason])
+        self.rules.cancel_side(BUY, now, arrival, ["kill switch: " + reason])
+        self.rules.cancel_side(SELL, now, arrival, ["kill switch: " + reason])
         self.log({"ts": now, "action": "kill", "reasons": [reason]})
         if self.p.flatten_on_kill and self.inventory:
-            self._flatten(now)
+            # close the inventory against the displayed book as a taker
+            self.exchange.take(SELL if self.inventory > 0 else BUY, abs(self.inventory), "flatten on kill")
         return True
-
-    def _flatten(self, now: int) -> None:
-        """Close the inventory against the displayed book as a taker (walking levels)."""
-        side = SELL if self.inventory > 0 else BUY
-        bids, asks = self.book.export()
-        levels = bids if side == SELL else asks
-        left = abs(self.inventory)
-        for price, qty in levels:
-            if left <= 0:
-                break
-            take = min(left, qty)
-            order = SimOrder(0, side, price, take, self.exchange_now, active=True)
-            self._fill(order, take, "flatten on kill", liquidity="taker")
-            left -= take
 
     # -- series ----------------------------------------------------------------------------------
     def _sample(self, now: int) -> None:
@@ -635,8 +389,8 @@ class Simulator:
         s.ask.append(ask.price / UNIT if ask is not None else math.nan)
         s.inventory.append(self.inventory / UNIT)
         s.pnl.append(pnl)
-        s.spread_capture.append(self.spread_capture)
-        s.inventory_pnl.append(self.inventory_pnl)
+        s.spread_capture.append(self.accounts.spread_capture)
+        s.inventory_pnl.append(self.accounts.inventory_pnl)
         s.fees.append(-self.fees)
 
     def finish(self) -> None:

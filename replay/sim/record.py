@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from replay.sim.accounting import mark_to_market
 from replay.sim.params import SimParams
 
 FILL_COLUMNS = ("exchange_ts", "known_ts", "side", "price", "qty", "mid", "fee", "maker", "inventory")
@@ -65,12 +66,13 @@ class SimResult:
     extra: dict = field(default_factory=dict)
 
     def pnl(self) -> float:
-        return self.cash / 1e16 + self.inventory / 1e8 * (self.mid or 0.0) - self.fees
+        return mark_to_market(self.cash, self.inventory, self.mid, self.fees)
 
 
 def from_simulator(sim) -> SimResult:  # type: ignore[no-untyped-def]
     """The record of a finished reference `Simulator`."""
-    f = sim.fills
+    books = sim.accounts
+    f = books.fills
     fills = {
         "exchange_ts": np.array([x.exchange_ts for x in f], dtype=np.int64),
         "known_ts": np.array([x.known_ts for x in f], dtype=np.int64),
@@ -87,10 +89,10 @@ def from_simulator(sim) -> SimResult:  # type: ignore[no-untyped-def]
               for name in SERIES_COLUMNS}
     return SimResult(
         symbol=sim.symbol, params=sim.p, tick=sim.tick, lot=sim.lot, size=sim.size, maker_fee=sim.maker_fee,
-        taker_fee=sim.taker_fee, fills=fills, series=series, counts=dict(sim.counts), held=dict(sim.held),
-        fits=list(sim.fits), inventory=sim.inventory, cash=sim.cash, fees=sim.fees,
-        spread_capture=sim.spread_capture, inventory_pnl=sim.inventory_pnl, realized=sim.realized,
-        avg_cost=sim.avg_cost, mid=sim.mid, killed=sim.killed, first_ts=sim.first_ts, last_ts=sim.last_ts,
+        taker_fee=sim.taker_fee, fills=fills, series=series, counts=dict(sim.counts), held=dict(sim.rules.held),
+        fits=list(sim.fits), inventory=books.inventory, cash=books.cash, fees=books.fees,
+        spread_capture=books.spread_capture, inventory_pnl=books.inventory_pnl, realized=books.realized,
+        avg_cost=books.avg_cost, mid=sim.mid, killed=sim.killed, first_ts=sim.first_ts, last_ts=sim.last_ts,
         unsynced_ns=sim.unsynced_ns, strategy_half_sum=sim.strategy_half_sum, touch_half_sum=sim.touch_half_sum,
         two_sided=sim.two_sided, market_volume=sim.market_volume,
         hourly_market_volume=dict(sim.hourly_market_volume), time_at_soft=sim.time_at_soft,

@@ -1,4 +1,4 @@
-"""Backtest figures from a finished `Simulator`: PnL and its attribution, fills, inventory, risk, per hour.
+"""Backtest figures from the plain record of a run (`SimResult`): PnL and its attribution, fills, inventory, risk, per hour.
 
 Attribution: total PnL = spread capture (each fill's edge against the mid at the fill) + inventory
 mark-to-market (inventory × every mid change) + fees (negative = paid, positive = rebate). Realized
@@ -15,7 +15,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from recorder.markets import quote_currency
-from replay.sim.engine import BUY, UNIT, Simulator
+from recorder.numbers import UNIT
+from replay.sim.exchange import BUY
+from replay.sim.record import SERIES_COLUMNS, SimResult
 
 BERLIN = ZoneInfo("Europe/Berlin")
 MINUTES_PER_YEAR = 365 * 24 * 60
@@ -39,33 +41,35 @@ def sharpe(ts: np.ndarray, pnl: np.ndarray) -> dict:
             "minutes": len(changes)}
 
 
-def summarize(sim: Simulator, stopped: str | None = None) -> dict:
-    s = sim.series
-    ts = np.array(s.ts, dtype=np.int64)
-    pnl = np.array(s.pnl)
-    fills = sim.fills
-    filled = sum(f.qty for f in fills)
-    mid = sim.mid or 0.0
-    unrealized = sim.inventory / UNIT * (mid - sim.avg_cost) if sim.inventory else 0.0
-    total = sim.pnl()
-    feed = (np.array(sim.feed_samples, dtype=np.int64) - (sim.clock_offset or 0)) / 1e6
+def summarize(record: SimResult, stopped: str | None = None) -> dict:
+    s = record.series
+    ts = s["ts"]
+    pnl = s["pnl"]
+    pnls = pnl.tolist()
+    inventory = s["inventory"]
+    side, qty = record.fills["side"].tolist(), record.fills["qty"].tolist()
+    filled = sum(qty)
+    mid = record.mid or 0.0
+    unrealized = record.inventory / UNIT * (mid - record.avg_cost) if record.inventory else 0.0
+    total = record.pnl()
+    feed = (record.feed_samples - (record.clock_offset or 0)) / 1e6
     hours: dict[int, dict] = {}
-    for i, t in enumerate(s.ts):
+    for i, t in enumerate(ts.tolist()):
         hour = t // 3_600_000_000_000
         row = hours.setdefault(hour, {"first": i, "last": i, "fills": 0, "volume": 0})
         row["last"] = i
-    for f in fills:
-        hour = f.exchange_ts // 3_600_000_000_000
+    for exchange_ts, q in zip(record.fills["exchange_ts"].tolist(), qty):
+        hour = exchange_ts // 3_600_000_000_000
         if hour in hours:
             hours[hour]["fills"] += 1
-            hours[hour]["volume"] += f.qty
+            hours[hour]["volume"] += q
     per_hour = []
     previous_pnl = 0.0
     for hour in sorted(hours):
         row = hours[hour]
-        end_pnl = s.pnl[row["last"]]
-        inv = np.abs(np.array(s.inventory[row["first"]:row["last"] + 1]))
-        market = sim.hourly_market_volume.get(hour, 0)
+        end_pnl = pnls[row["last"]]
+        inv = np.abs(inventory[row["first"]:row["last"] + 1])
+        market = record.hourly_market_volume.get(hour, 0)
         per_hour.append({
             "hour": dt.datetime.fromtimestamp(hour * 3600, BERLIN).strftime("%H:00"),
             "pnl": end_pnl - previous_pnl,
@@ -76,47 +80,49 @@ def summarize(sim: Simulator, stopped: str | None = None) -> dict:
             "mean_abs_inventory": float(inv.mean()) if len(inv) else 0.0,
         })
         previous_pnl = end_pnl
-    mids = np.array(s.mid)
+    mids = s["mid"]
     with np.errstate(invalid="ignore"):
-        bid_distance = mids - np.array(s.bid)
-        ask_distance = np.array(s.ask) - mids
-    span = sim.sampled_time
+        bid_distance = mids - s["bid"]
+        ask_distance = s["ask"] - mids
+    span = record.sampled_time
+    params = record.params
+    orders = record.counts["orders"]
     return {
-        "symbol": sim.symbol,
-        "currency": quote_currency(sim.symbol),  # prices, spreads and PnL are in it
-        "strategy": sim.p.strategy,
-        "fill_model": sim.p.fill_model,
-        "stopped": stopped or sim.killed,
-        "start_ns": sim.first_ts,
-        "end_ns": sim.last_ts,
-        "span_s": (sim.last_ts - sim.first_ts) / 1e9 if sim.first_ts is not None else 0.0,
-        "order_size": sim.size / UNIT,
-        "tick": sim.tick / UNIT,
+        "symbol": record.symbol,
+        "currency": quote_currency(record.symbol),  # prices, spreads and PnL are in it
+        "strategy": params.strategy,
+        "fill_model": params.fill_model,
+        "stopped": stopped or record.killed,
+        "start_ns": record.first_ts,
+        "end_ns": record.last_ts,
+        "span_s": (record.last_ts - record.first_ts) / 1e9 if record.first_ts is not None else 0.0,
+        "order_size": record.size / UNIT,
+        "tick": record.tick / UNIT,
         "pnl": {
             "total": total,
-            "realized": sim.realized,
+            "realized": record.realized,
             "unrealized": unrealized,
-            "fees": -sim.fees,
-            "spread_capture": sim.spread_capture,
-            "inventory": sim.inventory_pnl,
+            "fees": -record.fees,
+            "spread_capture": record.spread_capture,
+            "inventory": record.inventory_pnl,
         },
         "fills": {
-            "count": len(fills),
-            "buys": sum(1 for f in fills if f.side == BUY),
-            "sells": sum(1 for f in fills if f.side != BUY),
+            "count": len(qty),
+            "buys": sum(1 for x in side if x == BUY),
+            "sells": sum(1 for x in side if x != BUY),
             "volume": filled / UNIT,
-            "orders": sim.counts["orders"],
-            "fill_ratio": len(fills) / sim.counts["orders"] if sim.counts["orders"] else 0.0,
-            "market_volume": sim.market_volume / UNIT,
-            "market_share": filled / sim.market_volume if sim.market_volume else 0.0,
+            "orders": orders,
+            "fill_ratio": len(qty) / orders if orders else 0.0,
+            "market_volume": record.market_volume / UNIT,
+            "market_share": filled / record.market_volume if record.market_volume else 0.0,
         },
-        "orders": dict(sim.counts),
+        "orders": dict(record.counts),
         "inventory": {
-            "final": sim.inventory / UNIT,
-            "mean_abs_q": sim.abs_q_time / span if span else 0.0,
-            "max_abs": float(np.abs(np.array(s.inventory)).max()) if s.inventory else 0.0,
-            "time_above_soft": sim.time_at_soft / span if span else 0.0,
-            "time_at_hard": sim.time_at_hard / span if span else 0.0,
+            "final": record.inventory / UNIT,
+            "mean_abs_q": record.abs_q_time / span if span else 0.0,
+            "max_abs": float(np.abs(inventory).max()) if len(inventory) else 0.0,
+            "time_above_soft": record.time_at_soft / span if span else 0.0,
+            "time_at_hard": record.time_at_hard / span if span else 0.0,
         },
         "quotes": {  # mean distance of our live quotes from the mid over the samples that had one
             "bid_distance": float(np.nanmean(bid_distance)) if np.isfinite(bid_distance).any() else None,
@@ -124,46 +130,53 @@ def summarize(sim: Simulator, stopped: str | None = None) -> dict:
             "bid_time": float(np.isfinite(bid_distance).mean()) if len(bid_distance) else 0.0,
             "ask_time": float(np.isfinite(ask_distance).mean()) if len(ask_distance) else 0.0,
         },
-        "risk": {"max_drawdown": sim.max_drawdown, "sharpe": sharpe(ts, pnl)},
+        "risk": {"max_drawdown": record.max_drawdown, "sharpe": sharpe(ts, pnl)},
         "model": {
-            "sigma_end": sim.sigma(),
-            "A_end": None if math.isnan(sim.A) else sim.A,
-            "k_end": None if math.isnan(sim.k) else sim.k,
-            "fits": len(sim.fits),
-            "warmed_up": not sim.warming_up,  # False: σ or A, k never had an estimate, nothing was quoted
-            "fits_first": sim.fits[:3],
-            "fits_last": sim.fits[-3:],
+            "sigma_end": record.sigma,
+            "A_end": None if math.isnan(record.A) else record.A,
+            "k_end": None if math.isnan(record.k) else record.k,
+            "fits": len(record.fits),
+            "warmed_up": record.warmed_up,  # False: σ or A, k never had an estimate, nothing was quoted
+            "fits_first": record.fits[:3],
+            "fits_last": record.fits[-3:],
         },
         "latency_ms": {
-            "clock_offset": (sim.clock_offset or 0) / 1e6,  # min(recv − exchange time): skew + fastest delivery
+            "clock_offset": (record.clock_offset or 0) / 1e6,  # min(recv − exchange time): skew + fastest delivery
             "feed_p50": _pct(feed, 50),  # recv − exchange time − clock_offset
             "feed_p99": _pct(feed, 99),
-            "entry": sim.entry_const * 1000 + sim.entry_factor * sim.feed_latency_ns / 1e6,
-            "response": sim.resp_const * 1000 + sim.resp_factor * sim.feed_latency_ns / 1e6,
+            "entry": _latency_ms(record.entry_latency, record.feed_latency_ns),
+            "response": _latency_ms(record.response_latency, record.feed_latency_ns),
         },
         "per_hour": per_hour,
-        "constraints": constraint_shares(sim),
+        "constraints": constraint_shares(record),
     }
+
+
+def _latency_ms(latency: tuple[float, float], feed_latency_ns: float) -> float:
+    """An order latency (constant s, × feed latency) in ms at the feed latency of the end of the run."""
+    const, factor = latency
+    return const * 1000 + factor * feed_latency_ns / 1e6
 
 
 SIDE_CONSTRAINTS = ("hard_limit", "soft_limit", "lockout")  # held per side; the rest per decision
 FEW_FILLS = 20  # below this many fills the summary says why
 
 
-def constraint_shares(sim: Simulator) -> dict:
+def constraint_shares(record: SimResult) -> dict:
     """Share of the simulated data time each constraint kept quotes away (per side for the inventory limits and
     lockouts), the unsynced share, and the strategy's own half-spread against the market's."""
-    span = (sim.last_ts - sim.first_ts) / 1e9 if sim.first_ts is not None else 0.0
-    interval = sim.p.requote_interval
+    span = (record.last_ts - record.first_ts) / 1e9 if record.first_ts is not None else 0.0
+    interval = record.params.requote_interval
     shares = {name: min(1.0, n * interval / (span * (2 if name in SIDE_CONSTRAINTS else 1))) if span else 0.0
-              for name, n in sorted(sim.held.items())}
+              for name, n in sorted(record.held.items())}
+    two_sided = record.two_sided
     return {
         "share_of_time": shares,
-        "unsynced": sim.unsynced_ns / 1e9 / span if span else 0.0,
-        "strategy_half_spread": sim.strategy_half_sum / sim.two_sided if sim.two_sided else None,
-        "touch_half_spread": sim.touch_half_sum / sim.two_sided if sim.two_sided else None,
-        "maker_fee": sim.maker_fee,
-        "gamma": sim.p.gamma,
+        "unsynced": record.unsynced_ns / 1e9 / span if span else 0.0,
+        "strategy_half_spread": record.strategy_half_sum / two_sided if two_sided else None,
+        "touch_half_spread": record.touch_half_sum / two_sided if two_sided else None,
+        "maker_fee": record.maker_fee,
+        "gamma": record.params.gamma,
     }
 
 
@@ -213,16 +226,15 @@ def why_few_fills(summary: dict) -> list[str]:
     return lines
 
 
-def fills_of(sim: Simulator) -> dict:
+def fills_of(record: SimResult) -> dict:
     """Every fill, as columns: exchange time, time the strategy knew, side (+1 buy / −1 sell), price, qty, ..."""
-    f = sim.fills
-    return {"exchange_ts": [x.exchange_ts for x in f], "known_ts": [x.known_ts for x in f], "side": [x.side for x in f],
-            "price": [x.price / UNIT for x in f], "qty": [x.qty / UNIT for x in f], "mid": [x.mid for x in f],
-            "fee": [x.fee for x in f], "liquidity": [x.liquidity for x in f],
-            "inventory": [x.inventory / UNIT for x in f]}
+    f = {name: column.tolist() for name, column in record.fills.items()}
+    return {"exchange_ts": f["exchange_ts"], "known_ts": f["known_ts"], "side": f["side"],
+            "price": [x / UNIT for x in f["price"]], "qty": [x / UNIT for x in f["qty"]], "mid": f["mid"],
+            "fee": f["fee"], "liquidity": ["maker" if x else "taker" for x in f["maker"]],
+            "inventory": [x / UNIT for x in f["inventory"]]}
 
 
-def series_of(sim: Simulator) -> dict:
-    s = sim.series
-    return {"ts": s.ts, "mid": s.mid, "bid": s.bid, "ask": s.ask, "inventory": s.inventory, "pnl": s.pnl,
-            "spread_capture": s.spread_capture, "inventory_pnl": s.inventory_pnl, "fees": s.fees}
+def series_of(record: SimResult) -> dict:
+    """The sampled series as lists (JSON): ts, mid, our bid and ask, inventory, pnl and its attribution."""
+    return {name: record.series[name].tolist() for name in SERIES_COLUMNS}

@@ -24,6 +24,7 @@ from recorder.window import TradingWindow
 from replay.engine import DEPTH, SNAPSHOT, DayReplay, ReplayEvent
 from replay.sim.engine import Simulator, StrategyError
 from replay.sim.params import SimParams
+from replay.sim.record import from_simulator
 from replay.sim.report import print_summary, render_html
 from replay.sim.results import fills_of, series_of, summarize
 from replay.sim.strategies import load_strategy
@@ -142,12 +143,13 @@ def backtest(events: Iterator[ReplayEvent], replay: DayReplay, params: SimParams
     for symbol, sim in sims.items():
         sim.finish()
         logs[symbol].close()
-        summary = summarize(sim, stopped)
+        record = from_simulator(sim)
+        summary = summarize(record, stopped)
         summary["decisions"] = logs[symbol].counts
         summary["params"] = asdict(params)
         summary["date"] = replay.date.isoformat()
         summary["market"] = replay.market.name
-        result = {"summary": summary, "series": series_of(sim), "fills": fills_of(sim)}
+        result = {"summary": summary, "series": series_of(record), "fills": fills_of(record)}
         stem = out_dir / f"backtest-{symbol}-{_file_stem(params)}"
         json_path = stem.with_suffix(".json")
         json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY))
