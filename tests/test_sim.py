@@ -397,14 +397,19 @@ def test_fill_lockout_keeps_the_side_unquoted():
     assert sim.quoted[BUY] is not None
 
 
-def test_pnl_attribution_sums_to_the_total():
-    sim, m = make(Fixed(99.9, 100.2), requote_interval=0.05)
+def swing(m: Market, rounds: int) -> None:
+    """A mid swinging by up to 0.4 every 30 ms, a thin touch, and a trade through each side each time."""
     prices = [100.0, 100.3, 99.7, 100.1, 99.6, 100.4, 100.0]
-    for i in range(60):
+    for i in range(rounds):
         mid = prices[i % len(prices)]
         m.depth([(mid - 0.05, 0.001), (mid - 0.15, 1.0)], [(mid + 0.05, 0.001), (mid + 0.15, 1.0)], after_ms=30)
         m.trade(mid - 0.5, 0.01, True)
         m.trade(mid + 0.5, 0.01, False)
+
+
+def test_pnl_attribution_sums_to_the_total():
+    sim, m = make(Fixed(99.9, 100.2), requote_interval=0.05)
+    swing(m, 60)
     sim.finish()
     summary = summarize(from_simulator(sim))
     pnl = summary["pnl"]

@@ -14,7 +14,7 @@ import orjson
 from replay.sim.accounting import mark_to_market
 from replay.sim.record import from_simulator
 from replay.sim.results import fills_of, series_of, summarize
-from tests.test_sim import Fixed, make
+from tests.test_sim import Fixed, make, swing
 
 FROZEN_SUMMARY = {
     "symbol": "BTCUSDT", "currency": "USDT", "strategy": "as", "fill_model": "queue", "stopped": None,
@@ -51,12 +51,7 @@ def small_day():
     """4 s of quoting every 50 ms: fills both ways, lockouts, the soft limit, rejects, requotes."""
     sim, m = make(Fixed(99.9, 100.2), requote_interval=0.05, fill_lockout=0.1, soft_limit=2.0, hard_limit=4.0,
                   sample_interval=0.05)
-    prices = [100.0, 100.3, 99.7, 100.1, 99.6, 100.4, 100.0]
-    for i in range(120):
-        mid = prices[i % len(prices)]
-        m.depth([(mid - 0.05, 0.001), (mid - 0.15, 1.0)], [(mid + 0.05, 0.001), (mid + 0.15, 1.0)], after_ms=30)
-        m.trade(mid - 0.5, 0.01, True)
-        m.trade(mid + 0.5, 0.01, False)
+    swing(m, 120)
     sim.finish()
     return sim
 
