@@ -51,7 +51,8 @@ class SimExchange:
 
     def __init__(self, params: SimParams, lot: int, on_fill: Callable[[SimOrder, int, str, str], None],
                  on_reject: Callable[[SimOrder], None]) -> None:
-        self.fill_model, self.queue_power, self.partial_fills = params.fill_model, params.queue_power, params.partial_fills
+        self.fill_model, self.queue_power = params.fill_model, params.queue_power
+        self.partial_fills = params.partial_fills
         self.lot = lot
         self.on_fill, self.on_reject = on_fill, on_reject
         self.rng = np.random.default_rng(params.seed)
@@ -62,7 +63,8 @@ class SimExchange:
         self.best: tuple[int, int] | None = None
 
     def show(self, book) -> tuple[int, int]:  # type: ignore[no-untyped-def]
-        """A new displayed book (both sides non-empty); its best bid and ask. Resting orders meet it in `match_book`."""
+        """A new displayed book (both sides non-empty); its best bid and ask. Resting orders meet it in
+        `match_book`."""
         self.book = book
         self.best = (book.best_bid()[0], book.best_ask()[0])
         return self.best

@@ -1,4 +1,5 @@
-"""Backtest figures from the plain record of a run (`SimResult`): PnL and its attribution, fills, inventory, risk, per hour.
+"""Backtest figures from the plain record of a run (`SimResult`): PnL and its attribution, fills, inventory,
+risk, per hour.
 
 Attribution: total PnL = spread capture (each fill's edge against the mid at the fill) + inventory
 mark-to-market (inventory × every mid change) + fees (negative = paid, positive = rebate). Realized
