@@ -61,7 +61,8 @@ class EventArrays:
 def arrays_from_events(events: Iterable, replay, symbol: str) -> EventArrays:
     """The reference builder: `symbol`'s rows from a `DayReplay`'s events (`replay.books` is read live to
     tell an applied diff from one the sync engine dropped)."""
-    from replay.engine import BOOK_INVALID, BOOK_VALID, DEPTH, SNAPSHOT, TRADE as TRADE_EVENT
+    from replay.engine import BOOK_INVALID, BOOK_VALID, DEPTH, SNAPSHOT
+    from replay.engine import TRADE as TRADE_EVENT
 
     rows: list[tuple[int, int, int, int, int, int, int]] = []  # kind, flags, recv, exch, side, price, qty
     just_valid = False
