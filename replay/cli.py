@@ -2,6 +2,7 @@
 
     replay --date 20240501 --speed 50x [--data DIR] [--market spot] [--symbols ...] [--from 09:30] [--to 12:00]
            [--strategy as|glft|join|fixed|module:Class] [--gamma 0.1] [--config sim.yaml] [--param KEY=VALUE ...]
+    replay --date 2024-05-01..2024-05-31 --symbols BTCUSDT,ETHUSDT [--skip-missing] [--carry-inventory]
     replay calibrate --date 20240501 [--symbols ...] [--write sim.yaml]
     replay serve --date 20240501 --speed 50x [--symbols ...] [--host 127.0.0.1 --port 9443]
     replay serve --synthetic --market spot --symbols BTCUSDT,ETHUSDT [--port 9443] [--speed 10x] [--faults SPEC]
@@ -36,6 +37,8 @@ app = typer.Typer(
 EXIT_BAD_INPUT = 2
 DATA_HELP = "Dataset root (default: the config's `out` via $CONFIG_PATH, else ./data)."
 DATE_HELP = "Recorded Berlin date: 20240501, 2024-05-01, today or yesterday."
+DAYS_HELP = (f"{DATE_HELP[:-1]}; or several: a range 2024-05-01..2024-05-31 (inclusive), "
+             "a list 2024-05-01,2024-05-03, or both.")
 
 
 class BadInput(ValueError):
@@ -55,7 +58,12 @@ def _fail(message: str, debug: bool, exc: BaseException | None = None) -> None:
 @app.callback(invoke_without_command=True)
 def _root(
     ctx: typer.Context,
-    date: str | None = typer.Option(None, "--date", help=DATE_HELP),
+    date: str | None = typer.Option(None, "--date", help=DAYS_HELP),
+    skip_missing: bool = typer.Option(False, "--skip-missing", help="Run the days of --date that have data "
+                                      "(default: a day without data is an error)."),
+    carry_inventory: bool = typer.Option(False, "--carry-inventory/--reset-inventory", help=(
+        "Over several days: open each day with the previous day's inventory, marked at its last mid "
+        "(default: every day starts flat).")),
     speed: str = typer.Option("1x", "--speed", help="Replay speed: 1x, 50x, 0.25x or max (a bare 50 means 50x)."),
     data: Annotated[Path | None, typer.Option("--data", help=DATA_HELP)] = None,
     market: str = typer.Option("spot", "--market", help="spot | usdm | coinm"),
@@ -71,18 +79,22 @@ def _root(
     latency: str | None = typer.Option(None, "--latency", help="Entry and response latency with its unit: 10ms, 0.5s, feed, feed*2 (a bare number is an error)."),
     order_size: str | None = typer.Option(None, "--order-size", help="Base quantity per quote, e.g. 0.001."),
     param: Annotated[list[str] | None, typer.Option("--param", help="Any simulator parameter: KEY=VALUE (repeat).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Report directory (default DATA/reports/EXCHANGE/DATE).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help=(
+        "Report directory (default DATA/reports/EXCHANGE/DATE; over several days DATA/reports/EXCHANGE, "
+        "each day's files in its DATE/ subdirectory)."))] = None,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar while running."),
     debug: bool = typer.Option(False, "--debug", help="Tracebacks on errors."),
     version: bool = typer.Option(False, "--version", is_eager=True, callback=print_version,
                                  help="Print the version and exit."),
 ) -> None:
-    """Backtest the market maker on a recorded day: `replay --date 20240501 --speed 50x`
-    (`--view` for the live book view instead); or `replay serve --synthetic ...`."""
+    """Backtest the market maker on recorded days: `replay --date 20240501 --speed 50x`, or many days and
+    symbols in one report: `--date 2024-05-01..2024-05-31 --symbols BTCUSDT,ETHUSDT`
+    (`--view` for the live book view of one day instead); or `replay serve --synthetic ...`."""
     if ctx.invoked_subcommand is not None:
         return
     from recorder.markets import get_market
     from replay.engine import AGG_TRADE, BOOK_TICKER, EVENT, TRADE, DayReplay, Pacer, paced
+    from replay.sim.campaign import Day
     from replay.view import run_view
     from schemas import DatasetError
 
@@ -93,24 +105,33 @@ def _root(
                            f"({available_days(data)}; replay --help for all options)")
         params = None if view else _sim_params(config, strategy, gamma, fill_model, latency, order_size, param)
         mk = get_market(market)
-        day = resolve_date(date)
-        check_market_has_day(data, mk, day)
+        check_market_has_day(data, mk, None)
+        days = recorded_days(data, mk, date, skip_missing)
+        if view and len(days) > 1:
+            raise BadInput(f"--view shows one day; --date {date} names {len(days)}")
         pace = parse_speed(speed)
-        start_ns, end_ns = _day_span(day, start, end)
         wanted = _symbol_list(symbols)
         # the simulator reads depth, snapshots and trades only; the view shows every channel
         channels = (TRADE,) if params is not None else (TRADE, AGG_TRADE, BOOK_TICKER, EVENT)
-        replay = DayReplay(data, mk, day, wanted, start_ns, end_ns, channels=channels)
+        several = len(days) > 1
+        reports = out or data / "reports" / mk.exchange / ("" if several else days[0].isoformat())
+        plan = []
+        for day in days:  # every day is checked (symbols, files, --from/--to) before any is run
+            start_ns, end_ns = _day_span(day, start, end)
+            replay = DayReplay(data, mk, day, wanted, start_ns, end_ns, channels=channels)
+            plan.append(Day(replay, end_ns if end_ns is not None else replay.last_ns,
+                            reports / day.isoformat() if several else reports))
     except (ValueError, BadInput, DatasetError) as e:
         _fail(str(e), debug, e)
         return
     pacer = Pacer(pace)
-    first = replay.first_event_ns()
-    last = end_ns if end_ns is not None else replay.last_ns
     if params is not None:
-        _run_backtest(replay, params, pacer, exchange_time, last, out or data / "reports" / mk.exchange / day.isoformat(),
-                      progress, debug)
+        choices = {"from": start, "to": end, **({"inventory": carry_inventory} if several else {})}
+        _run_backtest(plan, params, pacer, exchange_time, reports, mk.name, carry_inventory, choices, progress,
+                      debug)
         return
+    replay = plan[0].replay
+    first, last = replay.first_event_ns(), plan[0].last_ns
     try:
         stats = run_view(paced(replay.events(), pacer, exchange_time), pacer, first, last)
     except DatasetError as e:
@@ -162,6 +183,15 @@ def available_days(data: Path) -> str:
     return f"{data}/ has " + "; ".join(f"{name}: {', '.join(dates)}" for name, dates in found.items())
 
 
+def recorded_days(data: Path, mk, text: str, skip_missing: bool = False) -> list:  # type: ignore[no-untyped-def]
+    """The days of `--date` (one, a range, a list) that the market has data for; BadInput naming what exists."""
+    from replay.days import parse_days
+    from schemas import parse_date
+
+    recorded = [parse_date(day) for day in _days_by_market(data).get(mk.name, [])]
+    return parse_days(text, recorded, skip_missing, source=f"{data}/ has {mk.name}")
+
+
 def check_market_has_day(data: Path, mk, day) -> None:  # type: ignore[no-untyped-def]
     """A market with no data at all (e.g. the default spot on a USD-M dataset): say which markets and dates exist."""
     found = _days_by_market(data)
@@ -183,32 +213,46 @@ def _sim_params(config, strategy, gamma, fill_model, latency, order_size, param)
     return load_params(config, overrides)
 
 
-def _run_backtest(replay, params, pacer, exchange_time: bool, last: int, out: Path, progress: bool,  # type: ignore[no-untyped-def]
-                  debug: bool) -> None:
+def _run_backtest(plan, params, pacer, exchange_time: bool, out: Path, market: str, carry: bool,  # type: ignore[no-untyped-def]
+                  choices: dict, progress: bool, debug: bool) -> None:
+    """Each day of the plan in order; one day of one symbol prints and writes its full report, more days or
+    symbols add the combined report (per-day rows, totals)."""
     from rich.console import Console
 
-    from replay.engine import paced
-    from replay.sim.run import backtest, print_outcome
+    from replay.sim.campaign import run_days
+    from replay.sim.report import print_days
+    from replay.sim.run import print_outcome, run_id
     from replay.view import wide_console
     from schemas import DatasetError
 
     console = wide_console()
+    symbols = sorted({s for day in plan for s in day.replay.symbols})
+    run = run_id(params, market, symbols, [day.replay.date for day in plan], **choices)
+    combined = len(plan) > 1 or len(symbols) > 1
     try:
-        outcome = backtest(paced(replay.events(), pacer, exchange_time), replay, params, out, last,
-                           Console(stderr=True), progress)
+        result = run_days(plan, params, run, pacer, carry=carry, exchange_time=exchange_time,
+                          out=out if combined else None, console=Console(stderr=True), progress=progress)
     except (ValueError, DatasetError) as e:
         _fail(str(e), debug, e)
         return
-    print_outcome(outcome, console)
+    if len(plan) == 1:
+        print_outcome(result.outcomes[0], console)
+    else:
+        for outcome, day in zip(result.outcomes, plan):
+            console.print(f"wrote {len(outcome.files)} files in {day.out_dir}/")
+    if combined and result.report["rows"]:
+        print_days(result.report, console)
+        for path in result.files:
+            console.print(f"wrote {path}")
     lateness = pacer.lateness_ms()
-    console.print(f"replayed {outcome.events:,} events; lateness p50 {lateness['p50']:.2f} ms, "
-                  f"p99 {lateness['p99']:.2f} ms")
-    if not outcome.summaries:
+    console.print(f"run {run}: replayed {result.events:,} events of {len(result.outcomes)} day(s); "
+                  f"lateness p50 {lateness['p50']:.2f} ms, p99 {lateness['p99']:.2f} ms")
+    if not result.report["rows"]:
         _fail("no valid book in the replayed span: nothing was simulated", debug)
-    if outcome.stopped == "interrupted":
+    if result.stopped == "interrupted":
         raise typer.Exit(130)
-    if outcome.stopped:
-        _fail(f"stopped: {outcome.stopped} (partial report written)", debug)
+    if result.stopped:
+        _fail(f"stopped: {result.stopped} (partial report written)", debug)
 
 
 def _day_span(day, start: str | None, end: str | None) -> tuple[int | None, int | None]:  # type: ignore[no-untyped-def]

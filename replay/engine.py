@@ -272,6 +272,10 @@ class Pacer:
             delay = self.due(data_ns)
         self.lateness.append(max(0.0, -delay))
 
+    def restart(self) -> None:
+        """Anchor again at the next event: the next day starts on schedule, without waiting out the night."""
+        self._anchor = None
+
     def pause(self) -> None:
         if self._paused_at is None:
             self._paused_at = self.clock()

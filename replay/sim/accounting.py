@@ -46,6 +46,13 @@ class Accounts:
     avg_cost: float = 0.0
     fills: list[Fill] = field(default_factory=list)
 
+    def open(self, inventory: int, mark: int) -> None:
+        """Start from a position carried over (both in 1e-8 units), held as if bought at `mark`: PnL counts
+        from there."""
+        self.inventory = inventory
+        self.cash = -inventory * mark  # exact: 1e-8 × 1e-8 units
+        self.avg_cost = mark / UNIT
+
     def mid_moved(self, change: float) -> None:
         """The inventory held through a mid change of `change` (price units)."""
         self.inventory_pnl += self.inventory / UNIT * change

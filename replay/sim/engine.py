@@ -59,7 +59,10 @@ class Simulator:
 
     def __init__(self, symbol: str, params: SimParams, strategy: Strategy, tick: int, lot: int,
                  horizon_ns: int, maker_fee: float, taker_fee: float,
-                 log: Callable[[dict], None] | None = None, grid_start_ns: int | None = None) -> None:
+                 log: Callable[[dict], None] | None = None, grid_start_ns: int | None = None,
+                 opening: tuple[int, int] | None = None) -> None:
+        """`opening`: (inventory, mark price), both in 1e-8 units: a position carried over from the previous
+        day, held as if bought at its closing mid, so this day's PnL is the change in value from that close."""
         self.symbol, self.p, self.strategy = symbol, params, strategy
         self.tick, self.lot = tick, lot
         self.horizon_ns = horizon_ns
@@ -115,6 +118,10 @@ class Simulator:
         self.first_ts: int | None = None
         self.last_ts: int | None = None
         self.series = Series()
+        if opening is not None:
+            self.accounts.open(*opening)
+            self.known_inventory = opening[0]
+            self.mid = opening[1] / UNIT  # the first book's mid change is the inventory's move since the close
 
     # the parts' state under the names tests and tools read
     @property
@@ -154,7 +161,7 @@ class Simulator:
             if self.next_decision is None:
                 self.next_decision = now
         self.last_ts = now
-        if now >= self.next_decision and self.valid and self.mid is not None:
+        if now >= self.next_decision and self.valid and self.exchange.best is not None:
             # a timer-driven quoter: it decides at the grid point, on what it knew then (before this event)
             at = now - (now - self.next_decision) % self.decision_interval
             self._learn_fills(at)
@@ -213,7 +220,7 @@ class Simulator:
         else:
             return
         self._learn_fills(now)
-        if self.mid is None or not self.valid:
+        if self.exchange.best is None or not self.valid:
             return
         if now >= self.next_sample:
             self._sample(now)

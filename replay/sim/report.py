@@ -168,3 +168,107 @@ inventory mark-to-market + fees. Lines are sampled on data time (the <code>sampl
 {''.join(sections)}
 </body></html>
 """
+
+
+# ---- many days: one report over every (day, symbol) ------------------------------------------------------
+
+DAY_COLUMNS = ("day", "symbol", "PnL", "spread capture", "inventory PnL", "fees", "fills (buys/sells)", "volume",
+               "inventory open → close", "max drawdown")
+
+
+def _all(report: dict, currency: str | None, symbol: str | None = None) -> str:
+    """The label of a total row: the one symbol, or all symbols in one quote currency."""
+    return symbol if len(report["symbols"]) == 1 and symbol else f"all ({currency or 'quote currency'})"
+
+
+def days_rows(report: dict) -> list[tuple[str, list[str]]]:
+    """The combined report's table as (kind, cells): kind `row` per (day, symbol), `day` per day's total
+    (several symbols), `symbol` per symbol over the days (several days), `total` per currency."""
+    several_symbols, several_days = len(report["symbols"]) > 1, len(report["days"]) > 1
+    out = []
+
+    def total(label: str, symbol: str, t: dict, kind: str) -> tuple[str, list[str]]:
+        return kind, [label, symbol, _money(t["pnl"]), "", "", "", str(t["fills"]), f"{t['volume']:g}", "", ""]
+
+    for date in report["days"]:
+        for r in (r for r in report["rows"] if r["date"] == date):
+            out.append(("row", [
+                date, r["symbol"] + (" · stopped" if r["stopped"] else ""), _money(r["pnl"]),
+                _money(r["spread_capture"]), _money(r["inventory_pnl"]), _money(r["fees"]),
+                f"{r['fills']} ({r['buys']}/{r['sells']})", f"{r['volume']:g}",
+                f"{r['inventory_open']:g} → {r['inventory_close']:g}", _money(r["max_drawdown"])]))
+        if several_symbols:
+            out += [total(date, _all(report, t["currency"]), t, "day") for t in report["by_day"] if t["date"] == date]
+    if several_symbols and several_days:
+        out += [total("all days", t["symbol"], t, "symbol") for t in report["by_symbol"]]
+    first = report["rows"][0]["symbol"] if report["rows"] else None
+    out += [total("total", _all(report, t["currency"], first), t, "total") for t in report["total"]]
+    return out
+
+
+def print_days(report: dict, console: Console) -> None:
+    days = report["days"]
+    table = Table(title=(f"backtest {report['market']} {days[0]}{f' to {days[-1]}' if len(days) > 1 else ''} · "
+                         f"strategy {report['strategy']} · inventory {report['inventory']} · run {report['run_id']}"),
+                  caption="PnL in the quote currency; totals per quote currency")
+    for column in DAY_COLUMNS:
+        table.add_column(column, justify="left" if column in ("day", "symbol") else "right")
+    for kind, cells in days_rows(report):
+        table.add_row(*cells, style="bold" if kind == "total" else None,
+                      end_section=kind == "total" or kind == "day")
+    console.print(table)
+    if report["stopped"]:
+        console.print(f"[red]stopped: {report['stopped']}[/]", highlight=False)
+
+
+def _day_bars(report: dict, currency: str | None) -> str:
+    """Bars of each day's PnL (one quote currency, all its symbols) and the running total as a line."""
+    days = report["days"]
+    pnl = {t["date"]: t["pnl"] for t in report["by_day"] if t["currency"] == currency}
+    daily = [pnl.get(d, 0.0) for d in days]
+    running = [sum(daily[:i + 1]) for i in range(len(daily))]
+    lo, hi = min(0.0, *daily, *running), max(0.0, *daily, *running)
+    pad = (hi - lo) * 0.08 or 1.0
+    p = Plot(0, len(days), lo - pad, hi + pad, width=900, height=200)
+    p.add(f'<line x1="{p.x(0):.1f}" x2="{p.x(len(days)):.1f}" y1="{p.y(0):.1f}" y2="{p.y(0):.1f}" stroke="#8c959f"/>')
+    every = max(1, math.ceil(len(days) / 12))
+    for i, (day, value) in enumerate(zip(days, daily)):
+        p.rect(i + 0.15, i + 0.85, min(0.0, value), max(0.0, value), "#1a7f37" if value >= 0 else "#cf222e",
+               title=f"{day}: {_money(value)}")
+        if i % every == 0:
+            p.add(f'<text x="{p.x(i + 0.5):.1f}" y="{p.h - 8}" font-size="10" text-anchor="middle" '
+                  f'fill="#57606a">{_e(day[5:])}</text>')
+    p.polyline([(i + 0.5, v) for i, v in enumerate(running)], "#0969da")
+    for value in (hi, lo):
+        p.add(f'<text x="{p.l - 5}" y="{p.y(value) + 3:.1f}" font-size="10" text-anchor="end" '
+              f'fill="#57606a">{_e(_money(value))}</text>')
+    return p.svg(f"PnL by day ({currency})")
+
+
+def render_days_html(report: dict, title: str) -> str:
+    """The combined report: PnL by day (bars, running total), the table with the totals, links to each day."""
+    head = "".join(f"<th>{_e(c)}</th>" for c in DAY_COLUMNS)
+    links = {(r["date"], r["symbol"]): r["report"] for r in report["rows"]}
+    body = []
+    for kind, cells in days_rows(report):
+        style = ' style="font-weight:600"' if kind != "row" else ""
+        link = links.get((cells[0], cells[1].split(" ")[0])) if kind == "row" else None
+        first = f'<a href="{_e(link[:-5])}.html">{_e(cells[1])}</a>' if link else _e(cells[1])
+        body.append(f"<tr{style}><td>{_e(cells[0])}</td><td>{first}</td>"
+                    + "".join(f"<td>{_e(c)}</td>" for c in cells[2:]) + "</tr>")
+    charts = "".join(
+        f"<h3>PnL by day ({_e(t['currency'] or 'quote currency')}): each day's PnL, and the running total</h3>"
+        f"{_legend([('day', '#1a7f37'), ('running total', '#0969da')])}{_day_bars(report, t['currency'])}"
+        for t in report["total"]) if len(report["days"]) > 1 else ""
+    stopped = (f'<p style="color:#cf222e"><b>stopped:</b> {_e(report["stopped"])} (partial report)</p>'
+               if report["stopped"] else "")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(title)}</title><style>{CSS}</style></head><body>
+<h1>{_e(title)}</h1>
+<div class="muted">Inventory {_e(report['inventory'])} each day{' (each day opens with the previous close, marked at its mid: a day’s PnL is the change from that close)' if report['inventory'] == 'carry' else ''}.
+PnL in the quote currency, summed per currency. Each symbol links to that day's full report.</div>{stopped}
+<div class="card">{charts}
+<table><tr>{head}</tr>{''.join(body)}</table></div>
+</body></html>
+"""

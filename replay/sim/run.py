@@ -2,13 +2,15 @@
 
 The I/O shell around `Simulator`: builds one per symbol on its first valid book (tick and lot from the
 day's instruments table, else from the book's own prices), feeds it the paced replay, and writes
-`backtest-<symbol>-<strategy>.json` / `.html` and `decisions-<symbol>-<strategy>.jsonl` even when the run
-stops early (a strategy error, Ctrl-C, the kill switch).
+`backtest-<symbol>-<strategy>-<run id>.json` / `.html` and `decisions-<symbol>-<strategy>-<run id>.jsonl` even
+when the run stops early (a strategy error, Ctrl-C, the kill switch). The run id is a hash of what decides the
+results (parameters, market, symbols, days), so a run with other parameters never overwrites another's files.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +44,16 @@ class BacktestOutcome:
     stopped: str | None = None
     events: int = 0
     extra: dict = field(default_factory=dict)
+    # symbol -> (inventory, last mid) in 1e-8 units at the end: the next day's opening when inventory is carried
+    closing: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+def run_id(params: SimParams, market: str, symbols: list[str], days: list[dt.date], **choices: object) -> str:
+    """8 hex digits naming what decides the results: the same inputs give the same id, other inputs another."""
+    key = orjson.dumps({"params": asdict(params), "market": market, "symbols": sorted(symbols),
+                        "days": [d.isoformat() for d in days], **choices},
+                       option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.sha256(key).hexdigest()[:8]
 
 
 class DecisionLog:
@@ -79,7 +91,7 @@ def horizon_ns(params: SimParams, replay: DayReplay, last_ns: int, window: Tradi
 
 
 def _make_simulator(symbol: str, params: SimParams, replay: DayReplay, horizon: int, out_dir: Path,
-                    logs: dict[str, DecisionLog]) -> Simulator:
+                    logs: dict[str, DecisionLog], stem: str, opening: tuple[int, int] | None) -> Simulator:
     tick, lot = instrument_steps(replay.root, replay.market.exchange, replay.date, symbol)
     if params.tick_size is not None:
         tick = parse_units(params.tick_size)
@@ -90,24 +102,37 @@ def _make_simulator(symbol: str, params: SimParams, replay: DayReplay, horizon: 
     maker, taker = DEFAULT_FEES[replay.market.name]
     maker = params.maker_fee if params.maker_fee is not None else maker
     taker = params.taker_fee if params.taker_fee is not None else taker
-    name = _file_stem(params)
-    log = logs[symbol] = DecisionLog(out_dir / f"decisions-{symbol}-{name}.jsonl")
+    log = logs[symbol] = DecisionLog(out_dir / f"decisions-{symbol}-{stem}.jsonl")
     return Simulator(symbol, params, load_strategy(params), tick, lot, horizon, maker, taker, log,
-                     grid_start_ns=replay.first_event_ns())
+                     grid_start_ns=replay.first_event_ns(), opening=opening)
 
 
-def _file_stem(params: SimParams) -> str:
+def strategy_name(params: SimParams) -> str:
+    """The strategy as it appears in file names: `as`, or the class of `module:Class` / `file.py:Class`."""
     return params.strategy.rsplit(":", 1)[-1].replace("/", "_").replace(".py", "")
+
+
+def result_path(out_dir: Path, symbol: str, params: SimParams, run: str) -> Path:
+    """Where a day's backtest of `symbol` is written as JSON (the page: the same name in .html)."""
+    return out_dir / f"backtest-{symbol}-{strategy_name(params)}-{run}.json"
 
 
 def backtest(events: Iterator[ReplayEvent], replay: DayReplay, params: SimParams, out_dir: Path,
              last_ns: int, console: Console | None = None, progress: bool = True,
-             window: TradingWindow | None = None) -> BacktestOutcome:
-    """Simulate every symbol of the replay; always writes the reports of what was simulated."""
+             window: TradingWindow | None = None, run: str | None = None,
+             opening: dict[str, tuple[int, int]] | None = None) -> BacktestOutcome:
+    """Simulate every symbol of the replay; always writes the reports of what was simulated.
+
+    `run`: the run id in the file names (default: this day's own); `opening`: per symbol, the (inventory,
+    mark) carried over from the previous day (see `Simulator`)."""
     console = console or Console(stderr=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     window = window or TradingWindow(dt.time(8), dt.time(22))
     load_strategy(params)  # a strategy that cannot be built is bad input before any work
+    run = run or run_id(params, replay.market.name, replay.symbols, [replay.date],
+                        start_ns=replay.start_ns, end_ns=last_ns)
+    stem = f"{strategy_name(params)}-{run}"
+    opening = opening or {}
     horizon = horizon_ns(params, replay, last_ns, window)
     sims: dict[str, Simulator] = {}
     logs: dict[str, DecisionLog] = {}
@@ -132,14 +157,15 @@ def backtest(events: Iterator[ReplayEvent], replay: DayReplay, params: SimParams
                         continue
                     if not event.book.bids or not event.book.asks:
                         continue
-                    sim = sims[symbol] = _make_simulator(symbol, params, replay, horizon, out_dir, logs)
+                    sim = sims[symbol] = _make_simulator(symbol, params, replay, horizon, out_dir, logs, stem,
+                                                         opening.get(symbol))
                     sim.valid = True
                 sim.on_event(event)
     except StrategyError as exc:
         stopped = str(exc)
     except KeyboardInterrupt:
         stopped = "interrupted"
-    files, summaries = [], []
+    files, summaries, closing = [], [], {}
     for symbol, sim in sims.items():
         sim.finish()
         logs[symbol].close()
@@ -149,16 +175,17 @@ def backtest(events: Iterator[ReplayEvent], replay: DayReplay, params: SimParams
         summary["params"] = asdict(params)
         summary["date"] = replay.date.isoformat()
         summary["market"] = replay.market.name
+        summary["run_id"] = run
         result = {"summary": summary, "series": series_of(record), "fills": fills_of(record)}
-        stem = out_dir / f"backtest-{symbol}-{_file_stem(params)}"
-        json_path = stem.with_suffix(".json")
+        json_path = result_path(out_dir, symbol, params, run)
         json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY))
-        html_path = stem.with_suffix(".html")
+        html_path = json_path.with_suffix(".html")
         title = f"Backtest {symbol} {replay.market.name} {replay.date} · {params.strategy}"
         html_path.write_text(render_html([result], title))
         files += [json_path, html_path, logs[symbol].path]
         summaries.append(summary)
-    return BacktestOutcome(summaries, files, stopped, count)
+        closing[symbol] = (sim.inventory, sum(sim.exchange.best) // 2)
+    return BacktestOutcome(summaries, files, stopped, count, closing=closing)
 
 
 def _fills_text(sims: dict[str, Simulator]) -> str:
