@@ -46,10 +46,10 @@ def test_date_specs(text, days):
 
 @pytest.mark.parametrize("text, skip, message", [
     ("2024-05-03..2024-05-01", False, "the end 2024-05-01 is before the start 2024-05-03"),
-    ("2024-06-01..2024-06-30", True, "no recorded day in 2024-06-01..2024-06-30; recorded: 2024-05-01..2024-05-03, "
-                                     "2024-05-07"),
-    ("2024-05-01..2024-05-07", False, "no data for 2024-05-04..2024-05-06 (--skip-missing runs the days that have "
-                                      "data); recorded: 2024-05-01..2024-05-03, 2024-05-07"),
+    ("2024-06-01..2024-06-30", True, ("no recorded day in 2024-06-01..2024-06-30; recorded: 2024-05-01..2024-05-03, "
+                                     "2024-05-07")),
+    ("2024-05-01..2024-05-07", False, ("no data for 2024-05-04..2024-05-06 (--skip-missing runs the days that have "
+                                      "data); recorded: 2024-05-01..2024-05-03, 2024-05-07")),
     ("2024-05-09", True, "no data for 2024-05-09; recorded:"),
     ("2024-05-01,,2024-05-02", False, "empty entry"),
     ("2024-05-01..may", False, "not a date"),
