@@ -245,7 +245,8 @@ def _run_backtest(plan, params, pacer, exchange_time: bool, out: Path, market: s
         for path in result.files:
             console.print(f"wrote {path}")
     lateness = pacer.lateness_ms()
-    console.print(f"run {run}: replayed {result.events:,} events of {len(result.outcomes)} day(s); "
+    over = f" over {len(result.outcomes)} days" if len(plan) > 1 else ""
+    console.print(f"run {run}: replayed {result.events:,} events{over}; "
                   f"lateness p50 {lateness['p50']:.2f} ms, p99 {lateness['p99']:.2f} ms")
     if not result.report["rows"]:
         _fail("no valid book in the replayed span: nothing was simulated", debug)
