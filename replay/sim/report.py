@@ -172,8 +172,9 @@ inventory mark-to-market + fees. Lines are sampled on data time (the <code>sampl
 
 # ---- many days: one report over every (day, symbol) ------------------------------------------------------
 
-DAY_COLUMNS = ("day", "symbol", "PnL", "spread capture", "inventory PnL", "fees", "fills (buys/sells)", "volume",
-               "inventory open → close", "max drawdown")
+DAY_COLUMNS = ("day", "symbol", "PnL", "spread", "inventory", "fees", "fills (b/s)", "volume", "position", "max DD")
+DAY_LEGEND = ("PnL = spread capture + inventory mark-to-market + fees, in the quote currency (totals per currency); "
+              "fills as buys/sells; position: inventory at the open → at the close, base units")
 
 
 def _all(report: dict, currency: str | None, symbol: str | None = None) -> str:
@@ -210,9 +211,9 @@ def print_days(report: dict, console: Console) -> None:
     days = report["days"]
     table = Table(title=(f"backtest {report['market']} {days[0]}{f' to {days[-1]}' if len(days) > 1 else ''} · "
                          f"strategy {report['strategy']} · inventory {report['inventory']} · run {report['run_id']}"),
-                  caption="PnL in the quote currency; totals per quote currency")
+                  caption=DAY_LEGEND)
     for column in DAY_COLUMNS:
-        table.add_column(column, justify="left" if column in ("day", "symbol") else "right")
+        table.add_column(column, justify="left" if column in ("day", "symbol") else "right", no_wrap=True)
     for kind, cells in days_rows(report):
         table.add_row(*cells, style="bold" if kind == "total" else None,
                       end_section=kind == "total" or kind == "day")
@@ -267,7 +268,7 @@ def render_days_html(report: dict, title: str) -> str:
 <title>{_e(title)}</title><style>{CSS}</style></head><body>
 <h1>{_e(title)}</h1>
 <div class="muted">Inventory {_e(report['inventory'])} each day{' (each day opens with the previous close, marked at its mid: a day’s PnL is the change from that close)' if report['inventory'] == 'carry' else ''}.
-PnL in the quote currency, summed per currency. Each symbol links to that day's full report.</div>{stopped}
+{_e(DAY_LEGEND)}. Each symbol links to that day's full report.</div>{stopped}
 <div class="card">{charts}
 <table><tr>{head}</tr>{''.join(body)}</table></div>
 </body></html>
