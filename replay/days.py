@@ -44,13 +44,10 @@ def parse_days(text: str, recorded: Iterable[dt.date], skip_missing: bool = Fals
         if not have.intersection(days):
             raise DaySpecError(f"no recorded day in {first}..{last}; {source}: {describe_days(have)}")
         wanted.update(days)
-    missing = sorted(wanted - have)
-    if missing and not skip_missing:
-        raise DaySpecError(f"no data for {describe_days(missing)} (--skip-missing runs the days that have data); "
-                           f"{source}: {describe_days(have)}")
-    found = sorted(wanted & have)
-    if not found:
-        raise DaySpecError(f"no data for {describe_days(missing)}; {source}: {describe_days(have)}")
+    found, missing = sorted(wanted & have), sorted(wanted - have)
+    if missing and (not skip_missing or not found):
+        hint = " (--skip-missing runs the days that have data)" if found and not skip_missing else ""
+        raise DaySpecError(f"no data for {describe_days(missing)}{hint}; {source}: {describe_days(have)}")
     return found
 
 

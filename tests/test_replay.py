@@ -102,7 +102,7 @@ def test_bad_input(day, tmp_path):
     with pytest.raises(ReplayError, match="no snapshot before"):
         DayReplay(out, SPOT, date, start_ns=first + 500_000_000)
     for args, message in (
-        (["--date", "20200101"], f"no data for 2020-01-01 (--skip-missing runs the days that have data); {out}/ has spot: {date}"),
+        (["--date", "20200101"], f"no data for 2020-01-01; {out}/ has spot: {date}"),
         (["--date", date, "--symbols", "FOO"], "available symbols"),
         (["--date", date, "--speed", "fast"], "bad speed"),
         (["--date", date, "--from", "03:00", "--to", "03:01"], "outside the data"),
