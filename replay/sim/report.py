@@ -183,8 +183,8 @@ def _all(report: dict, currency: str | None, symbol: str | None = None) -> str:
 
 
 def days_rows(report: dict) -> list[tuple[str, list[str]]]:
-    """The combined report's table as (kind, cells): kind `row` per (day, symbol), `day` per day's total
-    (several symbols), `symbol` per symbol over the days (several days), `total` per currency."""
+    """The combined report's table as (kind, cells): kind `row` per (day, symbol), `day` per day's total and
+    `symbol` per symbol over the days (with several of both), `total` per currency."""
     several_symbols, several_days = len(report["symbols"]) > 1, len(report["days"]) > 1
     out = []
 
@@ -198,7 +198,7 @@ def days_rows(report: dict) -> list[tuple[str, list[str]]]:
                 _money(r["spread_capture"]), _money(r["inventory_pnl"]), _money(r["fees"]),
                 f"{r['fills']} ({r['buys']}/{r['sells']})", f"{r['volume']:g}",
                 f"{r['inventory_open']:g} → {r['inventory_close']:g}", _money(r["max_drawdown"])]))
-        if several_symbols:
+        if several_symbols and several_days:  # (one day: the total row says it)
             out += [total(date, _all(report, t["currency"]), t, "day") for t in report["by_day"] if t["date"] == date]
     if several_symbols and several_days:
         out += [total("all days", t["symbol"], t, "symbol") for t in report["by_symbol"]]
@@ -209,14 +209,16 @@ def days_rows(report: dict) -> list[tuple[str, list[str]]]:
 
 def print_days(report: dict, console: Console) -> None:
     days = report["days"]
-    table = Table(title=(f"backtest {report['market']} {days[0]}{f' to {days[-1]}' if len(days) > 1 else ''} · "
-                         f"strategy {report['strategy']} · inventory {report['inventory']} · run {report['run_id']}"),
+    span = f"{days[0]} to {days[-1]} · inventory {report['inventory']}" if len(days) > 1 else days[0]
+    table = Table(title=f"backtest {report['market']} {span} · strategy {report['strategy']} · run {report['run_id']}",
                   caption=DAY_LEGEND)
     for column in DAY_COLUMNS:
         table.add_column(column, justify="left" if column in ("day", "symbol") else "right", no_wrap=True)
-    for kind, cells in days_rows(report):
+    rows = days_rows(report)
+    for (kind, cells), following in zip(rows, [kind for kind, _ in rows[1:]] + [None]):
+        # a line after each day, and before the totals over the days
         table.add_row(*cells, style="bold" if kind == "total" else None,
-                      end_section=kind == "total" or kind == "day")
+                      end_section=kind == "day" or following not in (None, kind, "day"))
     console.print(table)
     if report["stopped"]:
         console.print(f"[red]stopped: {report['stopped']}[/]", highlight=False)
