@@ -18,6 +18,7 @@ from replay.days import DaySpecError, describe_days, parse_days
 from replay.engine import Pacer
 from replay.sim.engine import UNIT, Simulator
 from replay.sim.params import SimParams
+from replay.sim.record import from_simulator
 from replay.sim.results import summarize
 from tests.synthetic_day import record_day, recorded_date
 from tests.synthetic_days import copy_day
@@ -90,7 +91,7 @@ def test_a_carried_inventory_opens_the_day_valued_at_the_previous_close():
     market = Market(sim)
     market.depth(BIDS, ASKS)  # mid 100.05: the position lost 0.003 × 0.05 overnight
     assert sim.known_inventory == inventory and sim.series.inventory[0] == 0.003
-    assert sim.pnl() == pytest.approx(-0.00015, abs=1e-12) == sim.inventory_pnl
+    assert sim.pnl() == pytest.approx(-0.00015, abs=1e-12) == sim.accounts.inventory_pnl
     prices = [100.0, 100.3, 99.7, 100.1, 99.6, 100.4, 100.0]
     for i in range(60):
         mid = prices[i % len(prices)]
@@ -98,7 +99,7 @@ def test_a_carried_inventory_opens_the_day_valued_at_the_previous_close():
         market.trade(mid - 0.5, 0.01, True)
         market.trade(mid + 0.5, 0.01, False)
     sim.finish()
-    summary = summarize(sim)
+    summary = summarize(from_simulator(sim))
     pnl = summary["pnl"]
     assert summary["fills"]["count"] > 10
     # the day's PnL: today's value (cash + inventory at the mid − fees) less the opening position's at the mark
