@@ -581,7 +581,8 @@ def prepare(
         try:
             with bar:
                 task = bar.add_task(symbol, total=None)
-                prepared.load_or_build(lambda done, total: bar.update(task, completed=done, total=total), force)
+                prepared.load_or_build(lambda done, total, task=task: bar.update(task, completed=done, total=total),
+                                       force)
                 bar.remove_task(task)
         except (ValueError, DatasetError, OSError) as e:
             _fail(f"{symbol}: {e}", debug, e)

@@ -63,7 +63,8 @@ def event_rows(events: Iterable, replay, symbol: str) -> Iterator[tuple[int, int
     """`symbol`'s rows (kind, flags, recv_ts, exch_ts, side, price, qty; price and qty in 1e-8 units) from a
     `DayReplay`'s events, one at a time (`replay.books` is read live to tell an applied diff from one the
     sync engine dropped)."""
-    from replay.engine import BOOK_INVALID, BOOK_VALID, DEPTH, SNAPSHOT, TRADE as TRADE_EVENT
+    from replay.engine import BOOK_INVALID, BOOK_VALID, DEPTH, SNAPSHOT
+    from replay.engine import TRADE as TRADE_EVENT
 
     just_valid = False
     for event in events:
