@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from recorder.markets import Market
 from replay.engine import TRADE as TRADE_CHANNEL
 from replay.engine import DayReplay, _files
+from replay.prepared_columnar import NeedsReference, columnar_blocks
 from replay.prepared_format import (
     COLUMNS,
     END,
@@ -156,12 +157,22 @@ class PreparedDay:
         self.build(progress)
         return self
 
-    def build(self, progress: Progress | None = None) -> PreparedMeta:
-        """Build from the dataset with the reference rows (`event_rows`), streaming, and put it in place."""
+    def build(self, progress: Progress | None = None, reference: bool = False) -> PreparedMeta:
+        """Build from the dataset, streaming, and put it in place: with the columnar builder, or the
+        reference rows (`event_rows`) when asked or when the columnar builder cannot reproduce them."""
         replay = DayReplay(self.root, self.market, self.date, [self.symbol], channels=(TRADE_CHANNEL,))
         fingerprint = self.fingerprint()  # before reading: a file that changes meanwhile makes the next load rebuild
-        estimate = sum(pq.read_metadata(p).num_rows for table, paths in self.source_files().items()
-                       if table != "instruments" for p in paths)
+        sources = self.source_files()
+        estimate = sum(pq.read_metadata(p).num_rows for table in ("depth", "snapshots", "trades")
+                       for p in sources[table])
+        if not reference:
+            blocks = columnar_blocks(sources["depth"], sources["snapshots"], sources["trades"],
+                                     self.market.sequence_rule)
+            try:
+                return self._write(blocks, fingerprint, replay.first_event_ns(), estimate, progress)
+            except NeedsReference as exc:
+                log.info("%s %s %s: %s; building with the reference builder", self.market.exchange, self.date,
+                         self.symbol, exc)
         blocks = _blocks(event_rows(replay.events(), replay, self.symbol), BUILD_BLOCK_ROWS)
         return self._write(blocks, fingerprint, replay.first_event_ns(), estimate, progress)
 
