@@ -76,21 +76,25 @@ def write_synthetic_day(root: Path) -> None:
                                         int(rng.integers(1, 9)) * UNIT // 1000, bool(rng.random() < 0.5), True, None)):
             trades[name].append(value)
 
+    last_diff: tuple = ()
+
     def diffs(count: int) -> None:
-        nonlocal update_id
+        nonlocal update_id, last_diff
         for _ in range(count):
             first, update_id = update_id + 1, update_id + int(rng.integers(1, 4))
-            diff(first, update_id, levels())
+            last_diff = (first, update_id, levels())
+            diff(*last_diff)
             if rng.random() < 0.3:
                 trade()
 
     diffs(5)  # buffered: the book is invalid (TIME rows)
     snapshot(update_id - 2)  # bridged by a buffered diff: valid, CLEAR + full book
     diffs(10)
-    diff(update_id - 1, update_id, levels())  # stale re-delivery: EMPTY
+    diff(update_id - 30, update_id - 25, levels())  # late re-delivery of an old diff, ignored: EMPTY
+    diff(*last_diff)  # the last diff again: ignored, its (same) levels written again
     diff(update_id + 1, update_id + 1, [])  # empty diff: EMPTY
     update_id += 1
-    snapshot(update_id)  # checkpoint while synced: EMPTY
+    snapshot(update_id)  # checkpoint while synced: CLEAR + the (unchanged) full book
     diffs(10)
     update_id += 5  # gap: INVALID
     diffs(8)
@@ -132,6 +136,7 @@ def test_synthetic_day_covers_every_row_kind(synthetic):
     expected, _ = reference(synthetic)
     assert set(np.unique(expected.kind)) >= {TIME, CLEAR, EMPTY, VALID, INVALID}
     assert list(expected.kind[expected.kind >= VALID]) == [VALID, INVALID, VALID]
+    assert np.count_nonzero(expected.kind == CLEAR) == 3  # two syncs and the checkpoint
 
 
 def test_build_then_load_equals_the_reference_and_the_second_load_maps(synthetic, tmp_path, caplog):
@@ -152,6 +157,42 @@ def test_build_then_load_equals_the_reference_and_the_second_load_maps(synthetic
     assert not again.built and builds(caplog) == []
     assert isinstance(again.arrays().price, np.memmap)
     assert_same(again.arrays(), expected)
+
+
+def test_streaming_reference_build_equals_the_reference(synthetic, tmp_path):
+    expected, _ = reference(synthetic)
+    day = PreparedDay(synthetic, SPOT, DATE, "BTCUSDT", tmp_path)
+    day.build(reference=True)
+    assert_same(day.arrays(), expected)
+
+
+@pytest.mark.parametrize(("batch_rows", "fold_levels"), [(5, 3), (64, 1 << 20)])
+def test_columnar_build_across_small_batches_and_folds_equals_the_reference(synthetic, tmp_path, monkeypatch,
+                                                                            batch_rows, fold_levels):
+    monkeypatch.setattr("replay.prepared_columnar.BATCH_ROWS", batch_rows)
+    monkeypatch.setattr("replay.prepared_columnar.FOLD_LEVELS", fold_levels)
+    monkeypatch.setattr("replay.prepared.BUILD_BLOCK_ROWS", 10)
+    expected, _ = reference(synthetic)
+    day = load_or_build(synthetic, SPOT, DATE, "BTCUSDT", cache=tmp_path)
+    assert_same(day.arrays(), expected)
+
+
+def test_trades_out_of_arrival_order_are_built_by_the_reference(synthetic, tmp_path, caplog):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic, root)
+    late = berlin_day_bounds(DATE)[0] + 20 * 3600 * 10**9
+    unordered = table_from_columns("trades", {
+        "recv_ts": [late, late - 5 * MS], "seq": [10**6, 10**6 + 1], "event_ts": [0, 0], "trade_ts": [0, 0],
+        "trade_id": [1, 2], "price": [60_000 * UNIT, 60_001 * UNIT], "qty": [UNIT // 1000, UNIT // 100],
+        "buyer_is_maker": [True, False], "best_match": [True, True], "order_type": [None, None]})
+    write_partition(root, "binance-spot", "trades", DATE, "BTCUSDT", unordered, "part-1")
+    caplog.set_level(logging.INFO, "replay.prepared")
+    expected, _ = reference(root)
+    day = load_or_build(root, SPOT, DATE, "BTCUSDT", cache=tmp_path / "cache")
+    assert any("trades not in arrival order; building with the reference builder" in line for line in builds(caplog))
+    assert_same(day.arrays(), expected)
 
 
 def test_default_cache_is_not_seen_as_dataset_tables(synthetic):
