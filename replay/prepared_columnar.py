@@ -72,7 +72,8 @@ def _sides(table: pa.Table) -> np.ndarray:
 
 
 def _check_arrival_order(recv: np.ndarray, seq: np.ndarray, last: tuple[int, int] | None, what: str) -> tuple:
-    """Raise NeedsReference unless (recv, seq) keys are nondecreasing, also across batches; the last key."""
+    """Raise NeedsReference unless (recv, seq) keys are nondecreasing, also across blocks; the last key.
+    (Merging sorted streams by sorting is what `heapq.merge` does only when the streams are sorted.)"""
     if not len(recv):
         return last
     if last is not None and (int(recv[0]), int(seq[0])) < last:
@@ -81,6 +82,15 @@ def _check_arrival_order(recv: np.ndarray, seq: np.ndarray, last: tuple[int, int
     if (d_recv < 0).any() or ((d_recv == 0) & (np.diff(seq) < 0)).any():
         raise NeedsReference(f"{what} not in arrival order")
     return int(recv[-1]), int(seq[-1])
+
+
+def _check_seq_order(seq: np.ndarray, last: int | None, what: str) -> int | None:
+    """Raise NeedsReference unless messages come by increasing seq (depth and snapshots merge by seq)."""
+    if not len(seq):
+        return last
+    if last is not None and seq[0] <= last or (np.diff(seq) <= 0).any():
+        raise NeedsReference(f"{what} not in seq order")
+    return int(seq[-1])
 
 
 class _Levels:
@@ -152,8 +162,8 @@ class _Book:
         return self.base
 
 
-class _Message:
-    """One snapshot, decoded (few and large: handled one at a time)."""
+class _Snapshot:
+    """One snapshot message, decoded (few and large: handled one at a time)."""
 
     __slots__ = ("last_id", "levels", "recv", "seq")
 
@@ -161,19 +171,19 @@ class _Message:
         self.recv, self.seq, self.last_id, self.levels = recv, seq, last_id, levels
 
 
-def _snapshots(paths: list[Path]) -> Iterator[_Message]:
+def _snapshots(paths: list[Path]) -> Iterator[_Snapshot]:
     last = None
     for table in _grouped_batches(paths, SNAPSHOT_COLUMNS, BATCH_ROWS):
         seq = table.column("seq").to_numpy()
         recv = table.column("recv_ts").to_numpy()
         starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]])
-        last = _check_arrival_order(recv[starts], seq[starts], last, "snapshots")
+        last = _check_seq_order(seq[starts], last, "snapshots")
         side, price, qty = _sides(table), _int64_units(table.column("price")), _int64_units(table.column("qty"))
         last_id = table.column("last_update_id").to_numpy()
         for lo, hi in zip(starts.tolist(), [*starts[1:].tolist(), len(seq)]):
             keep = lo + np.flatnonzero(side[lo:hi] != 0)
             keep = keep[np.argsort(side[keep] != 1, kind="stable")]
-            yield _Message(int(recv[lo]), int(seq[lo]), int(last_id[lo]), (side[keep], price[keep], qty[keep]))
+            yield _Snapshot(int(recv[lo]), int(seq[lo]), int(last_id[lo]), (side[keep], price[keep], qty[keep]))
 
 
 class _Pieces:
@@ -237,7 +247,7 @@ class _BookRows:
     """Depth diffs and snapshots merged by seq through the sync engine, as rows keyed by arrival."""
 
     def __init__(self, depth: list[Path], snapshots: list[Path], rule) -> None:  # type: ignore[no-untyped-def]
-        self.depth, self.snapshot_paths = depth, snapshots
+        self.depth = depth
         self.engine = SyncEngine(rule)
         self.book = _Book()
         self.valid = False
@@ -250,7 +260,7 @@ class _BookRows:
             seq = table.column("seq").to_numpy()
             recv = table.column("recv_ts").to_numpy()
             starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]])
-            last = _check_arrival_order(recv[starts], seq[starts], last, "depth")
+            last = _check_seq_order(seq[starts], last, "depth")
             message = np.cumsum(np.r_[False, seq[1:] != seq[:-1]])
             levels = _Levels(_sides(table), _int64_units(table.column("price")), _int64_units(table.column("qty")),
                              message, len(starts))
@@ -297,8 +307,6 @@ class _BookRows:
     def _snapshot(self, pieces: _Pieces) -> None:
         message = self.next_snapshot
         self.next_snapshot = next(self.snapshots, None)
-        if self.next_snapshot is not None and self.next_snapshot.seq < message.seq:
-            raise NeedsReference("snapshots not in seq order")
         if self.engine.on_snapshot(message.last_id, message.levels) is Action.SYNCED:
             snapshot, diffs = self.engine.take_sync()
             self.book.load(snapshot, [items.message(i) for items, i in diffs])
@@ -319,12 +327,10 @@ class _BookRows:
 
 
 def _trade_blocks(paths: list[Path]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    last = None
     for path in files_in_seq_order(paths):
         for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=TRADE_COLUMNS):
             table = pa.Table.from_batches([batch])
             recv, seq = table.column("recv_ts").to_numpy(), table.column("seq").to_numpy()
-            last = _check_arrival_order(recv, seq, last, "trades")
             trade_ts = table.column("trade_ts").to_numpy()
             out = np.empty((len(recv), 7), np.int64)
             out[:, 0], out[:, 1], out[:, 2] = TRADE, END, recv
@@ -344,6 +350,7 @@ def _merge(book: Iterator, trades: Iterator) -> Iterator[np.ndarray]:
     """Two streams of (recv, seq, rows) blocks sorted by (recv, seq) -> rows in that order, book rows first
     on equal keys (as `heapq.merge` puts the earlier stream first)."""
     streams: list[Iterator | None] = [book, trades]
+    names, last = ("book messages", "trades"), [None, None]
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 7), np.int64))
     buffers = [empty, empty]
     while True:
@@ -353,6 +360,7 @@ def _merge(book: Iterator, trades: Iterator) -> Iterator[np.ndarray]:
                 if block is None:
                     streams[i] = None
                 else:
+                    last[i] = _check_arrival_order(block[0], block[1], last[i], names[i])
                     buffers[i] = block
         if streams[0] is None and streams[1] is None:
             return

@@ -325,7 +325,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(synthetic, tmp_path, args, says):
 @pytest.mark.parametrize(("capture", "market"), [("spot_btcusdt_20240808.gz", "spot"),
                                                  ("usdm_btcusdt_20240808.gz", "usdm"),
                                                  ("cm_btcusd_perp_20240808.gz", "coinm")])
-def test_real_capture_prepares_as_the_reference(tmp_path, capture, market):
+def test_real_capture_prepares_as_the_reference(tmp_path, caplog, capture, market):
     if not (REAL / capture).exists():
         pytest.skip("../shared/realdata is not available")
     from recorder.importer import import_captures
@@ -335,6 +335,8 @@ def test_real_capture_prepares_as_the_reference(tmp_path, capture, market):
     mk = get_market(market)
     symbol = DayReplay(root, mk, "2024-08-09").symbols[0]
     expected, _ = reference(root, mk, "2024-08-09", symbol)
+    caplog.set_level(logging.INFO, "replay.prepared")
     day = load_or_build(root, mk, "2024-08-09", symbol)
     assert len(expected) > 100_000
     assert_same(day.arrays(), expected)
+    assert not any("reference builder" in line for line in builds(caplog))  # the columnar builder made it
