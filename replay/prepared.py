@@ -181,7 +181,8 @@ class PreparedDay:
         from recorder.validate import instrument_steps
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{self.symbol}.building-", dir=self.path.parent))
+        _remove_abandoned(self.path)
+        staging = Path(tempfile.mkdtemp(prefix=f".{self.symbol}.building-{os.getpid()}-", dir=self.path.parent))
         try:
             writers = {name: _NpyAppender(staging / f"{name}.npy", np.dtype(dtype)) for name, dtype in COLUMNS.items()}
             rows = price_step = qty_step = 0
@@ -390,11 +391,30 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
+def _remove_abandoned(target: Path) -> None:
+    """Delete the hidden work directories (`.<symbol>.building-<pid>-…`, `.<symbol>.old-<pid>-…`) of
+    builds whose process is gone (killed mid-build); a running build's are left alone."""
+    for path in target.parent.glob(f".{target.name}.*-*-*"):
+        pid = path.name[len(target.name) + 2:].split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True
+
+
 def _replace_dir(staging: Path, target: Path) -> None:
     """Put the complete `staging` directory at `target`, moving an older one aside first."""
     old = None
     if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        old = target.with_name(f".{target.name}.old-{os.getpid()}-")
         os.replace(target, old)
     os.replace(staging, target)
     if old is not None:

@@ -289,6 +289,19 @@ def test_a_failed_build_leaves_the_old_day_and_no_partial_one(synthetic, tmp_pat
     assert [p.name for p in day.path.parent.iterdir()] == ["BTCUSDT"]
 
 
+def test_work_directories_of_a_killed_build_are_removed_by_the_next(synthetic, tmp_path):
+    day = PreparedDay(synthetic, SPOT, DATE, "BTCUSDT", tmp_path)
+    day.path.parent.mkdir(parents=True)
+    abandoned = day.path.parent / ".BTCUSDT.building-999999999-x1"  # no such process
+    running = day.path.parent / f".BTCUSDT.building-{os.getpid()}-x2"  # a build still under way
+    for directory in (abandoned, running):
+        directory.mkdir()
+        (directory / "price.npy").write_bytes(b"partial")
+    day.load_or_build()
+    assert not abandoned.exists() and running.exists()
+    assert day.problem() is None
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "replay.cli", "prepare", *args], capture_output=True, text=True,
                           timeout=120, check=False, cwd=ROOT)
