@@ -147,7 +147,7 @@ class PreparedDay:
 
     def load_or_build(self, progress: Progress | None = None, force: bool = False) -> PreparedDay:
         """Use the stored day if it is complete and current, else (re)build it, saying why in one log line."""
-        reason = "--force" if force else self.problem()
+        reason = "forced" if force else self.problem()
         self.built = reason is not None
         if reason is None:
             return self
