@@ -328,8 +328,12 @@ def test_cli_prepares_then_reports_up_to_date(synthetic, tmp_path):
     (["--date", "yesterdayish"], "yesterdayish"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(synthetic, tmp_path, args, says):
-    result = run_cli(*args, "--data", str(synthetic), "--cache", str(tmp_path))
-    assert result.returncode == 2
+    from typer.testing import CliRunner
+
+    from replay.cli import app
+
+    result = CliRunner().invoke(app, ["prepare", *args, "--data", str(synthetic), "--cache", str(tmp_path)])
+    assert result.exit_code == 2
     assert result.stderr.startswith("replay: error: ") and says in result.stderr
     assert result.stderr.count("\n") == 1 and result.stdout == ""
     assert list(tmp_path.iterdir()) == []
