@@ -134,14 +134,29 @@ class PreparedDay:
         stale = _fingerprint_change(meta.fingerprint, self.fingerprint())
         if stale:
             return f"stale: {stale}"
-        for name, dtype in COLUMNS.items():
-            column = _column_problem(self.path / f"{name}.npy", np.dtype(dtype), meta.rows)
-            if column:
-                return f"truncated: {column}"
-        if meta.rows and not _map(self.path / "flags.npy", np.dtype(np.uint8), meta.rows - 1, meta.rows)[0] & END:
-            return "truncated: the last row does not end a message"
+        try:
+            columns = self._open_columns(meta.rows)
+        except _ColumnError as exc:
+            return f"truncated: {exc}"
+        try:
+            if meta.rows and not columns["flags"].map(meta.rows - 1, meta.rows)[0] & END:
+                return "truncated: the last row does not end a message"
+        finally:
+            _close(columns)
         self.meta = meta
         return None
+
+    def _open_columns(self, rows: int) -> dict[str, _Column]:
+        """Every column file, open and checked to hold `rows` rows (else `_ColumnError`)."""
+        columns: dict[str, _Column] = {}
+        try:
+            for name, dtype in COLUMNS.items():
+                columns[name] = _Column(self.path / f"{name}.npy", np.dtype(dtype))
+                columns[name].check(rows)
+        except BaseException:
+            _close(columns)
+            raise
+        return columns
 
     # ---- load / build ---------------------------------------------------------------------------
 
@@ -241,33 +256,35 @@ class PreparedDay:
         meta = self._checked_meta()
         if rows < 1:
             raise ValueError(f"rows per chunk must be >= 1, got {rows}")
-        start, total = 0, meta.rows
-        while start < total:
-            end = self._chunk_end(start, min(start + rows, total), total)
-            yield EventArrays(*(_map(self.path / f"{name}.npy", np.dtype(dtype), start, end)
-                                for name, dtype in COLUMNS.items()), meta.price_step, meta.qty_step)
-            start = end
-
-    def _chunk_end(self, start: int, end: int, total: int) -> int:
-        """The end (exclusive) of the chunk from `start`: just after the last END row before `end`, or the
-        first one after it when there is none."""
-        flags_path, flags_type = self.path / "flags.npy", np.dtype(np.uint8)
-        ends = np.flatnonzero(_map(flags_path, flags_type, start, end) & END)
-        if len(ends):
-            return start + int(ends[-1]) + 1
-        while end < total:  # one message longer than the chunk: extend to its end
-            step_end = min(end + CHUNK_ROWS, total)
-            ends = np.flatnonzero(_map(flags_path, flags_type, end, step_end) & END)
-            if len(ends):
-                return end + int(ends[0]) + 1
-            end = step_end
-        return total
+        columns = self._opened(meta)
+        try:
+            start, total = 0, meta.rows
+            while start < total:
+                end = _chunk_end(columns["flags"], start, min(start + rows, total), total)
+                yield EventArrays(*(column.map(start, end) for column in columns.values()),
+                                  meta.price_step, meta.qty_step)
+                start = end
+        finally:
+            _close(columns)
 
     def arrays(self) -> EventArrays:
         """The whole day as one `EventArrays` of memory maps (small days, tests)."""
         meta = self._checked_meta()
-        return EventArrays(*(_map(self.path / f"{name}.npy", np.dtype(dtype), 0, meta.rows)
-                             for name, dtype in COLUMNS.items()), meta.price_step, meta.qty_step)
+        columns = self._opened(meta)
+        try:
+            return EventArrays(*(column.map(0, meta.rows) for column in columns.values()),
+                               meta.price_step, meta.qty_step)
+        finally:
+            _close(columns)
+
+    def _opened(self, meta: PreparedMeta) -> dict[str, _Column]:
+        """The column files as loaded: maps taken from these open files stay the loaded day even if another
+        process rebuilds it meanwhile (a rebuild replaces the directory, never the files in it)."""
+        try:
+            return self._open_columns(meta.rows)
+        except _ColumnError as exc:
+            raise RuntimeError(f"the prepared day at {self.path} changed since it was loaded ({exc}); "
+                               f"load it again") from None
 
 
 def load_or_build(root: Path | str, market: Market, date: dt.date | str, symbol: str,
@@ -344,45 +361,79 @@ def _read_header(file) -> tuple[tuple, bool, np.dtype]:  # type: ignore[no-untyp
     return np.lib.format.read_array_header_1_0(file)
 
 
-def _column_problem(path: Path, dtype: np.dtype, rows: int) -> str | None:
-    """Why a column file is not a 1-d `.npy` of `dtype` with exactly `rows` rows (None: it is)."""
-    try:
-        with open(path, "rb") as file:
-            shape, fortran, stored = _read_header(file)
-            data_bytes = os.fstat(file.fileno()).st_size - file.tell()
-    except (OSError, ValueError) as exc:
-        return f"{path.name} is unreadable ({exc})"
-    if stored != dtype or fortran or len(shape) != 1:
-        return f"{path.name} holds {stored} {shape}, expected {dtype} ({rows},)"
-    if shape[0] != rows or data_bytes != rows * dtype.itemsize:
-        return f"{path.name} holds {data_bytes // dtype.itemsize} rows, {META} says {rows}"
-    return None
+class _ColumnError(ValueError):
+    """A column file that is not what `meta.json` says."""
 
 
-def _data_offset(path: Path) -> int:
-    with open(path, "rb") as file:
-        _read_header(file)
-        return file.tell()
+class _Column:
+    """An open 1-d `.npy` column file; `map` gives rows of it as a fresh memory map (released with the
+    array)."""
+
+    def __init__(self, path: Path, dtype: np.dtype, writable: bool = False) -> None:
+        self.path, self.dtype, self.mode = path, dtype, "r+" if writable else "r"
+        try:
+            self.file = open(path, "r+b" if writable else "rb")  # noqa: SIM115 (closed by close())
+        except OSError as exc:
+            raise _ColumnError(f"{path.name} is unreadable ({exc.strerror or exc})") from None
+        try:
+            self.shape, fortran, stored = _read_header(self.file)
+        except ValueError as exc:
+            self.close()
+            raise _ColumnError(f"{path.name} is unreadable ({exc})") from None
+        self.offset = self.file.tell()
+        self.data_bytes = os.fstat(self.file.fileno()).st_size - self.offset
+        if stored != dtype or fortran or len(self.shape) != 1:
+            self.close()
+            raise _ColumnError(f"{path.name} holds {stored} {self.shape}, expected {dtype}")
+
+    def check(self, rows: int) -> None:
+        if self.shape[0] != rows or self.data_bytes != rows * self.dtype.itemsize:
+            raise _ColumnError(f"{self.path.name} holds {self.data_bytes // self.dtype.itemsize} rows, "
+                               f"{META} says {rows}")
+
+    def map(self, start: int, end: int) -> np.ndarray:
+        if end <= start:
+            return np.empty(0, self.dtype)
+        return np.memmap(self.file, dtype=self.dtype, mode=self.mode, offset=self.offset + start * self.dtype.itemsize,
+                         shape=(end - start,))
+
+    def close(self) -> None:
+        self.file.close()
 
 
-def _map(path: Path, dtype: np.dtype, start: int, end: int, mode: str = "r") -> np.ndarray:
-    """Rows [start, end) of a 1-d `.npy` file, memory-mapped (a fresh mapping, released with the array)."""
-    if end <= start:
-        return np.empty(0, dtype)
-    return np.memmap(path, dtype=dtype, mode=mode, offset=_data_offset(path) + start * dtype.itemsize,
-                     shape=(end - start,))
+def _close(columns: dict[str, _Column]) -> None:
+    for column in columns.values():
+        column.close()
+
+
+def _chunk_end(flags: _Column, start: int, end: int, total: int) -> int:
+    """The end (exclusive) of the chunk from `start`: just after the last END row before `end`, or the first
+    one after it when there is none (a message longer than the chunk)."""
+    ends = np.flatnonzero(flags.map(start, end) & END)
+    if len(ends):
+        return start + int(ends[-1]) + 1
+    while end < total:
+        step_end = min(end + CHUNK_ROWS, total)
+        ends = np.flatnonzero(flags.map(end, step_end) & END)
+        if len(ends):
+            return end + int(ends[0]) + 1
+        end = step_end
+    return total
 
 
 def _divide_in_place(path: Path, rows: int, step: int) -> None:
     """Integer 1e-8 units to steps, chunk by chunk (bounded memory)."""
     if step == 1:
         return
-    dtype = np.dtype(np.int64)
-    for start in range(0, rows, CHUNK_ROWS):
-        values = _map(path, dtype, start, min(start + CHUNK_ROWS, rows), mode="r+")
-        values //= step
-        values.flush()
-        del values
+    column = _Column(path, np.dtype(np.int64), writable=True)
+    try:
+        for start in range(0, rows, CHUNK_ROWS):
+            values = column.map(start, min(start + CHUNK_ROWS, rows))
+            values //= step
+            values.flush()
+            del values
+    finally:
+        column.close()
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -234,19 +234,41 @@ def test_touched_or_changed_source_file_rebuilds(synthetic, tmp_path, caplog):
     assert f"stale: trades file {trades.name} changed" in rebuilt_because(synthetic, tmp_path, caplog)
 
 
+def add_late_trade(root: Path) -> None:
+    extra = table_from_columns("trades", {
+        "recv_ts": [berlin_day_bounds(DATE)[0] + 20 * 3600 * 10**9], "seq": [10**6], "event_ts": [0], "trade_ts": [0],
+        "trade_id": [1], "price": [60_000 * UNIT], "qty": [UNIT // 1000], "buyer_is_maker": [True],
+        "best_match": [True], "order_type": [None]})
+    write_partition(root, "binance-spot", "trades", DATE, "BTCUSDT", extra, "part-1")
+
+
 def test_new_source_file_rebuilds_with_its_rows(synthetic, tmp_path, caplog):
     import shutil
 
     root = tmp_path / "data"
     shutil.copytree(synthetic, root)
     first = load_or_build(root, SPOT, DATE, "BTCUSDT", cache=tmp_path / "cache").meta.rows
-    extra = table_from_columns("trades", {
-        "recv_ts": [berlin_day_bounds(DATE)[0] + 20 * 3600 * 10**9], "seq": [10**6], "event_ts": [0], "trade_ts": [0],
-        "trade_id": [1], "price": [60_000 * UNIT], "qty": [UNIT // 1000], "buyer_is_maker": [True],
-        "best_match": [True], "order_type": [None]})
-    write_partition(root, "binance-spot", "trades", DATE, "BTCUSDT", extra, "part-1")
+    add_late_trade(root)
     assert "stale: new trades file part-1.parquet" in rebuilt_because(root, tmp_path / "cache", caplog)
     assert PreparedDay(root, SPOT, DATE, "BTCUSDT", tmp_path / "cache").load_or_build().meta.rows == first + 1
+
+
+def test_a_reader_keeps_the_day_it_loaded_while_another_rebuilds_it(synthetic, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic, root)
+    reader = load_or_build(root, SPOT, DATE, "BTCUSDT", cache=tmp_path / "cache")
+    loaded = {name: np.array(column) for name, column in reader.arrays().columns().items()}
+    chunks = reader.chunks(rows=50)
+    first = next(chunks)
+    add_late_trade(root)
+    assert load_or_build(root, SPOT, DATE, "BTCUSDT", cache=tmp_path / "cache").built  # replaced on disk
+    rest = list(chunks)
+    for name in COLUMNS:
+        assert np.array_equal(np.concatenate([getattr(c, name) for c in [first, *rest]]), loaded[name]), name
+    with pytest.raises(RuntimeError, match="changed since it was loaded"):
+        next(reader.chunks())
 
 
 @pytest.mark.parametrize("column", ["price", "flags"])
