@@ -104,12 +104,9 @@ def event_rows(events: Iterable, replay, symbol: str) -> Iterator[tuple[int, int
 
 
 def arrays_from_events(events: Iterable, replay, symbol: str) -> EventArrays:
-    """The reference builder: `symbol`'s whole day in memory from `event_rows`."""
-    return arrays_from_rows(np.array(list(event_rows(events, replay, symbol)), dtype=np.int64).reshape(-1, 7))
-
-
-def arrays_from_rows(table: np.ndarray) -> EventArrays:
-    """(n, 7) int64 rows as `event_rows` gives them -> `EventArrays`, price and qty scaled to ticks and lots."""
+    """The reference builder: `symbol`'s whole day in memory from `event_rows`, price and qty scaled to ticks
+    and lots."""
+    table = np.array(list(event_rows(events, replay, symbol)), dtype=np.int64).reshape(-1, 7)
     price_step = _step(table[:, 5])
     qty_step = _step(table[:, 6])
     return EventArrays(table[:, 0].astype(np.uint8), table[:, 1].astype(np.uint8), table[:, 2].copy(),
