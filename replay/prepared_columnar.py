@@ -59,8 +59,9 @@ def _int64_units(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
-def _ints(table: pa.Table, name: str, null: int = 0) -> np.ndarray:
-    return pc.fill_null(table.column(name), null).to_numpy().astype(np.int64, copy=False)
+def _ints(table: pa.Table, name: str) -> np.ndarray:
+    """An integer column as int64 numpy, nulls as 0."""
+    return pc.fill_null(table.column(name), 0).to_numpy().astype(np.int64, copy=False)
 
 
 def _sides(table: pa.Table) -> np.ndarray:
