@@ -7,6 +7,7 @@
     replay serve --date 20240501 --speed 50x [--symbols ...] [--host 127.0.0.1 --port 9443]
     replay serve --synthetic --market spot --symbols BTCUSDT,ETHUSDT [--port 9443] [--speed 10x] [--faults SPEC]
     replay export --date 20240501 --to hftbacktest|tardis-csv [--out DIR]
+    replay prepare --date 20240501 [--market usdm] [--symbols ...] [--cache DIR] [--force]
 
 Bad input gives one line on stderr and exit code 2 (a traceback only with --debug).
 """
@@ -580,6 +581,60 @@ def _proposal(result: dict, replay, mk, tick: float, strategy: str, target: floa
                             mid=result["mid"], mean_time_left=mean_left, soft_limit=params.soft_limit,
                             maker_fee=DEFAULT_FEES[mk.name][0] if maker_fee is None else maker_fee,
                             target_ticks=target, currency=quote_currency(result["symbol"]) or "price")
+
+
+@app.command()
+def prepare(
+    date: str = typer.Option(..., "--date", help=DATE_HELP),
+    data: Annotated[Path | None, typer.Option("--data", help=DATA_HELP)] = None,
+    market: str = typer.Option("spot", "--market", help="spot | usdm | coinm"),
+    symbols: str | None = typer.Option(None, "--symbols", help="Comma-separated (default: all of the day)."),
+    cache: Annotated[Path | None, typer.Option(
+        "--cache", help="Where prepared days live (default: DATA/prepared).")] = None,
+    force: bool = typer.Option(False, "--force", help="Rebuild even if the prepared day is current."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar while building."),
+    debug: bool = typer.Option(False, "--debug", help="Tracebacks on errors."),
+) -> None:
+    """Build the prepared day (typed event columns, memory-mapped by later runs) of each symbol ahead of
+    time; a current one is kept unless --force."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from recorder.markets import get_market
+    from replay.engine import TRADE, DayReplay
+    from replay.prepared import PreparedDay
+    from schemas import DatasetError
+
+    logging.basicConfig(level=logging.WARNING, format="replay: %(message)s")
+    try:
+        data = dataset_root(data)
+        mk = get_market(market)
+        day = resolve_date(date)
+        check_market_has_day(data, mk, day)
+        wanted = DayReplay(data, mk, day, _symbol_list(symbols), channels=(TRADE,)).symbols
+    except (ValueError, BadInput, DatasetError) as e:
+        _fail(str(e), debug, e)
+        return
+    console = Console(stderr=True)
+    bar = Progress(TextColumn("[bold]prepare[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("rows"), TimeElapsedColumn(), console=console, disable=not progress, transient=True)
+    for symbol in wanted:
+        prepared = PreparedDay(data, mk, day, symbol, cache)
+        started = time.perf_counter()
+        try:
+            with bar:
+                task = bar.add_task(symbol, total=None)
+                prepared.load_or_build(lambda done, total, task=task: bar.update(task, completed=done, total=total),
+                                       force)
+                bar.remove_task(task)
+        except (ValueError, DatasetError, OSError) as e:
+            _fail(f"{symbol}: {e}", debug, e)
+            return
+        meta = prepared.meta
+        state = f"built in {time.perf_counter() - started:.1f} s" if prepared.built else "up to date"
+        typer.echo(f"{symbol}: {meta.rows:,} rows, {state}, {prepared.size_bytes() / 1e6:,.1f} MB, {prepared.path}")
 
 
 @app.command()

@@ -9,8 +9,9 @@ Row kinds:
 - `LEVEL`: one (side, price, qty) of a diff; qty 0 removes the level.
 - `CLEAR`: the book is emptied; the `LEVEL` rows after it (same message) are the full book, as after a
   snapshot is loaded and the buffered diffs that bridge it are applied.
-- `EMPTY`: a message while the book is valid that changed no level (a diff with no levels, a stale or
-  duplicate diff, a checkpoint snapshot while synced): the book is complete and unchanged.
+- `EMPTY`: a message while the book is valid that changed no level (a diff with no levels, a stale diff the
+  sync engine dropped): the book is complete and unchanged. A snapshot that arrives while the book is valid
+  is written as `CLEAR` + the whole book, which is right whatever the sync engine did with it.
 - `TRADE`: side is the aggressor's (+1 a buy market order, −1 a sell, i.e. `buyer_is_maker`), price, qty.
 - `VALID` / `INVALID`: the book became valid / invalid (each its own message, flagged `END`).
 
@@ -19,18 +20,19 @@ the message has one, else the event time `E`, else −1 as for snapshots), `side
 ask/sell, 0 none), `price` i8 in ticks of `price_step`, `qty` i8 in lots of `qty_step` (both steps in the
 dataset's 1e-8 units, so `price * price_step` is the dataset's integer price).
 
-`arrays_from_events` is the reference builder: it walks `DayReplay.events()` one `ReplayEvent` at a time. It
-is slow and simple; faster builders are tested against it.
+`arrays_from_events` is the reference builder: it walks `DayReplay.events()` one `ReplayEvent` at a time
+(`event_rows`). It is slow and simple; faster builders are tested against it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
+FORMAT_VERSION = 1  # of the prepared files (replay/prepared.py): a change makes every stored day rebuild
 TIME, LEVEL, CLEAR, EMPTY, TRADE, VALID, INVALID = 0, 1, 2, 3, 4, 5, 6
 END = 1
 COLUMNS = {"kind": np.uint8, "flags": np.uint8, "recv_ts": np.int64, "exch_ts": np.int64, "side": np.int8,
@@ -58,20 +60,20 @@ class EventArrays:
         return {name: getattr(self, name) for name in COLUMNS}
 
 
-def arrays_from_events(events: Iterable, replay, symbol: str) -> EventArrays:
-    """The reference builder: `symbol`'s rows from a `DayReplay`'s events (`replay.books` is read live to
-    tell an applied diff from one the sync engine dropped)."""
+def event_rows(events: Iterable, replay, symbol: str) -> Iterator[tuple[int, int, int, int, int, int, int]]:
+    """`symbol`'s rows (kind, flags, recv_ts, exch_ts, side, price, qty; price and qty in 1e-8 units) from a
+    `DayReplay`'s events, one at a time (`replay.books` is read live to tell an applied diff from one the
+    sync engine dropped)."""
     from replay.engine import BOOK_INVALID, BOOK_VALID, DEPTH, SNAPSHOT
     from replay.engine import TRADE as TRADE_EVENT
 
-    rows: list[tuple[int, int, int, int, int, int, int]] = []  # kind, flags, recv, exch, side, price, qty
     just_valid = False
     for event in events:
         if event.symbol != symbol:
             continue
         now, kind = event.recv_ts, event.kind
         if kind is BOOK_VALID or kind is BOOK_INVALID:
-            rows.append((VALID if kind is BOOK_VALID else INVALID, END, now, -1, 0, 0, 0))
+            yield (VALID if kind is BOOK_VALID else INVALID, END, now, -1, 0, 0, 0)
             just_valid = kind is BOOK_VALID
             continue
         if kind is DEPTH or kind is SNAPSHOT:
@@ -79,7 +81,7 @@ def arrays_from_events(events: Iterable, replay, symbol: str) -> EventArrays:
             exch = -1 if exch is None else exch
             book = event.book
             if book is None:
-                rows.append((TIME, END, now, exch, 0, 0, 0))
+                yield (TIME, END, now, exch, 0, 0, 0)
                 continue
             if just_valid or kind is SNAPSHOT:
                 levels = [(CLEAR, 0, 0, 0)]
@@ -91,16 +93,21 @@ def arrays_from_events(events: Iterable, replay, symbol: str) -> EventArrays:
                 levels = []
             just_valid = False
             if not levels:
-                rows.append((EMPTY, END, now, exch, 0, 0, 0))
+                yield (EMPTY, END, now, exch, 0, 0, 0)
                 continue
             for i, (row_kind, side, price, qty) in enumerate(levels):
-                rows.append((row_kind, END if i == len(levels) - 1 else 0, now, exch, side, price, qty))
+                yield (row_kind, END if i == len(levels) - 1 else 0, now, exch, side, price, qty)
         elif kind is TRADE_EVENT:
             exch = event.transact_ts or event.exchange_ts
             data = event.data
-            rows.append((TRADE, END, now, -1 if exch is None else exch, -1 if data["buyer_is_maker"] else 1,
-                         data["price"], data["qty"]))
-    table = np.array(rows, dtype=np.int64).reshape(-1, 7)
+            yield (TRADE, END, now, -1 if exch is None else exch, -1 if data["buyer_is_maker"] else 1,
+                   data["price"], data["qty"])
+
+
+def arrays_from_events(events: Iterable, replay, symbol: str) -> EventArrays:
+    """The reference builder: `symbol`'s whole day in memory from `event_rows`, price and qty scaled to ticks
+    and lots."""
+    table = np.array(list(event_rows(events, replay, symbol)), dtype=np.int64).reshape(-1, 7)
     price_step = _step(table[:, 5])
     qty_step = _step(table[:, 6])
     return EventArrays(table[:, 0].astype(np.uint8), table[:, 1].astype(np.uint8), table[:, 2].copy(),
@@ -110,8 +117,14 @@ def arrays_from_events(events: Iterable, replay, symbol: str) -> EventArrays:
 
 def _step(values: np.ndarray) -> int:
     """The largest step every value is a multiple of (1 when there are none)."""
+    return common_step(values) or 1
+
+
+def common_step(values: np.ndarray, step: int = 0) -> int:
+    """The largest step that `step` and every nonzero value are multiples of (0 while there are none):
+    a step found block by block."""
     nonzero = values[values != 0]
-    return int(np.gcd.reduce(nonzero)) if len(nonzero) else 1
+    return math.gcd(step, int(np.gcd.reduce(nonzero))) if len(nonzero) else step
 
 
 def finest_step(*steps: int) -> int:
