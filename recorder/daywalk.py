@@ -23,7 +23,7 @@ from typing import Any
 
 from recorder.sync import Action, LocalBook, State
 
-__all__ = ["DEPTH", "SNAPSHOT", "Action", "BookMessage", "Step", "walk"]
+__all__ = ["DEPTH", "SNAPSHOT", "BookMessage", "Step", "walk"]
 
 DEPTH, SNAPSHOT = "depth", "snapshot"  # the kinds of book messages (other kinds pass through)
 

@@ -85,7 +85,7 @@ SNAPSHOT_COLUMNS = ["recv_ts", "seq", "last_update_id", "event_ts", "transact_ts
                     "requested_limit"]
 
 
-def _message_starts(table: pa.Table, from_ns: int | None) -> tuple[list, list, list, np.ndarray]:
+def _message_starts(table: pa.Table, from_ns: int | None) -> tuple[list[int], list[int], list[int], list[int]]:
     """(seq, recv_ts, starts, ends) of the messages in `table`, those received before `from_ns` left out."""
     seq = table.column("seq").to_numpy()
     starts, ends = _message_bounds(seq)
@@ -98,7 +98,7 @@ def _message_starts(table: pa.Table, from_ns: int | None) -> tuple[list, list, l
 
 def iter_depth(paths: list[Path], symbol: str, batch_size: int = 65_536, from_ns: int | None = None
                ) -> Iterator[BookMessage]:
-    """The symbol's diffs in file (seq) order as the walk's `(recv_ts, seq, DEPTH, symbol, DepthUpdate)`."""
+    """The symbol's diffs in file (seq) order as walk items `(recv_ts, seq, DEPTH, symbol, DepthUpdate)`."""
     for table in _grouped_batches(paths, DEPTH_COLUMNS, batch_size):
         seqs, recvs, starts, ends = _message_starts(table, from_ns)
         ets, tts, first, final, prev = (table.column(c).to_pylist() for c in (
@@ -113,7 +113,7 @@ def iter_depth(paths: list[Path], symbol: str, batch_size: int = 65_536, from_ns
 
 def iter_snapshots(paths: list[Path], symbol: str, batch_size: int = 65_536, from_ns: int | None = None
                    ) -> Iterator[BookMessage]:
-    """The symbol's snapshots in file (seq) order as the walk's `(recv_ts, seq, SNAPSHOT, symbol, DepthSnapshot)`."""
+    """The symbol's snapshots in file (seq) order as walk items `(recv_ts, seq, SNAPSHOT, symbol, DepthSnapshot)`."""
     for table in _grouped_batches(paths, SNAPSHOT_COLUMNS, batch_size):
         seqs, recvs, starts, ends = _message_starts(table, from_ns)
         last_id, ets, tts = (table.column(c).to_pylist() for c in ("last_update_id", "event_ts", "transact_ts"))

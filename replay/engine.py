@@ -5,7 +5,8 @@ in arrival order (`recv_ts`, then `seq`). Depth diffs and snapshots go through t
 `LocalBook` on the recorder's own walk of a day (`recorder.daywalk.walk`, which validation and the exports
 share); a symbol's book is only ever exposed while valid, every change of validity is an explicit event
 (`book_invalid` / `book_valid`), so a consumer never sees a stale book, and each book message carries the
-sync engine's `action` (an applied diff is `Action.APPLY`). `Pacer` turns data time into wall time at a speed (`1x`, `50x`, `max`).
+sync engine's `action` (an applied diff is `Action.APPLY`). `Pacer` turns data time into wall time at a
+speed (`1x`, `50x`, `max`).
 
 Files are streamed row group by row group (bounded memory whatever the day's size). A start inside the
 day seeks: it begins at the latest checkpoint snapshot before the start (and the diffs just before it
