@@ -50,6 +50,7 @@ from recorder.markets import Market, get_market
 from recorder.protocol import DepthUpdate
 from recorder.rebuild import MS, day_book_streams, files_in_seq_order
 from recorder.sync import DEFAULT_MAX_BUFFER, Action, LocalBook
+from replay.engine import TRADE
 from schemas import DatasetError, check_file, decimal_units, list_files
 from schemas.layout import parse_date
 
@@ -135,7 +136,6 @@ def _depth_times(diff: DepthUpdate) -> tuple[int, int]:
 
 
 _TRADE_COLUMNS = ["seq", "recv_ts", "trade_ts", "trade_id", "price", "qty", "buyer_is_maker", "order_type"]
-TRADE = "trade"
 
 
 def _trade_streams(root: Path, exchange: str, date: dt.date, symbol: str) -> list[Iterator[BookMessage]]:
