@@ -1,16 +1,16 @@
-"""Rebuild order books from a recorded day: stored diffs and snapshots, in seq order, through `LocalBook`.
+"""Read a recorded day's book back: stored diffs and snapshots as the messages they came from, and the
+rebuild of a symbol's book through `LocalBook` (`recorder.daywalk.walk`, the one walk replay, validation,
+the exports and the prepared day share).
 
 Messages come back with levels as (price, qty) ints in 1e-8 units (`LocalBook(..., units=True)`).
 
 Streams row groups (bounded memory whatever the day's size) and regroups the per-level rows into the
-messages they came from, so the very sync engine that ran live decides again; used by the CSV export,
-the tests that compare with the venue's truth, validation and replay.
+messages they came from, so the very sync engine that ran live decides again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import heapq
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recorder.daywalk import DEPTH, SNAPSHOT, BookMessage, walk
 from recorder.markets import Market
 from recorder.numbers import decimals_needed
 from recorder.protocol import DepthSnapshot, DepthUpdate
@@ -84,55 +85,69 @@ SNAPSHOT_COLUMNS = ["recv_ts", "seq", "last_update_id", "event_ts", "transact_ts
                     "requested_limit"]
 
 
-def iter_depth(paths: list[Path], symbol: str, batch_size: int = 65_536) -> Iterator[tuple[int, int, DepthUpdate]]:
+def _message_starts(table: pa.Table, from_ns: int | None) -> tuple[list[int], list[int], list[int], list[int]]:
+    """(seq, recv_ts, starts, ends) of the messages in `table`, those received before `from_ns` left out."""
+    seq = table.column("seq").to_numpy()
+    starts, ends = _message_bounds(seq)
+    recv = table.column("recv_ts").to_numpy()
+    if from_ns is not None:
+        keep = recv[starts] >= from_ns
+        starts, ends = starts[keep], ends[keep]
+    return seq[starts].tolist(), recv[starts].tolist(), starts.tolist(), ends.tolist()
+
+
+def iter_depth(paths: list[Path], symbol: str, batch_size: int = 65_536, from_ns: int | None = None
+               ) -> Iterator[BookMessage]:
+    """The symbol's diffs in file (seq) order as walk items `(recv_ts, seq, DEPTH, symbol, DepthUpdate)`."""
     for table in _grouped_batches(paths, DEPTH_COLUMNS, batch_size):
-        seq = table.column("seq").to_numpy()
-        starts, ends = _message_bounds(seq)
-        recv, ets, tts, first, final, prev = (table.column(c).to_pylist() for c in (
-            "recv_ts", "event_ts", "transact_ts", "first_update_id", "final_update_id", "prev_final_update_id"))
+        seqs, recvs, starts, ends = _message_starts(table, from_ns)
+        ets, tts, first, final, prev = (table.column(c).to_pylist() for c in (
+            "event_ts", "transact_ts", "first_update_id", "final_update_id", "prev_final_update_id"))
         side = table.column("side").to_pylist()
         price, qty = decimal_units(table.column("price")), decimal_units(table.column("qty"))
-        for start, end in zip(starts.tolist(), ends.tolist()):
+        for seq, recv, start, end in zip(seqs, recvs, starts, ends):
             bids, asks = _levels(side, price, qty, start, end)
-            yield int(seq[start]), recv[start], DepthUpdate(
+            yield recv, seq, DEPTH, symbol, DepthUpdate(
                 symbol, ets[start] // MS, first[start], final[start], bids, asks, _ms(tts[start]), prev[start])
 
 
-def iter_snapshots(paths: list[Path], symbol: str, batch_size: int = 65_536
-                   ) -> Iterator[tuple[int, int, DepthSnapshot]]:
+def iter_snapshots(paths: list[Path], symbol: str, batch_size: int = 65_536, from_ns: int | None = None
+                   ) -> Iterator[BookMessage]:
+    """The symbol's snapshots in file (seq) order as walk items `(recv_ts, seq, SNAPSHOT, symbol, DepthSnapshot)`."""
     for table in _grouped_batches(paths, SNAPSHOT_COLUMNS, batch_size):
-        seq = table.column("seq").to_numpy()
-        starts, ends = _message_bounds(seq)
-        recv, last_id, ets, tts = (table.column(c).to_pylist() for c in (
-            "recv_ts", "last_update_id", "event_ts", "transact_ts"))
+        seqs, recvs, starts, ends = _message_starts(table, from_ns)
+        last_id, ets, tts = (table.column(c).to_pylist() for c in ("last_update_id", "event_ts", "transact_ts"))
         side = table.column("side").to_pylist()
         price, qty = decimal_units(table.column("price")), decimal_units(table.column("qty"))
-        for start, end in zip(starts.tolist(), ends.tolist()):
+        for seq, recv, start, end in zip(seqs, recvs, starts, ends):
             bids, asks = _levels(side, price, qty, start, end)
-            yield int(seq[start]), recv[start], DepthSnapshot(
+            yield recv, seq, SNAPSHOT, symbol, DepthSnapshot(
                 last_id[start], bids, asks, symbol, _ms(ets[start]), _ms(tts[start]))
 
 
-def iter_book_messages(root: Path, exchange: str, date: dt.date | str, symbol: str
-                       ) -> Iterator[tuple[int, int, DepthUpdate | DepthSnapshot]]:
-    """(seq, recv_ts, message) for a symbol's recorded day, diffs and snapshots merged by seq."""
+def book_streams(depth: list[Path], snapshots: list[Path], symbol: str, batch_size: int = 65_536,
+                 from_ns: int | None = None) -> list[Iterator[BookMessage]]:
+    """The symbol's diffs and snapshots as the walk's input streams (received from `from_ns` on)."""
+    return [iter_depth(depth, symbol, batch_size, from_ns), iter_snapshots(snapshots, symbol, batch_size, from_ns)]
+
+
+def day_book_streams(root: Path, exchange: str, date: dt.date | str, symbol: str, batch_size: int = 65_536
+                     ) -> list[Iterator[BookMessage]]:
+    """`book_streams` of a symbol's recorded day; DatasetError (listing what there is) without depth."""
     depth = list_files(root, exchange, "depth", date=date, symbols=[symbol])
     try:
         snapshots = list_files(root, exchange, "snapshots", date=date, symbols=[symbol])
     except DatasetError:
         snapshots = []  # a day without any snapshot never gets a valid book, but its diffs still replay
-    return heapq.merge(iter_depth(depth, symbol), iter_snapshots(snapshots, symbol), key=lambda m: m[0])
+    return book_streams(depth, snapshots, symbol, batch_size)
 
 
 def rebuild(root: Path, market: Market, date: dt.date | str, symbol: str
             ) -> Iterator[tuple[int, int, DepthUpdate | DepthSnapshot, Action, LocalBook]]:
-    """Replay a recorded day through a fresh `LocalBook`; yields after every message with the action."""
+    """The walk of a symbol's recorded day through a fresh `LocalBook`: (seq, recv_ts, message, action, book)."""
     local = LocalBook(market.sequence_rule, symbol, units=True)
-    for seq, recv_ts, message in iter_book_messages(root, market.exchange, date, symbol):
-        if type(message) is DepthUpdate:
-            action = local.on_diff(message)
-        else:
-            action = local.on_snapshot(message)
+    for recv_ts, seq, _, _, message, action, _ in walk(day_book_streams(root, market.exchange, date, symbol),
+                                                       {symbol: local}):
         yield seq, recv_ts, message, action, local
 
 

@@ -1,7 +1,8 @@
 """`recorder validate`: is a recorded day right? Checks per symbol, a JSON report, a terminal table, HTML.
 
-One streaming pass per symbol replays the day through the live sync engine (`recorder.rebuild`) and, merged
-by `seq`, walks bookTicker and trades alongside it; the other tables are streamed batch by batch. Memory is
+One streaming pass per symbol walks the day as replay and the exports do (`recorder.daywalk.walk`: the live
+sync engine decides again, its validity edges are the synced intervals) and, merged by `seq`, walks
+bookTicker and trades alongside it; the other tables are streamed batch by batch. Memory is
 bounded by a row group plus small per-bucket series, whatever the size of the day.
 
 Checks (each pass / warn / fail / skip, with figures and worst examples; docs/validation.md lists the keys):
@@ -26,10 +27,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 
+from recorder.daywalk import walk
 from recorder.markets import Market, SequenceRule, get_market
 from recorder.protocol import DepthUpdate
-from recorder.rebuild import files_in_seq_order, rebuild
-from recorder.sync import Action, State
+from recorder.rebuild import book_streams, files_in_seq_order
+from recorder.sync import Action, LocalBook, State
 from recorder.watchdog import CHANNELS, DEFAULT_SILENT_AFTER_S
 from recorder.window import TradingWindow
 from schemas import TABLES, DatasetError, available, check_file, decimal_units, list_files, read_table
@@ -598,7 +600,9 @@ def _symbol_pass(root: Path, market: Market, date: dt.date, symbol: str, paths: 
             depth_per_bucket += buckets.count(np.array(bucket_buf, dtype=np.int64))
             bucket_buf.clear()
 
-    for seq, recv, message, action, local in rebuild(root, market, date, symbol):
+    local = LocalBook(market.sequence_rule, symbol, units=True)
+    for recv, seq, _, _, message, action, became in walk(book_streams(paths["depth"], paths["snapshots"], symbol),
+                                                         {symbol: local}):
         if tickers is not None and tickers.next_seq < seq:
             feed_tickers(seq, book_id)  # the book as it was before this message
         if trades is not None and trades.next_seq < seq:
@@ -670,9 +674,8 @@ def _symbol_pass(root: Path, market: Market, date: dt.date, symbol: str, paths: 
         elif held is not None and local.engine.state is State.NEED_SNAPSHOT:
             st["snap_while_unsynced"] += 1
             held = None
-        now_synced = local.engine.state is State.SYNCED
-        if now_synced != synced:
-            if now_synced:
+        if became is not None:
+            if became:
                 sync_start = recv
                 if first_synced_ns is None:
                     first_synced_ns = recv
@@ -683,8 +686,8 @@ def _symbol_pass(root: Path, market: Market, date: dt.date, symbol: str, paths: 
                 st["snap_not_aligned"] += len(pending_snaps)
                 pending_snaps.clear()
                 pending_tickers.clear()
-            synced = now_synced
-        if not now_synced:
+            synced = became
+        if not synced:
             best = book_id = None
             continue
         book = local.book

@@ -2,9 +2,11 @@
 
 Library first: `DayReplay(root, market, date, symbols, start_ns, end_ns).events()` yields `ReplayEvent`s
 in arrival order (`recv_ts`, then `seq`). Depth diffs and snapshots go through the recorder's own
-`LocalBook` (one source of truth for the sync rules); a symbol's book is only ever exposed while valid,
-and every change of validity is an explicit event (`book_invalid` / `book_valid`), so a consumer never
-sees a stale book. `Pacer` turns data time into wall time at a speed (`1x`, `50x`, `max`).
+`LocalBook` on the recorder's own walk of a day (`recorder.daywalk.walk`, which validation and the exports
+share); a symbol's book is only ever exposed while valid, every change of validity is an explicit event
+(`book_invalid` / `book_valid`), so a consumer never sees a stale book, and each book message carries the
+sync engine's `action` (an applied diff is `Action.APPLY`). `Pacer` turns data time into wall time at a
+speed (`1x`, `50x`, `max`).
 
 Files are streamed row group by row group (bounded memory whatever the day's size). A start inside the
 day seeks: it begins at the latest checkpoint snapshot before the start (and the diffs just before it
@@ -14,7 +16,6 @@ that may bridge it), replays silently up to the start, and emits from there.
 from __future__ import annotations
 
 import datetime as dt
-import heapq
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,18 +26,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recorder.book import OrderBook
+from recorder.daywalk import DEPTH, SNAPSHOT, walk  # noqa: F401 (SNAPSHOT: a ReplayEvent kind callers import here)
 from recorder.markets import Market
-from recorder.rebuild import (
-    files_in_seq_order,
-    iter_depth,
-    iter_snapshots,
-)
-from recorder.sync import LocalBook
+from recorder.rebuild import book_streams, files_in_seq_order
+from recorder.sync import Action, LocalBook
 from schemas import DatasetError, available, check_file, decimal_units, list_files, parse_date
 from schemas.layout import BERLIN
 
-# ReplayEvent kinds
-DEPTH, SNAPSHOT, TRADE, AGG_TRADE, BOOK_TICKER, EVENT = "depth", "snapshot", "trade", "agg_trade", "book_ticker", "event"
+# ReplayEvent kinds (DEPTH and SNAPSHOT: the walk's book messages)
+TRADE, AGG_TRADE, BOOK_TICKER, EVENT = "trade", "agg_trade", "book_ticker", "event"
 BOOK_VALID, BOOK_INVALID = "book_valid", "book_invalid"
 CHANNEL_TABLES = {TRADE: "trades", AGG_TRADE: "agg_trades", BOOK_TICKER: "book_ticker", EVENT: "events"}
 DECIMAL_COLUMNS = {"price", "qty", "bid_price", "bid_qty", "ask_price", "ask_qty"}
@@ -56,7 +54,9 @@ class ReplayEvent:
     `data`: DepthUpdate/DepthSnapshot (levels as (price, qty) ints in 1e-8 units) for depth/snapshot;
     a dict of the table row (decimals as ints in 1e-8 units) for trade/agg_trade/book_ticker/event;
     for book_valid/book_invalid a dict with the update id or the reason. `book` is the symbol's valid
-    book after a depth/snapshot event (None while invalid); it is live: copy what you keep.
+    book after a depth/snapshot event (None while invalid); it is live: copy what you keep. `action` is
+    what the sync engine did with a depth/snapshot message (`Action.APPLY`: the diff changed the book;
+    `IGNORED`, `BUFFERED`, `WAIT`, `STALE`: it did not; `SYNCED`, `RESYNC`), None for other events.
     """
 
     recv_ts: int
@@ -67,6 +67,7 @@ class ReplayEvent:
     book: OrderBook | None = None
     exchange_ts: int | None = None  # E in ns where the message has one
     transact_ts: int | None = None  # T in ns where the message has one (futures depth, trades): matching time
+    action: Action | None = None
 
 
 def _rows(paths: list[Path], symbol: str | None, kind: str, start_ns: int | None) -> Iterator[tuple]:
@@ -86,16 +87,6 @@ def _rows(paths: list[Path], symbol: str | None, kind: str, start_ns: int | None
             for values in zip(*columns.values()):
                 row = dict(zip(names, values))
                 yield row[ts_name], row["seq"], kind, symbol if symbol is not None else row.get("symbol"), row
-
-
-def _book_messages(depth: list[Path], snapshots: list[Path], symbol: str, from_ns: int | None) -> Iterator[tuple]:
-    def tag(stream, kind):
-        for seq, recv_ts, message in stream:
-            if from_ns is None or recv_ts >= from_ns:
-                yield recv_ts, seq, kind, symbol, message
-
-    return heapq.merge(tag(iter_depth(depth, symbol, BATCH_ROWS), DEPTH),
-                       tag(iter_snapshots(snapshots, symbol, BATCH_ROWS), SNAPSHOT), key=lambda m: m[1])
 
 
 def _files(root: Path, exchange: str, table: str, date: dt.date, symbols: list[str | None]) -> list[Path]:
@@ -192,7 +183,7 @@ class DayReplay:
                 from_ns = self.checkpoints[symbol] - SEEK_LOOKBACK_NS
             depth = _files(self.root, exchange, "depth", date, [symbol])
             snapshots = _files(self.root, exchange, "snapshots", date, [symbol])
-            streams.append(_book_messages(depth, snapshots, symbol, from_ns))
+            streams += book_streams(depth, snapshots, symbol, BATCH_ROWS, from_ns)
             self.books[symbol] = LocalBook(self.market.sequence_rule, symbol, units=True)
             for kind in self.channels:
                 if kind == EVENT:
@@ -200,34 +191,30 @@ class DayReplay:
                 paths = _files(self.root, exchange, CHANNEL_TABLES[kind], date, [symbol])
                 streams.append(_rows(paths, symbol, kind, self.start_ns))
         if EVENT in self.channels:
-            for symbol in [*self.symbols, None]:  # one sorted stream per partition, merged below
+            for symbol in [*self.symbols, None]:  # one sorted stream per partition, merged by the walk
                 paths = _files(self.root, exchange, "events", date, [symbol])
                 streams.append(_rows(paths, None, EVENT, self.start_ns))
         start, end = self.start_ns, self.end_ns
-        valid: dict[str, bool] = {s: False for s in self.symbols}
-        for recv_ts, seq, kind, symbol, data in heapq.merge(*streams, key=lambda m: (m[0], m[1])):
+        books = self.books
+        for recv_ts, seq, kind, symbol, data, action, became in walk(streams, books):
             if end is not None and recv_ts > end:
                 return
-            emit = start is None or recv_ts >= start
-            if kind is DEPTH or kind is SNAPSHOT:
-                local = self.books[symbol]
-                action = local.on_diff(data) if kind is DEPTH else local.on_snapshot(data)
-                now_valid = local.engine.synced
-                if now_valid != valid[symbol]:
-                    valid[symbol] = now_valid
-                    if emit:
-                        detail = {"update_id": local.update_id} if now_valid else {"reason": action.name.lower()}
-                        yield ReplayEvent(recv_ts, seq, symbol, BOOK_VALID if now_valid else BOOK_INVALID, detail)
-                if emit:
-                    exch = transact = None
-                    if kind is DEPTH:
-                        exch = data.event_ts * 1_000_000
-                        transact = data.transact_ts * 1_000_000 if data.transact_ts else None
-                    yield ReplayEvent(recv_ts, seq, symbol, kind, data, local.valid_book(), exch, transact)
-            elif emit:
+            if start is not None and recv_ts < start:
+                continue
+            if action is None:
                 exch = data.get("event_ts") if kind is not EVENT else None
                 transact = data.get("trade_ts") or data.get("transact_ts") if kind is not EVENT else None
                 yield ReplayEvent(recv_ts, seq, symbol, kind, data, None, exch, transact)
+                continue
+            local = books[symbol]
+            if became is not None:
+                detail = {"update_id": local.update_id} if became else {"reason": action.name.lower()}
+                yield ReplayEvent(recv_ts, seq, symbol, BOOK_VALID if became else BOOK_INVALID, detail)
+            exch = transact = None
+            if kind is DEPTH:
+                exch = data.event_ts * 1_000_000
+                transact = data.transact_ts * 1_000_000 if data.transact_ts else None
+            yield ReplayEvent(recv_ts, seq, symbol, kind, data, local.valid_book(), exch, transact, action)
 
     def first_event_ns(self) -> int:
         return self.start_ns if self.start_ns is not None else self.first_ns

@@ -3,8 +3,9 @@
     replay export --date 2024-08-09 --to hftbacktest|tardis-csv [--data DIR] [--market usdm]
                   [--symbols BTCUSDT,...] [--out DIR]
 
-Both exports replay the day through `recorder.rebuild` (the very sync engine that ran live) and write rows
-only while the symbol's book is valid:
+Both exports walk the day as replay and validation do (`recorder.daywalk.walk`: the very sync engine that
+ran live decides again, trades interleaved in arrival order) and write rows only while the symbol's book is
+valid:
 
 - when the engine becomes synced, the synced book (the snapshot with the diffs that bridge it applied) is
   written as a snapshot: exchange time = the last applied diff's exchange time (the book is the state as of
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-import heapq
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,10 +45,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import typer
 
+from recorder.daywalk import DEPTH, BookMessage, walk
 from recorder.markets import Market, get_market
 from recorder.protocol import DepthUpdate
-from recorder.rebuild import MS, files_in_seq_order, rebuild
-from recorder.sync import DEFAULT_MAX_BUFFER, Action
+from recorder.rebuild import MS, day_book_streams, files_in_seq_order
+from recorder.sync import DEFAULT_MAX_BUFFER, Action, LocalBook
+from replay.engine import TRADE
 from schemas import DatasetError, check_file, decimal_units, list_files
 from schemas.layout import parse_date
 
@@ -136,14 +138,15 @@ def _depth_times(diff: DepthUpdate) -> tuple[int, int]:
 _TRADE_COLUMNS = ["seq", "recv_ts", "trade_ts", "trade_id", "price", "qty", "buyer_is_maker", "order_type"]
 
 
-def _iter_trades(root: Path, exchange: str, date: dt.date, symbol: str) -> Iterator[tuple[int, TradeRow]]:
-    """(seq, trade) in seq order; futures trades that are not `X == MARKET` are skipped (as hftbacktest)."""
+def _trade_streams(root: Path, exchange: str, date: dt.date, symbol: str) -> list[Iterator[BookMessage]]:
+    """The symbol's trades as walk items `(recv_ts, seq, TRADE, symbol, TradeRow)`, one stream per file;
+    futures trades that are not `X == MARKET` are skipped (as hftbacktest)."""
     try:
         paths = list_files(root, exchange, "trades", date=date, symbols=[symbol])
     except DatasetError:
-        return  # no trades recorded for this symbol/day: the book alone is exported
+        return []  # no trades recorded for this symbol/day: the book alone is exported
 
-    def one(path: Path) -> Iterator[tuple[int, TradeRow]]:
+    def one(path: Path) -> Iterator[BookMessage]:
         for batch in pq.ParquetFile(path).iter_batches(columns=_TRADE_COLUMNS):
             seq, recv, tts, tid, maker, otype = (batch.column(c).to_pylist() for c in (
                 "seq", "recv_ts", "trade_ts", "trade_id", "buyer_is_maker", "order_type"))
@@ -151,31 +154,31 @@ def _iter_trades(root: Path, exchange: str, date: dt.date, symbol: str) -> Itera
             for i in range(len(seq)):
                 if otype[i] is not None and otype[i] != "MARKET":
                     continue
-                yield seq[i], TradeRow(recv[i], tts[i], tid[i], price[i], qty[i], bool(maker[i]))
+                yield recv[i], seq[i], TRADE, symbol, TradeRow(recv[i], tts[i], tid[i], price[i], qty[i],
+                                                               bool(maker[i]))
 
-    yield from heapq.merge(*(one(p) for p in files_in_seq_order(paths)), key=lambda item: item[0])
+    return [one(p) for p in files_in_seq_order(paths)]
 
 
 def iter_valid_events(root: str | Path, market: Market | str, date: str | dt.date, symbol: str
                       ) -> Iterator[BookSnapshot | BookDiff | TradeRow]:
-    """The symbol's day in arrival (seq) order, restricted to the spans where its book is valid.
+    """The symbol's day in arrival order (the walk's), restricted to the spans where its book is valid.
 
     Every valid span starts with a `BookSnapshot`; diffs the engine ignores (duplicates) are not yielded.
     Raises DatasetError (one line, listing what is available) when the day or symbol has no depth.
     """
     market = get_market(market) if isinstance(market, str) else market
     root, day = Path(root), parse_date(date)
-    trades = _iter_trades(root, market.exchange, day, symbol)
-    pending = next(trades, None)
-    synced = False
-    seen: dict[int, tuple[int, int]] = {}  # final_update_id -> (exch_ts, event_ts) of diffs while not synced
-    for seq, recv_ts, message, action, local in rebuild(root, market, day, symbol):
-        while pending is not None and pending[0] < seq:
-            if synced:
-                yield pending[1]
-            pending = next(trades, None)
-        is_diff = type(message) is DepthUpdate
-        if is_diff and not synced:
+    streams = day_book_streams(root, market.exchange, day, symbol) + _trade_streams(root, market.exchange, day, symbol)
+    local = LocalBook(market.sequence_rule, symbol, units=True)
+    valid = False
+    seen: dict[int, tuple[int, int]] = {}  # final_update_id -> (exch_ts, event_ts) of diffs while not valid
+    for recv_ts, _, kind, _, message, action, became in walk(streams, {symbol: local}):
+        if action is None:  # a trade
+            if valid:
+                yield message
+            continue
+        if kind is DEPTH and not valid:
             seen[message.final_update_id] = _depth_times(message)
             if len(seen) > _SEEN_DIFFS:
                 del seen[next(iter(seen))]
@@ -183,21 +186,16 @@ def iter_valid_events(root: str | Path, market: Market | str, date: str | dt.dat
             if message.bids or message.asks:
                 exch_ts, event_ts = _depth_times(message)
                 yield BookDiff(recv_ts, exch_ts, event_ts, message.bids, message.asks)
-        elif action is Action.SYNCED:
+        elif action is Action.SYNCED:  # the snapshot with the diffs that bridge it applied
             times = seen.get(local.update_id)
             if times is None:  # cannot happen with the engine's rules; fall back to the snapshot's own time
                 ets = getattr(message, "transact_ts", None) or message.event_ts
                 times = (ets * MS, (message.event_ts or ets) * MS) if ets is not None else (recv_ts, recv_ts)
             seen.clear()
             bids, asks = local.book.export()
-            synced = True
             yield BookSnapshot(recv_ts, times[0], times[1], bids, asks)
-        elif action is Action.RESYNC:
-            synced = False
-    while pending is not None:
-        if synced:
-            yield pending[1]
-        pending = next(trades, None)
+        if became is not None:
+            valid = became
 
 
 # ---- hftbacktest ---------------------------------------------------------------------------------------------
