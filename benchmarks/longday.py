@@ -13,11 +13,16 @@ segment flush) and `compact_day`: the rows are the ones `recorder run` would wri
 recv_ts = exchange time + a small deterministic latency. A REST depth snapshot (limit 1000) bridges the
 book at the start and checkpoints it every 10 minutes, as the recorder's checkpoints do.
 
-Rates: the source's rate (`events_per_second`) is set so that the day holds the real capture's rows per
-second (depth levels + trades; usdm BTCUSDT 2024-08-08: 1,349 rows/s, ~65M rows in 14 h), the figure the
-scale benchmark measures. The source's own market model cannot also match the capture's mix (its
-100 ms diffs hold fewer levels than Binance's, and it trades far more often per book change): the CLI
-prints both sides (`--real`) so a reader sees the difference.
+Rates: the source's market model cannot match the real capture's mix (usdm BTCUSDT 2024-08-08: 19.0 depth
+diffs/s of 67.7 levels, 61.8 trades/s, 1,354 rows/s): its book changes cluster near the touch, so a 100 ms
+diff holds tens of levels, and it trades far more often per book change. Its one knob, events per second,
+is set by `rate`:
+  "rows"      (default) the capture's rows per second (depth levels + snapshot levels + trades): the scale
+              the benchmark measures (~68M rows in 14 h), but ~14x its trades per second;
+  "messages"  the capture's trades per second (and the venue's 10 diffs/s): its message count, ~1/8 of
+              its rows; quick to make;
+  a number    events per second of the source.
+The CLI prints the generated rates beside the capture's (`--real`).
 
 Memory is bounded: segments are flushed every `SEGMENT_S` seconds of data, as the recorder flushes its
 segments, and compaction streams them. A complete day is marked by `longday.json` (written last): a
@@ -47,7 +52,7 @@ from recorder.protocol import parse_exchange_info
 from recorder.routing import plan_connections, symbol_streams
 from replay.venue.server import DiffBatcher, Payloads
 from replay.venue.source import DepthChange, Trade
-from replay.venue.synthetic import SyntheticSource
+from replay.venue.synthetic import SyntheticSource, check_symbols
 from schemas import BERLIN
 
 MARKER = "longday.json"
@@ -57,7 +62,8 @@ START = dt.time(8)  # the recording window's start (08:00-22:00 Berlin: 14 hours
 DEPTH_SUFFIX = "depth@100ms"  # the recorder's default depth stream
 DEPTH_INTERVAL_MS = 100
 CHANNELS = ("depth", "trade")  # the tables the benchmark reads: depth, snapshots, trades (+ instruments, events)
-EVENTS_PER_SECOND = 2_300  # source rate that gives the capture's ~1,349 rows/s (measured, see the module text)
+# source events/s per `rate` preset, measured against /tmp/rd/usdm_btcusdt_20240808 (seed 1, 0.1 h and 1 h)
+RATES = {"rows": 2_200, "messages": 155}
 SEGMENT_S = 60  # seconds of data per segment (the recorder: 5 s of wall time or 200k messages)
 LATENCY_NS = 2_000_000  # exchange -> receive
 JITTER_NS = 1_000_000  # plus 0 .. 1 ms, deterministic
@@ -109,12 +115,24 @@ class LongDay:
         self.segments += 1
 
 
-def generate(root: Path, hours: float, market_name: str, symbol: str, seed: int, events_per_second: float) -> dict:
+def events_per_second(rate: str | float) -> float:
+    """The source's rate for a `rate` preset or number; ValueError for anything else."""
+    value = RATES.get(rate, rate) if isinstance(rate, str) else rate
+    try:
+        value = float(value)
+    except ValueError:
+        raise ValueError(f"rate must be one of {', '.join(RATES)} or events per second, not {rate!r}") from None
+    if not value > 0:
+        raise ValueError(f"rate must be positive, not {rate!r}")
+    return value
+
+
+def generate(root: Path, hours: float, market_name: str, symbol: str, seed: int, source_rate: float) -> dict:
     """Write the day's segments and compact them; returns counts of what went in."""
     market = get_market(market_name)
     start_ns, stop_ns = day_start_ns(hours)
     start_ms, stop_ms = start_ns // 1_000_000, stop_ns // 1_000_000
-    source = SyntheticSource(market, [symbol], seed=seed, start_ms=start_ms, events_per_second=events_per_second)
+    source = SyntheticSource(market, [symbol], seed=seed, start_ms=start_ms, events_per_second=source_rate)
     spec = source.spec(symbol)
     payloads = Payloads(market)
     limit = SnapshotConfig.limit
@@ -209,24 +227,25 @@ def table_rows(root: Path, exchange: str, date: dt.date) -> dict[str, int]:
 
 
 def make_long_day(out: Path, hours: float, market: str = "usdm", symbol: str = "BTCUSDT", seed: int = 1,
-                  events_per_second: float = EVENTS_PER_SECOND) -> tuple[Path, dt.date]:
+                  rate: str | float = "rows") -> tuple[Path, dt.date]:
     """The dataset root and Berlin date of a generated day of `hours` (cached: a complete one is reused)."""
     out = Path(out)
     wanted = {"hours": hours, "market": market, "symbol": symbol.upper(), "seed": seed,
-              "events_per_second": events_per_second, "date": DAY.isoformat()}
+              "events_per_second": events_per_second(rate), "date": DAY.isoformat()}
     marker = out / MARKER
     if marker.is_file():
         done = json.loads(marker.read_text())
         if {k: done.get(k) for k in wanted} == wanted:
             return out, DAY
-    day_start_ns(hours)  # bad hours: one line, before anything is touched
+    day_start_ns(hours)  # bad hours, market or symbol: one line, before anything is touched
+    check_symbols(get_market(market), [symbol])
     if out.exists() and any(out.iterdir()) and not (marker.exists() or (out / PARTIAL).exists()):
         raise ValueError(f"{out} holds other data; give an empty or new directory")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     (out / PARTIAL).write_text(json.dumps(wanted))
     started = time.perf_counter()
-    counts = generate(out, hours, market, wanted["symbol"], seed, events_per_second)
+    counts = generate(out, hours, market, wanted["symbol"], seed, wanted["events_per_second"])
     seconds = time.perf_counter() - started
     rows = table_rows(out, get_market(market).exchange, DAY)
     (out / (MARKER + ".tmp")).write_text(json.dumps({**wanted, "rows": rows, **counts, "seconds": seconds}, indent=1))
@@ -269,7 +288,7 @@ def check_day(root: Path, market: str, date: dt.date, symbol: str, hours: float)
     `DayReplay`: the book must be valid from the first snapshot on and never become invalid."""
     from recorder.runtime import RunSpan
     from recorder.validate import validate_day
-    from replay.engine import BOOK_INVALID, BOOK_VALID, SNAPSHOT, DayReplay
+    from replay.engine import BOOK_INVALID, BOOK_VALID, DEPTH, SNAPSHOT, DayReplay
 
     start_ns, stop_ns = day_start_ns(hours)
     started = time.perf_counter()
@@ -277,7 +296,7 @@ def check_day(root: Path, market: str, date: dt.date, symbol: str, hours: float)
     validate_s = time.perf_counter() - started
     started = time.perf_counter()
     replay = DayReplay(root, get_market(market), date, [symbol], channels=())
-    events = valid_after_snapshot = invalid = 0
+    events = invalid = bookless = 0
     first_snapshot = valid_since = None
     for event in replay.events():
         events += 1
@@ -287,12 +306,12 @@ def check_day(root: Path, market: str, date: dt.date, symbol: str, hours: float)
             valid_since = event.seq
         elif event.kind == BOOK_INVALID:
             invalid += 1
-        if first_snapshot is not None and event.book is not None:
-            valid_after_snapshot += 1
+        elif event.kind == DEPTH and valid_since is not None and event.book is None:
+            bookless += 1
     return {"validate_status": report["status"], "validate_exit_code": report["exit_code"],
             "validate_s": validate_s, "replay_events": events, "replay_s": time.perf_counter() - started,
             "first_snapshot_seq": first_snapshot, "book_valid_from_seq": valid_since, "book_invalid_events": invalid,
-            "events_with_valid_book": valid_after_snapshot}
+            "diffs_without_book_after_valid": bookless}
 
 
 def main() -> None:
@@ -302,27 +321,23 @@ def main() -> None:
     parser.add_argument("--market", default="usdm")
     parser.add_argument("--symbol", default="BTCUSDT")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--events-per-second", type=float, default=EVENTS_PER_SECOND,
-                        help=f"the synthetic source's rate (default {EVENTS_PER_SECOND:,}: the capture's rows/s)")
+    parser.add_argument("--rate", default="rows", help="rows (default), messages, or the source's events per "
+                        "second: which of the real capture's rates the day matches (see the module text)")
     parser.add_argument("--check", action="store_true", help="also validate the day and replay it in full")
     parser.add_argument("--real", type=Path, default=REAL, help="an imported real day to compare the rates with")
     args = parser.parse_args()
-    try:
-        day_start_ns(args.hours)
-        get_market(args.market)
-    except (ValueError, KeyError) as exc:
-        raise SystemExit(f"longday: {str(exc).strip(chr(39))}") from None  # exit code 1 from SystemExit(str)
     started = time.perf_counter()
     try:
-        root, date = make_long_day(args.out, args.hours, args.market, args.symbol, args.seed, args.events_per_second)
-    except ValueError as exc:
-        print(f"longday: {exc}", file=sys.stderr)
+        rate = args.rate if args.rate in RATES else events_per_second(args.rate)
+        root, date = make_long_day(args.out, args.hours, args.market, args.symbol, args.seed, rate)
+    except (ValueError, KeyError) as exc:  # bad hours, market, symbol or out directory
+        print(f"longday: {str(exc).strip(chr(39))}", file=sys.stderr)
         raise SystemExit(2) from None
     seconds = time.perf_counter() - started
     done = json.loads((root / MARKER).read_text())
     total = sum(done["rows"].values())
-    print(f"{root} {date}: {args.hours:g} h of {args.symbol.upper()} ({args.market}), seed {args.seed}, source "
-          f"{args.events_per_second:,.0f} events/s")
+    print(f"{root} {date}: {args.hours:g} h of {args.symbol.upper()} ({args.market}), seed {args.seed}, rate "
+          f"{args.rate}: source {done['events_per_second']:,.0f} events/s")
     for table, rows in done["rows"].items():
         print(f"   {table:12s} {rows:>12,} rows")
     print(f"   {'total':12s} {total:>12,} rows; {done['depth_frames']:,} depth diffs, {done['trade_frames']:,} trades, "
@@ -344,8 +359,10 @@ def main() -> None:
         print(f"   validate: {result['validate_status']} (exit {result['validate_exit_code']}, "
               f"{result['validate_s']:.1f} s); replay: {result['replay_events']:,} events in {result['replay_s']:.1f} s, "
               f"first snapshot seq {result['first_snapshot_seq']}, book valid from seq {result['book_valid_from_seq']}, "
-              f"{result['book_invalid_events']} book_invalid events")
-        if result["validate_exit_code"] != 0 or result["book_invalid_events"] or result["book_valid_from_seq"] is None:
+              f"{result['book_invalid_events']} book_invalid events, {result['diffs_without_book_after_valid']} diffs "
+              "without a book after that")
+        if result["validate_exit_code"] != 0 or result["book_invalid_events"] or result["book_valid_from_seq"] is None \
+                or result["diffs_without_book_after_valid"]:
             raise SystemExit(1)
 
 
