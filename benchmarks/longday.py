@@ -1,7 +1,7 @@
 """A synthetic long recorded day for the scale benchmark (issue 10), generated without sockets.
 
 Usage: python benchmarks/longday.py --hours 1 --out /tmp/longday [--seed 1] [--market usdm] [--symbol BTCUSDT]
-                                    [--events-per-second R] [--check] [--real /tmp/rd/usdm_btcusdt_20240808]
+                                    [--rate rows|messages|R] [--check] [--real /tmp/rd/usdm_btcusdt_20240808]
 
 `make_long_day(out, hours)` writes `hours` of one symbol from 08:00 Berlin on, in the dataset layout of
 `recorder run` (depth, snapshots, trades, instruments, events; compacted day files), and returns
@@ -61,7 +61,7 @@ DAY = dt.date(2024, 8, 9)  # the real captures' Berlin date
 START = dt.time(8)  # the recording window's start (08:00-22:00 Berlin: 14 hours)
 DEPTH_SUFFIX = "depth@100ms"  # the recorder's default depth stream
 DEPTH_INTERVAL_MS = 100
-CHANNELS = ("depth", "trade")  # the tables the benchmark reads: depth, snapshots, trades (+ instruments, events)
+CHANNELS = ("depth", "trade")  # the benchmark's tables: depth, snapshots, trades (+ instruments, events)
 # source events/s per `rate` preset, measured against /tmp/rd/usdm_btcusdt_20240808 (seed 1, 0.1 h and 1 h)
 RATES = {"rows": 2_200, "messages": 155}
 SEGMENT_S = 60  # seconds of data per segment (the recorder: 5 s of wall time or 200k messages)
@@ -84,10 +84,8 @@ def day_start_ns(hours: float) -> tuple[int, int]:
 class LongDay:
     """The recorder's side of one generated day: frames and snapshots in, segments and the day file out."""
 
-    def __init__(self, root: Path, market, symbol: str, start_ns: int) -> None:
+    def __init__(self, root: Path, market, start_ns: int) -> None:
         self.root = root
-        self.market = market
-        self.symbol = symbol
         self.pipeline = Pipeline(market)
         self.last_recv = start_ns
         self.jitter = 0x9E3779B9
@@ -121,7 +119,8 @@ def events_per_second(rate: str | float) -> float:
     try:
         value = float(value)
     except ValueError:
-        raise ValueError(f"rate must be one of {', '.join(RATES)} or events per second, not {rate!r}") from None
+        raise ValueError(f"rate must be one of {', '.join(RATES)} or events per second, not {rate!r}"
+                         ) from None
     if not value > 0:
         raise ValueError(f"rate must be positive, not {rate!r}")
     return value
@@ -136,7 +135,7 @@ def generate(root: Path, hours: float, market_name: str, symbol: str, seed: int,
     spec = source.spec(symbol)
     payloads = Payloads(market)
     limit = SnapshotConfig.limit
-    day = LongDay(root, market, symbol, start_ns)
+    day = LongDay(root, market, start_ns)
     pipeline = day.pipeline
     tune_gc()
 
@@ -146,17 +145,19 @@ def generate(root: Path, hours: float, market_name: str, symbol: str, seed: int,
     pipeline.event(start_ns, None, "window_start", {
         "symbols": [symbol], "shard": [0, 1], "stop_ns": stop_ns, "ignore_window": False,
         "channels": list(CHANNELS), "window": ["08:00:00", "22:00:00", "Europe/Berlin"]})
-    info = orjson.dumps({"timezone": "UTC", "serverTime": start_ms, "symbols": [source.exchange_info_symbol(symbol)]})
+    info = orjson.dumps({"timezone": "UTC", "serverTime": start_ms,
+                         "symbols": [source.exchange_info_symbol(symbol)]})
     pipeline.instruments(start_ns + 2_000_000, [parse_exchange_info(info)[symbol]], info)
     pipeline.engine(symbol, start_ns)
     for cid, connection in enumerate(planned, 1):
-        pipeline.event(start_ns + 5_000_000 + cid, None, "connect", {"connection": cid, "streams": len(connection.streams)})
+        pipeline.event(start_ns + 5_000_000 + cid, None, "connect",
+                       {"connection": cid, "streams": len(connection.streams)})
     depth_stream, trade_stream = symbol_streams(symbol, [DEPTH_SUFFIX, "trade"])
 
     batcher = DiffBatcher(symbol, DEPTH_SUFFIX, DEPTH_INTERVAL_MS, source.book(symbol, 1).update_id)
     boundary = (start_ms // DEPTH_INTERVAL_MS + 1) * DEPTH_INTERVAL_MS
     snapshot_every_ms = int(SnapshotConfig.checkpoint_interval_s * 1000)
-    next_request = start_ms + 250  # the first snapshot once the stream is open; then every checkpoint interval
+    next_request = start_ms + 250  # the first snapshot once the stream is open, then every checkpoint
     checkpoint = False
     pending: tuple[int, bytes] | None = None  # a snapshot answer on its way: (recv_ts, body)
     counts = {"depth_frames": 0, "trade_frames": 0, "snapshots": 0}
@@ -248,7 +249,8 @@ def make_long_day(out: Path, hours: float, market: str = "usdm", symbol: str = "
     counts = generate(out, hours, market, wanted["symbol"], seed, wanted["events_per_second"])
     seconds = time.perf_counter() - started
     rows = table_rows(out, get_market(market).exchange, DAY)
-    (out / (MARKER + ".tmp")).write_text(json.dumps({**wanted, "rows": rows, **counts, "seconds": seconds}, indent=1))
+    done = {**wanted, "rows": rows, **counts, "seconds": seconds}
+    (out / (MARKER + ".tmp")).write_text(json.dumps(done, indent=1))
     (out / (MARKER + ".tmp")).replace(marker)
     (out / PARTIAL).unlink()
     return out, DAY
@@ -310,8 +312,8 @@ def check_day(root: Path, market: str, date: dt.date, symbol: str, hours: float)
             bookless += 1
     return {"validate_status": report["status"], "validate_exit_code": report["exit_code"],
             "validate_s": validate_s, "replay_events": events, "replay_s": time.perf_counter() - started,
-            "first_snapshot_seq": first_snapshot, "book_valid_from_seq": valid_since, "book_invalid_events": invalid,
-            "diffs_without_book_after_valid": bookless}
+            "first_snapshot_seq": first_snapshot, "book_valid_from_seq": valid_since,
+            "book_invalid_events": invalid, "diffs_without_book_after_valid": bookless}
 
 
 def main() -> None:
@@ -324,14 +326,13 @@ def main() -> None:
     parser.add_argument("--rate", default="rows", help="rows (default), messages, or the source's events per "
                         "second: which of the real capture's rates the day matches (see the module text)")
     parser.add_argument("--check", action="store_true", help="also validate the day and replay it in full")
-    parser.add_argument("--real", type=Path, default=REAL, help="an imported real day to compare the rates with")
+    parser.add_argument("--real", type=Path, default=REAL, help="an imported real day to compare rates with")
     args = parser.parse_args()
     started = time.perf_counter()
     try:
-        rate = args.rate if args.rate in RATES else events_per_second(args.rate)
-        root, date = make_long_day(args.out, args.hours, args.market, args.symbol, args.seed, rate)
+        root, date = make_long_day(args.out, args.hours, args.market, args.symbol, args.seed, args.rate)
     except (ValueError, KeyError) as exc:  # bad hours, market, symbol or out directory
-        print(f"longday: {str(exc).strip(chr(39))}", file=sys.stderr)
+        print(f"longday: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         raise SystemExit(2) from None
     seconds = time.perf_counter() - started
     done = json.loads((root / MARKER).read_text())
@@ -340,29 +341,32 @@ def main() -> None:
           f"{args.rate}: source {done['events_per_second']:,.0f} events/s")
     for table, rows in done["rows"].items():
         print(f"   {table:12s} {rows:>12,} rows")
-    print(f"   {'total':12s} {total:>12,} rows; {done['depth_frames']:,} depth diffs, {done['trade_frames']:,} trades, "
+    print(f"   {'total':12s} {total:>12,} rows; {done['depth_frames']:,} depth diffs, "
+          f"{done['trade_frames']:,} trades, "
           f"{done['snapshots']} snapshots, {done['segments']} segments")
     cached = " (cached; generated earlier)" if seconds < done["seconds"] / 2 else ""
     print(f"   generated in {done['seconds']:.1f} s = {total / done['seconds']:,.0f} rows/s{cached}")
     sides = [("generated", rates(root, args.market, date, args.symbol.upper()))]
     if args.real is not None and args.real.is_dir():
-        real_day = next((args.real / get_market(args.market).exchange / "depth").glob("date=*")).name.split("=")[1]
+        real_depth = args.real / get_market(args.market).exchange / "depth"
+        real_day = next(real_depth.glob("date=*")).name.split("=")[1]
         sides.insert(0, ("real capture", rates(args.real, args.market, dt.date.fromisoformat(real_day),
                                                args.symbol.upper())))
     print(f"   {'':14s} {'depth msg/s':>11s} {'levels/msg':>10s} {'depth rows/s':>12s} {'trades/s':>9s} "
           f"{'rows/s':>8s} {'span s':>8s}")
     for name, r in sides:
-        print(f"   {name:14s} {r['depth_msg_s']:>11.1f} {r['levels_per_msg']:>10.1f} {r['depth_rows_s']:>12,.0f} "
-              f"{r['trades_s']:>9.1f} {r['rows_s']:>8,.0f} {r['span_s']:>8,.0f}")
+        print(f"   {name:14s} {r['depth_msg_s']:>11.1f} {r['levels_per_msg']:>10.1f} "
+              f"{r['depth_rows_s']:>12,.0f} {r['trades_s']:>9.1f} {r['rows_s']:>8,.0f} {r['span_s']:>8,.0f}")
     if args.check:
-        result = check_day(root, args.market, date, args.symbol.upper(), args.hours)
-        print(f"   validate: {result['validate_status']} (exit {result['validate_exit_code']}, "
-              f"{result['validate_s']:.1f} s); replay: {result['replay_events']:,} events in {result['replay_s']:.1f} s, "
-              f"first snapshot seq {result['first_snapshot_seq']}, book valid from seq {result['book_valid_from_seq']}, "
-              f"{result['book_invalid_events']} book_invalid events, {result['diffs_without_book_after_valid']} diffs "
+        r = check_day(root, args.market, date, args.symbol.upper(), args.hours)
+        print(f"   validate: {r['validate_status']} (exit {r['validate_exit_code']}, "
+              f"{r['validate_s']:.1f} s); "
+              f"replay: {r['replay_events']:,} events in {r['replay_s']:.1f} s, first snapshot seq "
+              f"{r['first_snapshot_seq']}, book valid from seq {r['book_valid_from_seq']}, "
+              f"{r['book_invalid_events']} book_invalid events, {r['diffs_without_book_after_valid']} diffs "
               "without a book after that")
-        if result["validate_exit_code"] != 0 or result["book_invalid_events"] or result["book_valid_from_seq"] is None \
-                or result["diffs_without_book_after_valid"]:
+        if r["validate_exit_code"] != 0 or r["book_invalid_events"] or r["book_valid_from_seq"] is None \
+                or r["diffs_without_book_after_valid"]:
             raise SystemExit(1)
 
 
