@@ -18,7 +18,7 @@ diffs/s of 67.7 levels, 61.8 trades/s, 1,354 rows/s): its book changes cluster n
 diff holds tens of levels, and it trades far more often per book change. Its one knob, events per second,
 is set by `rate`:
   "rows"      (default) the capture's rows per second (depth levels + snapshot levels + trades): the scale
-              the benchmark measures (~68M rows in 14 h), but ~14x its trades per second;
+              the benchmark measures (~69M rows in 14 h), but ~14x its trades per second;
   "messages"  the capture's trades per second (and the venue's 10 diffs/s): its message count, ~1/8 of
               its rows; quick to make;
   a number    events per second of the source.
