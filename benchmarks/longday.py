@@ -24,9 +24,9 @@ is set by `rate`:
   a number    events per second of the source.
 The CLI prints the generated rates beside the capture's (`--real`).
 
-Cost (2026-12-02, CPU seconds of one core): "rows" ~95 s per hour of data, 85% of it in the source's
+Cost (2026-12-02, CPU seconds of one core): "rows" ~95-120 s per hour of data, 85% of it in the source's
 engine (~6.5 us per event, 2,200 events/s; the recorder's side is the other 15%), so a 14 h day takes
-~22 CPU minutes; "messages" ~10 s per hour (14 h: 4 minutes). Peak RSS of the generation ~220 MB,
+~25 CPU minutes; "messages" ~10 s per hour (14 h: 4 minutes). Peak RSS of the generation ~220 MB,
 flat in the length of the day.
 
 Memory is bounded: segments are flushed every `SEGMENT_S` seconds of data, as the recorder flushes its
