@@ -352,11 +352,11 @@ def main() -> None:
     cached = " (cached; generated earlier)" if seconds < done["seconds"] / 2 else ""
     print(f"   generated in {done['seconds']:.1f} s = {total / done['seconds']:,.0f} rows/s{cached}")
     sides = [("generated", rates(root, args.market, date, args.symbol.upper()))]
-    if args.real is not None and args.real.is_dir():
-        real_depth = args.real / get_market(args.market).exchange / "depth"
-        real_day = next(real_depth.glob("date=*")).name.split("=")[1]
-        sides.insert(0, ("real capture", rates(args.real, args.market, dt.date.fromisoformat(real_day),
-                                               args.symbol.upper())))
+    real_days = sorted((args.real / get_market(args.market).exchange / "depth").glob(
+        f"date=*/symbol={args.symbol.upper()}"))
+    if real_days:  # the imported capture of this market and symbol, if there is one
+        real_day = dt.date.fromisoformat(real_days[0].parent.name.split("=")[1])
+        sides.insert(0, ("real capture", rates(args.real, args.market, real_day, args.symbol.upper())))
     print(f"   {'':14s} {'depth msg/s':>11s} {'levels/msg':>10s} {'depth rows/s':>12s} {'trades/s':>9s} "
           f"{'rows/s':>8s} {'span s':>8s}")
     for name, r in sides:
