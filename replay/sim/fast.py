@@ -239,9 +239,10 @@ def simulate(chunks: Iterable[EventArrays], symbol: str, params: SimParams, tick
                 else:
                     raise _builtin_error(params, fs, numbers)
             if ist[K.STARTED]:
-                _count_volume(columns, 0 if started_before else int(ist[K.START_ROW]), qty_step, volume)
-    except StrategyError as exc:
+                _count_volume(columns, 0 if started_before else int(ist[K.START_ROW]), len(chunk), qty_step, volume)
+    except StrategyError as exc:  # the reference stops in the decision, before the message's own effect
         stopped = exc
+        _count_volume(columns, 0 if started_before else int(ist[K.START_ROW]), int(ist[K.POS]), qty_step, volume)
     if ist[K.N_SERIES] + 1 > buffers.series_ts.shape[0]:
         buffers.grow(K.FULL_SERIES)
     K.finish(ist, fs, pi, pf, buffers.fills_i, buffers.gone, buffers.series_ts, buffers.series_f)
@@ -255,9 +256,9 @@ def simulate(chunks: Iterable[EventArrays], symbol: str, params: SimParams, tick
     return result
 
 
-def _count_volume(columns: tuple, start: int, qty_step: int, volume: dict) -> None:
+def _count_volume(columns: tuple, start: int, stop: int, qty_step: int, volume: dict) -> None:
     """The market volume the simulator counts: every trade from its first event on, per hour of arrival."""
-    kind, recv, qty = columns[0][start:], columns[2][start:], columns[6][start:]
+    kind, recv, qty = columns[0][start:stop], columns[2][start:stop], columns[6][start:stop]
     trades = kind == TRADE
     hours, qtys = recv[trades] // HOUR_NS, qty[trades] * qty_step
     volume["total"] += int(qtys.sum())
