@@ -216,7 +216,7 @@ def test_synthetic_day_with_gaps_and_resyncs_equals_the_reference(faulty_day, ov
 
 @st.composite
 def random_day(draw) -> EventArrays:
-    """Messages with a valid structure: a full book first, then diffs, trades, empty messages, and unsynced
+    """Messages with a valid structure: the book valid with a full book first, then diffs, trades, empty messages, and unsynced
     spans (INVALID, time passing, VALID, a full book again). Prices in ticks of 0.01 around 100."""
     rows: list[tuple[int, int, int, int, int, int, int]] = []
     now = 1_700_000_000_000_000_000
@@ -233,6 +233,7 @@ def random_day(draw) -> EventArrays:
         for i, (kind, side, price, qty) in enumerate(levels):
             rows.append((kind, END if i == len(levels) - 1 else 0, now, exch, side, price, qty))
 
+    rows.append((VALID, END, now, -1, 0, 0, 0))
     message(full_book())
     for _ in range(draw(st.integers(20, 160))):
         now += draw(st.integers(1, 80_000_000))
