@@ -120,6 +120,7 @@ def _initial_state(p: SimParams, pi: np.ndarray, levels: int) -> tuple[np.ndarra
     ist[K.WARMING] = pi[K.P_WARMING]
     ist[K.NEXT_DECISION] = pi[K.P_GRID]
     ist[K.BB], ist[K.BA] = -1, levels
+    ist[K.SET_LOW], ist[K.SET_HIGH] = levels, -1
     fs[K.A_NOW] = math.nan if p.A == AUTO else p.A
     fs[K.K_NOW] = math.nan if p.k == AUTO else p.k
     return ist, fs

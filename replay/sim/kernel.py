@@ -55,8 +55,9 @@ N_PF = 21
  C_UNSYNCED, C_PAUSES, UNSYNCED_NS, HAS_UNSYNCED, UNSYNCED_SINCE, TWO_SIDED, HAS_STAT, LAST_STAT, HAS_FIRST,
  FIRST_TS, LAST_TS, N_SERIES, N_FEED, N_ACTS, TR_START, TR_END, HAS_TR_FIRST, TR_FIRST, N_FITS, Q_OID_BUY,
  Q_OID_SELL, Q_PRICE_BUY, Q_PRICE_SELL, Q_SIZE_BUY, Q_SIZE_SELL, BB, BA, NB, NA, DEC_AT, FULL_MASK, FIT_NOW,
- FITTED, START_ROW, V_HAS_NEXT, V_NEXT, V_HAS_VAR, FV_HAS_NEXT, FV_NEXT, FV_HAS_VAR, USER_REASON) = range(72)
-N_IST = 72
+ FITTED, START_ROW, V_HAS_NEXT, V_NEXT, V_HAS_VAR, FV_HAS_NEXT, FV_NEXT, FV_HAS_VAR, USER_REASON, SET_LOW, SET_HIGH
+ ) = range(74)
+N_IST = 74
 # held counters (ist), in the order of HELD_NAMES
 HELD_BASE = N_IST
 HELD_NAMES = ("fee_floor", "min_spread", "max_spread", "hard_limit", "soft_limit", "lockout", "regime_pause",
@@ -841,13 +842,21 @@ def _apply_levels(kind, side, price, qty, start, end, ist, pi, bids, asks):
     levels = pi[P_LEVELS]
     for r in range(start, end + 1):
         k = kind[r]
-        if k == CLEAR:
-            bids[:] = 0
-            asks[:] = 0
+        if k == CLEAR:  # only the span levels were set in: a deep book's range can be millions of ticks
+            low, high = ist[SET_LOW], ist[SET_HIGH]
+            if low <= high:
+                bids[low:high + 1] = 0
+                asks[low:high + 1] = 0
+            ist[SET_LOW], ist[SET_HIGH] = levels, -1
             ist[BB], ist[BA], ist[NB], ist[NA] = -1, levels, 0, 0
         elif k == LEVEL:
             index = price[r] - pmin
             new = qty[r]
+            if new > 0:
+                if index < ist[SET_LOW]:
+                    ist[SET_LOW] = index
+                if index > ist[SET_HIGH]:
+                    ist[SET_HIGH] = index
             if side[r] == 1:
                 old = bids[index]
                 bids[index] = new
