@@ -95,12 +95,13 @@ def on_arrays(arrays: EventArrays, grid: int | None, horizon: int, overrides: di
               tick: int = UNIT // 10, lot: int = UNIT // 1000):
     """(reference result, log, kernel result, log): the reference fed the arrays' messages as ReplayEvents."""
     params = load_params(None, {**COMMON, **overrides})
-    reference = Reference("BTCUSDT", params, tick, lot, horizon, MAKER, TAKER, grid)
+    maker = params.maker_fee  # as run.py passes it
+    reference = Reference("BTCUSDT", params, tick, lot, horizon, maker, TAKER, grid)
     for event in events_from_arrays(arrays):
         reference.on_event(event)
     expected = reference.result()
     log: list[dict] = []
-    got = run_kernel(arrays, "BTCUSDT", params, tick, lot, horizon, MAKER, TAKER, grid, log.append, chunk_rows)
+    got = run_kernel(arrays, "BTCUSDT", params, tick, lot, horizon, maker, TAKER, grid, log.append, chunk_rows)
     return expected, reference.log, got, log
 
 
