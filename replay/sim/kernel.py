@@ -137,8 +137,19 @@ def _bit_length(high, low):
 
 
 @njit(cache=True)
+def _gcd(a, b):
+    while b:
+        a, b = b, a % b
+    return a
+
+
+@njit(cache=True)
 def _exact_ratio(a, b, d):
     """a × b / d correctly rounded to a float, as Python's int / int (a, b >= 0, 0 < d < 2^62)."""
+    common = _gcd(b, d)  # the same fraction in lowest terms: usually small enough to divide as floats
+    b, d = b // common, d // common
+    common = _gcd(a, d)
+    a, d = a // common, d // common
     high, low = _mul128(a, b)
     if high == 0 and low < np.uint64(1 << 53):
         return float(low) / float(d)  # both exact: one rounding, as Python's
@@ -183,24 +194,24 @@ def _exact_ratio(a, b, d):
     return math.ldexp(float(quotient), extra - shift)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _pymin(a, b):
     return b if b < a else a
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _pymax(a, b):
     return b if b > a else a
 
 
 # ---- small pieces of the reference ------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _offset(ist):
     return ist[CLOCK_OFFSET] if ist[HAS_OFFSET] else 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _latency(const, factor, fs):
     return np.int64(const * 1e9 + factor * fs[FEED_LAT])
 
@@ -221,7 +232,7 @@ def _pnl(ist, fs, pi):
     return _cash_value(ist, pi) + ist[INVENTORY] / UNIT * mid - fs[FEES]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _vol_update(ist, fs, has_next, next_ns, has_var, last_mid, wsum, weight, var, alpha, step_ns, step_s, ts, mid):
     """VolatilityEstimator.update over slots of the state vectors."""
     if not ist[has_next]:
@@ -243,7 +254,7 @@ def _vol_update(ist, fs, has_next, next_ns, has_var, last_mid, wsum, weight, var
     fs[last_mid] = mid
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _level(book, price, pi):
     """Displayed 1e-8 quantity at a 1e-8 price on one side of the array book (0 off the data's grid)."""
     step = pi[P_PRICE_STEP]
@@ -382,13 +393,11 @@ def _queue_depth(orders_i, orders_f, j, prev, new, power):
     orders_f[j, OF_AHEAD] = _pymin(estimate, float(new))
 
 
-@njit(cache=True)
-def _clock(exchange_ts, ist, fs, pi, pf, orders_i, orders_f, fills_i, fills_f, gone, acts_i, acts_f, bids, asks,
+@njit(cache=True, inline="always")
+def _clock(ist, fs, pi, pf, orders_i, orders_f, fills_i, fills_f, gone, acts_i, acts_f, bids, asks,
            rng):
-    """Advance exchange time: poisson draws, cancels take effect, arriving orders go live or are rejected."""
-    ist[EXCH_NOW] = max(ist[EXCH_NOW], exchange_ts)
-    if ist[N_ORDERS] == 0:
-        return
+    """Exchange time has advanced (ist[EXCH_NOW]) with orders out: poisson draws, cancels take effect, arriving
+    orders go live or are rejected."""
     now = ist[EXCH_NOW]
     if pi[P_MODEL] == POISSON and ist[HAS_MID]:
         j = 0
@@ -435,7 +444,7 @@ def _clock(exchange_ts, ist, fs, pi, pf, orders_i, orders_f, fills_i, fills_f, g
         j += 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _on_book(ist, fs, pi, pf, orders_i, orders_f, fills_i, fills_f, gone, acts_i, acts_f, bids, asks):
     bid, ask = ist[BEST_BID], ist[BEST_ASK]
     j = 0
@@ -458,7 +467,7 @@ def _on_book(ist, fs, pi, pf, orders_i, orders_f, fills_i, fills_f, gone, acts_i
         j += 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _on_trade(price, qty, buyer_is_maker, ist, fs, pi, pf, orders_i, orders_f, fills_i, fills_f, gone, acts_i,
               acts_f):
     j = 0
@@ -491,7 +500,7 @@ def _on_trade(price, qty, buyer_is_maker, ist, fs, pi, pf, orders_i, orders_f, f
         j += 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _learn_fills(now, ist, fills_i, gone):
     """What the strategy knows by local time `now`: its fills, and which of its orders are gone."""
     while ist[KNOWN_PTR] < ist[N_FILLS] and fills_i[ist[KNOWN_PTR], FI_KNOWN] <= now:
@@ -566,6 +575,8 @@ def _flatten(ist, fs, pi, pf, fills_i, fills_f, acts_i, acts_f, bids, asks):
 
 @njit(cache=True)
 def _check_kill(now, ist, fs, pi, pf, orders_i, fills_i, fills_f, acts_i, acts_f, bids, asks):
+    if not (pi[P_HAS_MAX_LOSS] or pi[P_HAS_MAX_DD]):
+        return False
     pnl = _pnl(ist, fs, pi)
     drawdown = fs[PEAK] - pnl
     reason = R_NONE
@@ -836,7 +847,7 @@ def _sample(now, ist, fs, pi, pf, series_ts, series_f):
 
 # ---- the array book -----------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _apply_levels(kind, side, price, qty, start, end, ist, pi, bids, asks):
     pmin = pi[P_PMIN]
     levels = pi[P_LEVELS]
@@ -889,7 +900,7 @@ def _apply_levels(kind, side, price, qty, start, end, ist, pi, bids, asks):
 
 # ---- the driver loop ----------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _room(ist, pi, orders_i, fills_i, gone, series_ts, feed, acts_i, trades_ts, trades_delta):
     """Before a message: enough room in every output for the most it can add; else the FULL mask."""
     n_orders = ist[N_ORDERS]
@@ -920,7 +931,7 @@ def _room(ist, pi, orders_i, fills_i, gone, series_ts, feed, acts_i, trades_ts, 
     return mask == 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _body(s, e, kind, recv, exch, side, price, qty, ist, fs, pi, pf, bids, asks, orders_i, orders_f, fills_i,
           fills_f, gone, acts_i, acts_f, series_ts, series_f, feed, trades_ts, trades_delta, rng):
     """Simulator.on_event after the decision; True when A and k are to be re-fitted (ist[FIT_NOW])."""
@@ -940,7 +951,9 @@ def _body(s, e, kind, recv, exch, side, price, qty, ist, fs, pi, pf, bids, asks,
             fs[FEED_LAT] += 0.01 * ((lat - ist[CLOCK_OFFSET]) - fs[FEED_LAT])
         else:
             ex = now - _offset(ist) - np.int64(fs[FEED_LAT])
-        _clock(ex, ist, fs, pi, pf, orders_i, orders_f, fills_i, fills_f, gone, acts_i, acts_f, bids, asks, rng)
+        ist[EXCH_NOW] = max(ist[EXCH_NOW], ex)
+        if ist[N_ORDERS] > 0:
+            _clock(ist, fs, pi, pf, orders_i, orders_f, fills_i, fills_f, gone, acts_i, acts_f, bids, asks, rng)
         step, pmin = pi[P_PRICE_STEP], pi[P_PMIN]
         bid = (ist[BB] + pmin) * step
         ask = (ist[BA] + pmin) * step
@@ -960,7 +973,9 @@ def _body(s, e, kind, recv, exch, side, price, qty, ist, fs, pi, pf, bids, asks,
         ex = exch[e]
         if ex == -1:
             ex = now - _offset(ist) - np.int64(fs[FEED_LAT])
-        _clock(ex, ist, fs, pi, pf, orders_i, orders_f, fills_i, fills_f, gone, acts_i, acts_f, bids, asks, rng)
+        ist[EXCH_NOW] = max(ist[EXCH_NOW], ex)
+        if ist[N_ORDERS] > 0:
+            _clock(ist, fs, pi, pf, orders_i, orders_f, fills_i, fills_f, gone, acts_i, acts_f, bids, asks, rng)
         trade_price = price[e] * pi[P_PRICE_STEP]
         trade_qty = qty[e] * pi[P_QTY_STEP]
         buyer_is_maker = side[e] == -1
