@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from recorder.numbers import parse_units
-from replay.prepared_format import LEVEL, TRADE, EventArrays
+from replay.prepared_format import LEVEL, EventArrays
 from replay.sim import kernel as K
 from replay.sim.calibrate import VolatilityEstimator, fit_intensity
 from replay.sim.engine import BUY, SIDE_NAME, UNIT, StrategyError
@@ -25,7 +25,6 @@ from replay.sim.strategies import BUILTIN, MarketState, Quote, Strategy, load_st
 
 STRATEGY_CODES = {"as": K.S_AS, "glft": K.S_GLFT, "join": K.S_JOIN, "fixed": K.S_FIXED}
 MODEL_CODES = {"queue": K.QUEUE, "cross": K.CROSS, "poisson": K.POISSON}
-HOUR_NS = 3_600_000_000_000
 FILL_REASONS = {K.R_CROSSED: "book crossed the quote", K.R_THROUGH: "trade printed through the quote",
                 K.R_QUEUE: "queue ahead traded away at our price", K.R_FLATTEN: "flatten on kill"}
 
@@ -39,9 +38,10 @@ def price_bounds(arrays: EventArrays) -> tuple[int, int]:
 class _Buffers:
     """The kernel's state and outputs; `grow` doubles the ones the kernel reported full."""
 
-    SIZES = {"orders": 16, "fills": 1024, "gone": 16, "series": 1024, "feed": 4096, "acts": 4096, "trades": 4096}
+    SIZES = {"orders": 16, "fills": 1024, "gone": 16, "series": 1024, "feed": 4096, "acts": 4096, "trades": 4096,
+             "hours": 32}
     FULL = {"orders": K.FULL_ORDERS, "fills": K.FULL_FILLS, "gone": K.FULL_GONE, "series": K.FULL_SERIES,
-            "feed": K.FULL_FEED, "acts": K.FULL_ACTS, "trades": K.FULL_TRADES}
+            "feed": K.FULL_FEED, "acts": K.FULL_ACTS, "trades": K.FULL_TRADES, "hours": K.FULL_HOURS}
 
     def __init__(self, levels: int) -> None:
         s = self.SIZES
@@ -54,10 +54,11 @@ class _Buffers:
         self.feed = np.zeros(s["feed"], np.int64)
         self.acts_i, self.acts_f = np.zeros((s["acts"], K.N_AI), np.int64), np.zeros((s["acts"], K.N_AF))
         self.trades_ts, self.trades_delta = np.zeros(s["trades"], np.int64), np.zeros(s["trades"])
+        self.hours = np.zeros((s["hours"], 2), np.int64)
 
     GROUPS = {"orders": ("orders_i", "orders_f"), "fills": ("fills_i", "fills_f"), "gone": ("gone",),
               "series": ("series_ts", "series_f"), "feed": ("feed",), "acts": ("acts_i", "acts_f"),
-              "trades": ("trades_ts", "trades_delta")}
+              "trades": ("trades_ts", "trades_delta"), "hours": ("hours",)}
 
     def grow(self, mask: int) -> None:
         for group, bit in self.FULL.items():
@@ -67,11 +68,6 @@ class _Buffers:
                     new = np.zeros((2 * old.shape[0], *old.shape[1:]), old.dtype)
                     new[: old.shape[0]] = old
                     setattr(self, name, new)
-
-    def outputs(self) -> tuple:
-        return (self.bids, self.asks, self.orders_i, self.orders_f, self.fills_i, self.fills_f, self.gone,
-                self.acts_i, self.acts_f, self.series_ts, self.series_f, self.feed, self.trades_ts,
-                self.trades_delta)
 
 
 def _parameters(p: SimParams, tick: int, lot: int, size: int, horizon_ns: int, maker_fee: float, taker_fee: float,
@@ -217,18 +213,16 @@ def simulate(chunks: Iterable[EventArrays], symbol: str, params: SimParams, tick
     rng = np.random.default_rng(params.seed)
     fits: list[dict] = []
     user_reasons: list[str] = []
-    volume = {"total": 0, "hourly": {}}
     stopped = None
     try:
         for chunk in chunks:
             columns = _columns(chunk, price_step, qty_step)
-            started_before = bool(ist[K.STARTED])
             ist[K.POS] = 0
             while True:
                 b = buffers
                 status = K.run(*columns, ist, fs, pi, pf, b.bids, b.asks, b.orders_i, b.orders_f, b.fills_i,
                                b.fills_f, b.gone, b.acts_i, b.acts_f, b.series_ts, b.series_f, b.feed, b.trades_ts,
-                               b.trades_delta, numbers, rng)
+                               b.trades_delta, b.hours, numbers, rng)
                 if status == K.DONE:
                     break
                 if status == K.FULL:
@@ -239,33 +233,19 @@ def simulate(chunks: Iterable[EventArrays], symbol: str, params: SimParams, tick
                     _refit(params, ist, fs, buffers, tick, fits)
                 else:
                     raise _builtin_error(params, fs, numbers)
-            if ist[K.STARTED]:
-                _count_volume(columns, 0 if started_before else int(ist[K.START_ROW]), len(chunk), qty_step, volume)
-    except StrategyError as exc:  # the reference stops in the decision, before the message's own effect
+    except StrategyError as exc:
         stopped = exc
-        _count_volume(columns, 0 if started_before else int(ist[K.START_ROW]), int(ist[K.POS]), qty_step, volume)
     if ist[K.N_SERIES] + 1 > buffers.series_ts.shape[0]:
         buffers.grow(K.FULL_SERIES)
     K.finish(ist, fs, pi, pf, buffers.fills_i, buffers.gone, buffers.series_ts, buffers.series_f)
     if log is not None:
         for entry in _log_entries(params, buffers, int(ist[K.N_ACTS]), user_reasons):
             log(entry)
-    result = _result(symbol, params, tick, lot, size, maker_fee, taker_fee, ist, fs, pi, buffers, fits, volume)
+    result = _result(symbol, params, tick, lot, size, maker_fee, taker_fee, ist, fs, pi, buffers, fits)
     if stopped is not None:
         stopped.result = result
         raise stopped
     return result
-
-
-def _count_volume(columns: tuple, start: int, stop: int, qty_step: int, volume: dict) -> None:
-    """The market volume the simulator counts: every trade from its first event on, per hour of arrival."""
-    kind, recv, qty = columns[0][start:stop], columns[2][start:stop], columns[6][start:stop]
-    trades = kind == TRADE
-    hours, qtys = recv[trades] // HOUR_NS, qty[trades] * qty_step
-    volume["total"] += int(qtys.sum())
-    hourly = volume["hourly"]
-    for hour in np.unique(hours):
-        hourly[int(hour)] = hourly.get(int(hour), 0) + int(qtys[hours == hour].sum())
 
 
 def _kill_text(params: SimParams, code: int, value: float) -> str:
@@ -361,8 +341,7 @@ def _log_entries(params: SimParams, buffers: _Buffers, count: int, user_reasons:
 
 
 def _result(symbol: str, p: SimParams, tick: int, lot: int, size: int, maker_fee: float, taker_fee: float,
-            ist: np.ndarray, fs: np.ndarray, pi: np.ndarray, b: _Buffers, fits: list[dict],
-            volume: dict) -> SimResult:
+            ist: np.ndarray, fs: np.ndarray, pi: np.ndarray, b: _Buffers, fits: list[dict]) -> SimResult:
     n = int(ist[K.N_FILLS])
     fi, ff = b.fills_i[:n], b.fills_f[:n]
     fills = {"exchange_ts": fi[:, K.FI_EXCH].copy(), "known_ts": fi[:, K.FI_KNOWN].copy(),
@@ -389,7 +368,8 @@ def _result(symbol: str, p: SimParams, tick: int, lot: int, size: int, maker_fee
         first_ts=int(ist[K.FIRST_TS]) if ist[K.HAS_FIRST] else None,
         last_ts=int(ist[K.LAST_TS]) if ist[K.HAS_FIRST] else None, unsynced_ns=int(ist[K.UNSYNCED_NS]),
         strategy_half_sum=float(fs[K.STRATEGY_HALF]), touch_half_sum=float(fs[K.TOUCH_HALF]),
-        two_sided=int(ist[K.TWO_SIDED]), market_volume=volume["total"], hourly_market_volume=volume["hourly"],
+        two_sided=int(ist[K.TWO_SIDED]), market_volume=int(ist[K.MARKET_VOLUME]),
+        hourly_market_volume={int(hour): int(qty) for hour, qty in b.hours[: int(ist[K.N_HOURS])]},
         time_at_soft=float(fs[K.TIME_SOFT]), time_at_hard=float(fs[K.TIME_HARD]),
         abs_q_time=float(fs[K.ABS_Q_TIME]), sampled_time=float(fs[K.SAMPLED_TIME]),
         max_drawdown=float(fs[K.MAX_DD]), clock_offset=int(ist[K.CLOCK_OFFSET]) if ist[K.HAS_OFFSET] else None,

@@ -55,9 +55,9 @@ N_PF = 21
  C_UNSYNCED, C_PAUSES, UNSYNCED_NS, HAS_UNSYNCED, UNSYNCED_SINCE, TWO_SIDED, HAS_STAT, LAST_STAT, HAS_FIRST,
  FIRST_TS, LAST_TS, N_SERIES, N_FEED, N_ACTS, TR_START, TR_END, HAS_TR_FIRST, TR_FIRST, N_FITS, Q_OID_BUY,
  Q_OID_SELL, Q_PRICE_BUY, Q_PRICE_SELL, Q_SIZE_BUY, Q_SIZE_SELL, BB, BA, NB, NA, DEC_AT, FULL_MASK, FIT_NOW,
- FITTED, START_ROW, V_HAS_NEXT, V_NEXT, V_HAS_VAR, FV_HAS_NEXT, FV_NEXT, FV_HAS_VAR, USER_REASON, SET_LOW, SET_HIGH
- ) = range(74)
-N_IST = 74
+ FITTED, V_HAS_NEXT, V_NEXT, V_HAS_VAR, FV_HAS_NEXT, FV_NEXT, FV_HAS_VAR, USER_REASON, SET_LOW, SET_HIGH,
+ MARKET_VOLUME, N_HOURS) = range(75)
+N_IST = 75
 # held counters (ist), in the order of HELD_NAMES
 HELD_BASE = N_IST
 HELD_NAMES = ("fee_floor", "min_spread", "max_spread", "hard_limit", "soft_limit", "lockout", "regime_pause",
@@ -101,7 +101,8 @@ W_WIDENED, W_NARROWED, W_POST_ONLY, W_SOFT, W_NO_QUOTE, W_HARD, W_LOCKOUT, W_NOT
     1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 # FULL_MASK bits: which output array the driver must enlarge
-FULL_ORDERS, FULL_FILLS, FULL_GONE, FULL_SERIES, FULL_FEED, FULL_ACTS, FULL_TRADES = 1, 2, 4, 8, 16, 32, 64
+FULL_ORDERS, FULL_FILLS, FULL_GONE, FULL_SERIES, FULL_FEED, FULL_ACTS, FULL_TRADES, FULL_HOURS = 1, 2, 4, 8, 16, 32, 64, 128
+HOUR_NS = 3_600_000_000_000
 
 
 # ---- exact arithmetic ------------------------------------------------------------------------------------
@@ -901,7 +902,7 @@ def _apply_levels(kind, side, price, qty, start, end, ist, pi, bids, asks):
 # ---- the driver loop ----------------------------------------------------------------------------------------
 
 @njit(cache=True, inline="always")
-def _room(ist, pi, orders_i, fills_i, gone, series_ts, feed, acts_i, trades_ts, trades_delta):
+def _room(ist, pi, orders_i, fills_i, gone, series_ts, feed, acts_i, trades_ts, trades_delta, hours):
     """Before a message: enough room in every output for the most it can add; else the FULL mask."""
     n_orders = ist[N_ORDERS]
     flatten = ist[NB] + ist[NA] if pi[P_FLATTEN] and not ist[KILLED] else 0
@@ -927,13 +928,15 @@ def _room(ist, pi, orders_i, fills_i, gone, series_ts, feed, acts_i, trades_ts, 
             ist[TR_START], ist[TR_END] = 0, count
         if ist[TR_END] + 1 > trades_ts.shape[0]:
             mask |= FULL_TRADES
+    if ist[N_HOURS] + 1 > hours.shape[0]:
+        mask |= FULL_HOURS
     ist[FULL_MASK] = mask
     return mask == 0
 
 
 @njit(cache=True, inline="always")
 def _body(s, e, kind, recv, exch, side, price, qty, ist, fs, pi, pf, bids, asks, orders_i, orders_f, fills_i,
-          fills_f, gone, acts_i, acts_f, series_ts, series_f, feed, trades_ts, trades_delta, rng):
+          fills_f, gone, acts_i, acts_f, series_ts, series_f, feed, trades_ts, trades_delta, hours, rng):
     """Simulator.on_event after the decision; True when A and k are to be re-fitted (ist[FIT_NOW])."""
     now = recv[e]
     k = kind[e]
@@ -979,6 +982,7 @@ def _body(s, e, kind, recv, exch, side, price, qty, ist, fs, pi, pf, bids, asks,
         trade_price = price[e] * pi[P_PRICE_STEP]
         trade_qty = qty[e] * pi[P_QTY_STEP]
         buyer_is_maker = side[e] == -1
+        _count_volume(now, trade_qty, ist, hours)
         if ist[HAS_MID] and ist[VALID_NOW]:
             px = trade_price / UNIT
             delta = fs[MID] - px if buyer_is_maker else px - fs[MID]
@@ -1029,6 +1033,21 @@ def _body(s, e, kind, recv, exch, side, price, qty, ist, fs, pi, pf, bids, asks,
     return False
 
 
+@njit(cache=True, inline="always")
+def _count_volume(now, qty, ist, hours):
+    """Market volume while simulating, in total and per hour of arrival (hours: rows of hour, volume)."""
+    ist[MARKET_VOLUME] += qty
+    hour = now // HOUR_NS
+    n = ist[N_HOURS]
+    for h in range(n - 1, -1, -1):
+        if hours[h, 0] == hour:
+            hours[h, 1] += qty
+            return
+    hours[n, 0] = hour
+    hours[n, 1] = qty
+    ist[N_HOURS] = n + 1
+
+
 @njit(cache=True)
 def _after_fit(ist, pi):
     fitted = ist[FITTED] or ist[N_FITS] > 0
@@ -1037,7 +1056,7 @@ def _after_fit(ist, pi):
 
 @njit(cache=True)
 def run(kind, flags, recv, exch, side, price, qty, ist, fs, pi, pf, bids, asks, orders_i, orders_f, fills_i,
-        fills_f, gone, acts_i, acts_f, series_ts, series_f, feed, trades_ts, trades_delta, numbers, rng):
+        fills_f, gone, acts_i, acts_f, series_ts, series_f, feed, trades_ts, trades_delta, hours, numbers, rng):
     """Walk rows from ist[POS] to the end of the arrays; returns DONE, FULL, QUOTE, FIT or BAD_QUOTE."""
     n = len(kind)
     i = ist[POS]
@@ -1047,7 +1066,7 @@ def run(kind, flags, recv, exch, side, price, qty, ist, fs, pi, pf, bids, asks, 
             e += 1
         phase = ist[PHASE]
         if phase == PH_START:
-            if not _room(ist, pi, orders_i, fills_i, gone, series_ts, feed, acts_i, trades_ts, trades_delta):
+            if not _room(ist, pi, orders_i, fills_i, gone, series_ts, feed, acts_i, trades_ts, trades_delta, hours):
                 ist[POS] = i
                 return FULL
             _apply_levels(kind, side, price, qty, i, e, ist, pi, bids, asks)
@@ -1056,7 +1075,6 @@ def run(kind, flags, recv, exch, side, price, qty, ist, fs, pi, pf, bids, asks, 
                 if (k == LEVEL or k == CLEAR or k == EMPTY) and ist[NB] > 0 and ist[NA] > 0:
                     ist[STARTED] = 1
                     ist[VALID_NOW] = 1
-                    ist[START_ROW] = i
                 else:
                     i = e + 1
                     continue
@@ -1099,7 +1117,7 @@ def run(kind, flags, recv, exch, side, price, qty, ist, fs, pi, pf, bids, asks, 
         if phase == PH_BODY:
             if _body(i, e, kind, recv, exch, side, price, qty, ist, fs, pi, pf, bids, asks, orders_i, orders_f,
                      fills_i, fills_f, gone, acts_i, acts_f, series_ts, series_f, feed, trades_ts, trades_delta,
-                     rng):
+                     hours, rng):
                 ist[POS] = i
                 ist[PHASE] = PH_FITTED
                 return FIT
