@@ -15,8 +15,20 @@ from dataclasses import fields
 import numpy as np
 
 from recorder.book import OrderBook
-from replay.engine import BOOK_INVALID, BOOK_VALID, DEPTH, SNAPSHOT, TRADE as TRADE_EVENT, ReplayEvent
-from replay.prepared_format import CLEAR, EMPTY, END, INVALID, LEVEL, TIME, TRADE, VALID, EventArrays, arrays_from_events
+from replay.engine import BOOK_INVALID, BOOK_VALID, DEPTH, SNAPSHOT, ReplayEvent
+from replay.engine import TRADE as TRADE_EVENT
+from replay.prepared_format import (
+    CLEAR,
+    EMPTY,
+    END,
+    INVALID,
+    LEVEL,
+    TIME,
+    TRADE,
+    VALID,
+    EventArrays,
+    arrays_from_events,
+)
 from replay.sim.engine import Simulator
 from replay.sim.fast import price_bounds, simulate
 from replay.sim.params import SimParams

@@ -16,8 +16,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recorder.markets import get_market
-from replay.engine import TRADE as TRADE_CHANNEL, DayReplay
-from replay.prepared_format import CLEAR, EMPTY, END, INVALID, LEVEL, TIME, TRADE, VALID, EventArrays, arrays_from_events
+from replay.engine import TRADE as TRADE_CHANNEL
+from replay.engine import DayReplay
+from replay.prepared_format import (
+    CLEAR,
+    EMPTY,
+    END,
+    INVALID,
+    LEVEL,
+    TIME,
+    TRADE,
+    VALID,
+    EventArrays,
+    arrays_from_events,
+)
 from replay.sim.engine import StrategyError
 from replay.sim.params import load_params
 from replay.sim.strategies import Quote
@@ -112,7 +124,7 @@ def assert_all_same(expected, expected_log, got, got_log) -> None:
 
 @pytest.mark.parametrize("market", CAPTURES)
 def test_real_capture_equals_the_reference(captures, market):
-    name, symbol, tick, lot = CAPTURES[market]
+    _, symbol, tick, lot = CAPTURES[market]
     params = load_params(None, {**COMMON, "strategy": "join", "response_latency": "feed"})
     expected, expected_log, got, got_log = both_on_replay(replay_of(captures[market], market), symbol, params, tick,
                                                           lot, MAKER, TAKER, max_events=15_000, chunk_rows=4_000)

@@ -35,35 +35,33 @@ def price_bounds(arrays: EventArrays) -> tuple[int, int]:
     return (int(levels.min()), int(levels.max())) if len(levels) else (0, 0)
 
 
-class _Buffers:
-    """The kernel's state and outputs; `grow` doubles the ones the kernel reported full."""
+# the kernel's growable outputs: initial rows, the FULL bit the kernel reports, the arrays (name, columns, dtype)
+BUFFERS = {
+    "orders": (16, K.FULL_ORDERS, (("orders_i", K.N_OI, np.int64), ("orders_f", K.N_OF, np.float64))),
+    "fills": (1024, K.FULL_FILLS, (("fills_i", K.N_FI, np.int64), ("fills_f", K.N_FF, np.float64))),
+    "gone": (16, K.FULL_GONE, (("gone", K.N_GI, np.int64),)),
+    "series": (1024, K.FULL_SERIES, (("series_ts", 0, np.int64), ("series_f", K.N_SF, np.float64))),
+    "feed": (4096, K.FULL_FEED, (("feed", 0, np.int64),)),
+    "acts": (4096, K.FULL_ACTS, (("acts_i", K.N_AI, np.int64), ("acts_f", K.N_AF, np.float64))),
+    "trades": (4096, K.FULL_TRADES, (("trades_ts", 0, np.int64), ("trades_delta", 0, np.float64))),
+    "hours": (32, K.FULL_HOURS, (("hours", 2, np.int64),)),
+}
 
-    SIZES = {"orders": 16, "fills": 1024, "gone": 16, "series": 1024, "feed": 4096, "acts": 4096, "trades": 4096,
-             "hours": 32}
-    FULL = {"orders": K.FULL_ORDERS, "fills": K.FULL_FILLS, "gone": K.FULL_GONE, "series": K.FULL_SERIES,
-            "feed": K.FULL_FEED, "acts": K.FULL_ACTS, "trades": K.FULL_TRADES, "hours": K.FULL_HOURS}
+
+class _Buffers:
+    """The array book and the kernel's outputs; `grow` doubles the ones the kernel reported full."""
 
     def __init__(self, levels: int) -> None:
-        s = self.SIZES
         self.bids = np.zeros(levels, np.int64)
         self.asks = np.zeros(levels, np.int64)
-        self.orders_i, self.orders_f = np.zeros((s["orders"], K.N_OI), np.int64), np.zeros((s["orders"], K.N_OF))
-        self.fills_i, self.fills_f = np.zeros((s["fills"], K.N_FI), np.int64), np.zeros((s["fills"], K.N_FF))
-        self.gone = np.zeros((s["gone"], K.N_GI), np.int64)
-        self.series_ts, self.series_f = np.zeros(s["series"], np.int64), np.zeros((s["series"], K.N_SF))
-        self.feed = np.zeros(s["feed"], np.int64)
-        self.acts_i, self.acts_f = np.zeros((s["acts"], K.N_AI), np.int64), np.zeros((s["acts"], K.N_AF))
-        self.trades_ts, self.trades_delta = np.zeros(s["trades"], np.int64), np.zeros(s["trades"])
-        self.hours = np.zeros((s["hours"], 2), np.int64)
-
-    GROUPS = {"orders": ("orders_i", "orders_f"), "fills": ("fills_i", "fills_f"), "gone": ("gone",),
-              "series": ("series_ts", "series_f"), "feed": ("feed",), "acts": ("acts_i", "acts_f"),
-              "trades": ("trades_ts", "trades_delta"), "hours": ("hours",)}
+        for rows, _, arrays in BUFFERS.values():
+            for name, columns, dtype in arrays:
+                setattr(self, name, np.zeros((rows, columns) if columns else rows, dtype))
 
     def grow(self, mask: int) -> None:
-        for group, bit in self.FULL.items():
+        for _, bit, arrays in BUFFERS.values():
             if mask & bit:
-                for name in self.GROUPS[group]:
+                for name, _, _ in arrays:
                     old = getattr(self, name)
                     new = np.zeros((2 * old.shape[0], *old.shape[1:]), old.dtype)
                     new[: old.shape[0]] = old
@@ -100,7 +98,7 @@ def _parameters(p: SimParams, tick: int, lot: int, size: int, horizon_ns: int, m
         K.F_TAKER: taker_fee, K.F_SOFT: p.soft_limit, K.F_HARD: p.hard_limit, K.F_MAX_LOSS: p.max_loss or 0.0,
         K.F_MAX_DD: p.max_drawdown or 0.0, K.F_PAUSE: p.pause_vol_ratio or 0.0, K.F_QPOW: p.queue_power,
         K.F_ENTRY_C: entry[0], K.F_ENTRY_F: entry[1], K.F_RESP_C: response[0], K.F_RESP_F: response[1],
-        K.F_ALPHA_SLOW: slow.alpha, K.F_ALPHA_FAST: fast.alpha, K.F_VOL_STEP_S: slow.step_s, K.F_TICK: tick / UNIT,
+        K.F_ALPHA_SLOW: slow.alpha, K.F_ALPHA_FAST: fast.alpha, K.F_VOL_STEP_S: slow.step_s,
     }
     for index, value in ints.items():
         pi[index] = int(value)
@@ -196,8 +194,9 @@ def simulate(chunks: Iterable[EventArrays], symbol: str, params: SimParams, tick
 
     The simulator starts at the first book message with both sides, as run.py creates it. `price_min` and
     `price_max` (ticks of `price_step`) bound the array book: `price_bounds` of the day. A user strategy (not a
-    built-in) is loaded from `params` unless given. On a `StrategyError` the partial record is on the
-    exception as `.result`.
+    built-in) is loaded from `params` unless given. `log` receives the decision log's entries at the end,
+    written from the kernel's action arrays (the same dicts, in the same order, as the reference logs as it
+    goes). On a `StrategyError` the partial record is on the exception as `.result` (and the log is written).
     """
     builtin = params.strategy in BUILTIN
     if not builtin and strategy is None:

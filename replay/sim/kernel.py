@@ -45,8 +45,8 @@ N_PI = 35
 # -- float64 parameters (pf)
 (F_GAMMA, F_SIGMA, F_HALF, F_MIN_SPREAD, F_MAX_SPREAD, F_MAKER, F_TAKER, F_SOFT, F_HARD, F_MAX_LOSS,
  F_MAX_DD, F_PAUSE, F_QPOW, F_ENTRY_C, F_ENTRY_F, F_RESP_C, F_RESP_F, F_ALPHA_SLOW, F_ALPHA_FAST, F_VOL_STEP_S,
- F_TICK) = range(21)
-N_PF = 21
+ ) = range(20)
+N_PF = 20
 
 # -- int64 state (ist)
 (POS, PHASE, STARTED, VALID_NOW, N_ORDERS, NEXT_OID, EXCH_NOW, HAS_OFFSET, CLOCK_OFFSET, INVENTORY, CASH,
@@ -197,12 +197,12 @@ def _exact_ratio(a, b, d):
 
 @njit(cache=True, inline="always")
 def _pymin(a, b):
-    return b if b < a else a
+    return min(a, b)
 
 
 @njit(cache=True, inline="always")
 def _pymax(a, b):
-    return b if b > a else a
+    return max(a, b)
 
 
 # ---- small pieces of the reference ------------------------------------------------------------------------
@@ -413,10 +413,10 @@ def _clock(ist, fs, pi, pf, orders_i, orders_f, fills_i, fills_f, gone, acts_i, 
                 continue
             delta = abs(orders_i[j, O_PRICE] / UNIT - fs[MID])
             rate = fs[A_NOW] * math.exp(-fs[K_NOW] * delta)
-            if rate > 0 and rng.random() < _pymin(1.0, rate * dt):
-                if _fill_order(ist, fs, pi, pf, orders_i, orders_f, j, orders_i[j, O_QTY], fills_i, fills_f, gone,
-                               acts_i, acts_f, R_POISSON, delta):
-                    continue
+            if rate > 0 and rng.random() < _pymin(1.0, rate * dt) and _fill_order(
+                    ist, fs, pi, pf, orders_i, orders_f, j, orders_i[j, O_QTY], fills_i, fills_f, gone, acts_i, acts_f,
+                    R_POISSON, delta):
+                continue
             j += 1
     j = 0
     while j < ist[N_ORDERS]:
@@ -865,17 +865,14 @@ def _apply_levels(kind, side, price, qty, start, end, ist, pi, bids, asks):
             index = price[r] - pmin
             new = qty[r]
             if new > 0:
-                if index < ist[SET_LOW]:
-                    ist[SET_LOW] = index
-                if index > ist[SET_HIGH]:
-                    ist[SET_HIGH] = index
+                ist[SET_LOW] = min(ist[SET_LOW], index)
+                ist[SET_HIGH] = max(ist[SET_HIGH], index)
             if side[r] == 1:
                 old = bids[index]
                 bids[index] = new
                 if new > 0:
                     ist[NB] += 1 if old == 0 else 0
-                    if index > ist[BB]:
-                        ist[BB] = index
+                    ist[BB] = max(ist[BB], index)
                 elif old > 0:
                     ist[NB] -= 1
                     if index == ist[BB]:
@@ -888,8 +885,7 @@ def _apply_levels(kind, side, price, qty, start, end, ist, pi, bids, asks):
                 asks[index] = new
                 if new > 0:
                     ist[NA] += 1 if old == 0 else 0
-                    if index < ist[BA]:
-                        ist[BA] = index
+                    ist[BA] = min(ist[BA], index)
                 elif old > 0:
                     ist[NA] -= 1
                     if index == ist[BA]:
