@@ -298,3 +298,39 @@ def test_exact_ratio_rounds_as_python_divides():
     wrong = [(a, b) for a, b in cases if _exact_ratio(a, b, 10**16) != a * b / 10**16]
     assert len(cases) == 204 and not wrong
     assert math.isfinite(_exact_ratio(2**62, 2**62, 1))
+
+
+TINY_DAY = """
+import numpy as np
+from replay.prepared_format import CLEAR, END, LEVEL, TRADE, VALID, EventArrays
+from replay.sim import kernel
+from replay.sim.fast import simulate
+from replay.sim.params import SimParams
+
+t = 1_700_000_000_000_000_000
+rows = [(VALID, END, t, -1, 0, 0, 0), (CLEAR, 0, t, t - 5, 0, 0, 0), (LEVEL, 0, t, t - 5, 1, 99, 2),
+        (LEVEL, END, t, t - 5, -1, 101, 2), (TRADE, END, t + 10**9, t + 10**9 - 5, -1, 98, 1),
+        (TRADE, END, t + 2 * 10**9, t + 2 * 10**9 - 5, -1, 98, 1)]
+table = np.array(rows, dtype=np.int64)
+arrays = EventArrays(table[:, 0].astype(np.uint8), table[:, 1].astype(np.uint8), table[:, 2].copy(),
+                     table[:, 3].copy(), table[:, 4].astype(np.int8), table[:, 5].copy(), table[:, 6].copy(),
+                     10**8, 10**5)
+result = simulate([arrays], "X", SimParams(strategy="join").check(), 10**8, 10**5, t + 10**10, 0.0, 0.0, None,
+                  10**8, 10**5, 99, 101)
+print(len(result.fills["qty"]), len(kernel.run.stats.cache_hits), len(kernel.run.stats.cache_misses))
+"""
+
+
+def test_a_second_process_loads_the_compiled_kernel_from_the_cache():
+    import subprocess
+    import sys
+
+    def tiny_day() -> tuple[int, int, int]:
+        done = subprocess.run([sys.executable, "-c", TINY_DAY], capture_output=True, text=True, cwd=ROOT,
+                              timeout=600, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, check=False)
+        assert done.returncode == 0, done.stderr
+        fills, hits, misses = map(int, done.stdout.split())
+        return fills, hits, misses
+
+    tiny_day()  # compiles, or loads, and leaves the cache
+    assert tiny_day() == (1, 1, 0)  # one fill; the kernel loaded from the cache, not compiled
