@@ -274,16 +274,20 @@ def random_day(draw) -> EventArrays:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(day=random_day(), strategy=st.sampled_from(["join", "fixed", "as"]),
+@given(day=random_day(), strategy=st.sampled_from(["join", "fixed", "as", "glft"]),
        model=st.sampled_from(["queue", "cross", "poisson"]), latency=st.sampled_from(["0ms", "20ms", "feed*3"]),
        partial=st.booleans(), interval=st.sampled_from(["30ms", "200ms"]), tick=st.sampled_from([1, 5]),
-       chunk_rows=st.sampled_from([None, 7]))
+       chunk_rows=st.sampled_from([None, 7]), practical=st.sampled_from([
+           {}, {"max_loss": "0.0005", "flatten_on_kill": "true"}, {"max_drawdown": "0.001"},
+           {"fill_lockout": "0.05", "tolerance_ticks": "1", "min_spread": "0.08", "max_spread": "0.2"},
+           {"pause_vol_ratio": "1.1", "fast_sigma_halflife": "1", "sigma_halflife": "4"}]))
 def test_random_books_and_trades_equal_the_reference(day, strategy, model, latency, partial, interval, tick,
-                                                     chunk_rows):
+                                                     chunk_rows, practical):
     overrides = {"strategy": strategy, "fill_model": model, "entry_latency": latency, "response_latency": latency,
                  "partial_fills": str(partial), "requote_interval": interval, "half_spread": "0.05",
                  "sigma": "0.01", "A": "2", "k": "10", "gamma": "0.1", "order_size": "0.002",
-                 "soft_limit": "2", "hard_limit": "5", "reject_lockout": "0.1", "sample_interval": "200ms"}
+                 "soft_limit": "2", "hard_limit": "5", "reject_lockout": "0.1", "sample_interval": "200ms",
+                 **practical}
     expected, expected_log, got, got_log = on_arrays(day, None, int(day.recv_ts[-1]), overrides, chunk_rows,
                                                      tick=tick * UNIT // 100, lot=UNIT // 1000)
     assert_all_same(expected, expected_log, got, got_log)
