@@ -155,7 +155,7 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_every_feature_equals_the_reference(usdm, case):
     arrays, grid, horizon = usdm
-    expected, expected_log, got, got_log = on_arrays(arrays, grid, horizon, CASES[case])
+    expected, expected_log, got, got_log = on_arrays(arrays, grid, horizon, CASES[case], chunk_rows=20_000)
     assert expected.counts["orders"] > 10
     assert_all_same(expected, expected_log, got, got_log)
     if "fitted" in case:
