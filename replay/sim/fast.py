@@ -234,8 +234,6 @@ def simulate(chunks: Iterable[EventArrays], symbol: str, params: SimParams, tick
                     raise _builtin_error(params, fs, numbers)
     except StrategyError as exc:
         stopped = exc
-    if ist[K.N_SERIES] + 1 > buffers.series_ts.shape[0]:
-        buffers.grow(K.FULL_SERIES)
     K.finish(ist, fs, pi, pf, buffers.fills_i, buffers.gone, buffers.series_ts, buffers.series_f)
     if log is not None:
         for entry in _log_entries(params, buffers, int(ist[K.N_ACTS]), user_reasons):

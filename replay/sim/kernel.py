@@ -1127,7 +1127,7 @@ def run(kind, flags, recv, exch, side, price, qty, ist, fs, pi, pf, bids, asks, 
 
 @njit(cache=True)
 def finish(ist, fs, pi, pf, fills_i, gone, series_ts, series_f):
-    """Simulator.finish: close the unsynced span, learn the fills, a last sample."""
+    """Simulator.finish: close the unsynced span, learn the fills, a last sample (`_room` keeps space for it)."""
     if ist[HAS_UNSYNCED] and ist[HAS_FIRST]:
         ist[UNSYNCED_NS] += ist[LAST_TS] - ist[UNSYNCED_SINCE]
         ist[HAS_UNSYNCED] = 0
