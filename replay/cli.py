@@ -222,7 +222,7 @@ def _run_backtest(plan, params, pacer, exchange_time: bool, out: Path, market: s
 
     from replay.sim.campaign import run_days
     from replay.sim.report import print_days
-    from replay.sim.run import print_outcome, run_id
+    from replay.sim.run import backtest, backtest_prepared, print_outcome, run_id
     from replay.view import wide_console
     from schemas import DatasetError
 
@@ -231,8 +231,10 @@ def _run_backtest(plan, params, pacer, exchange_time: bool, out: Path, market: s
     run = run_id(params, market, symbols, [day.replay.date for day in plan], **choices)
     combined = len(plan) > 1 or len(symbols) > 1
     try:
+        # at --speed max the prepared days go through the kernel; paced runs feed the reference event by event
         result = run_days(plan, params, run, pacer, carry=carry, exchange_time=exchange_time,
-                          out=out if combined else None, console=Console(stderr=True), progress=progress)
+                          out=out if combined else None, console=Console(stderr=True), progress=progress,
+                          simulate=backtest_prepared if pacer.speed is None else backtest)
     except (ValueError, DatasetError) as e:
         _fail(str(e), debug, e)
         return

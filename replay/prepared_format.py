@@ -59,6 +59,10 @@ class EventArrays:
     def columns(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in COLUMNS}
 
+    def head(self, rows: int) -> EventArrays:
+        """The first `rows` rows (views); end them at a row flagged END."""
+        return EventArrays(*(column[:rows] for column in self.columns().values()), self.price_step, self.qty_step)
+
 
 def event_rows(events: Iterable, replay, symbol: str) -> Iterator[tuple[int, int, int, int, int, int, int]]:
     """`symbol`'s rows (kind, flags, recv_ts, exch_ts, side, price, qty; price and qty in 1e-8 units) from a

@@ -40,9 +40,11 @@ class Reference:
     """The reference as run.py drives it: created on the first valid book with both sides."""
 
     def __init__(self, symbol: str, params: SimParams, tick: int, lot: int, horizon_ns: int, maker_fee: float,
-                 taker_fee: float, grid_start_ns: int | None, strategy=None) -> None:
+                 taker_fee: float, grid_start_ns: int | None, strategy=None,
+                 opening: tuple[int, int] | None = None) -> None:
         self.args = (symbol, params, strategy or load_strategy(params), tick, lot, horizon_ns, maker_fee, taker_fee)
         self.grid_start_ns = grid_start_ns
+        self.opening = opening
         self.log: list[dict] = []
         self.sim: Simulator | None = None
 
@@ -52,7 +54,8 @@ class Reference:
                 return
             if not event.book.bids or not event.book.asks:
                 return
-            self.sim = Simulator(*self.args, log=self.log.append, grid_start_ns=self.grid_start_ns)
+            self.sim = Simulator(*self.args, log=self.log.append, grid_start_ns=self.grid_start_ns,
+                                 opening=self.opening)
             self.sim.valid = True
         self.sim.on_event(event)
 
@@ -86,11 +89,11 @@ def both_on_replay(replay, symbol: str, params: SimParams, tick: int, lot: int, 
 
 def run_kernel(arrays: EventArrays, symbol: str, params: SimParams, tick: int, lot: int, horizon_ns: int,
                maker_fee: float, taker_fee: float, grid_start_ns: int | None, log=None, chunk_rows: int | None = None,
-               strategy=None) -> SimResult:
+               strategy=None, opening: tuple[int, int] | None = None) -> SimResult:
     low, high = price_bounds(arrays)
     return simulate(chunked(arrays, chunk_rows) if chunk_rows else [arrays], symbol, params, tick, lot, horizon_ns,
                     maker_fee, taker_fee, grid_start_ns, arrays.price_step, arrays.qty_step, low, high, log,
-                    strategy)
+                    strategy, opening)
 
 
 def chunked(arrays: EventArrays, rows: int) -> Iterator[EventArrays]:

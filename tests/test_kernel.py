@@ -104,16 +104,17 @@ def usdm(captures) -> tuple[EventArrays, int, int]:
 
 
 def on_arrays(arrays: EventArrays, grid: int | None, horizon: int, overrides: dict, chunk_rows: int | None = None,
-              tick: int = UNIT // 10, lot: int = UNIT // 1000):
+              tick: int = UNIT // 10, lot: int = UNIT // 1000, opening: tuple[int, int] | None = None):
     """(reference result, log, kernel result, log): the reference fed the arrays' messages as ReplayEvents."""
     params = load_params(None, {**COMMON, **overrides})
     maker = params.maker_fee  # as run.py passes it
-    reference = Reference("BTCUSDT", params, tick, lot, horizon, maker, TAKER, grid)
+    reference = Reference("BTCUSDT", params, tick, lot, horizon, maker, TAKER, grid, opening=opening)
     for event in events_from_arrays(arrays):
         reference.on_event(event)
     expected = reference.result()
     log: list[dict] = []
-    got = run_kernel(arrays, "BTCUSDT", params, tick, lot, horizon, maker, TAKER, grid, log.append, chunk_rows)
+    got = run_kernel(arrays, "BTCUSDT", params, tick, lot, horizon, maker, TAKER, grid, log.append, chunk_rows,
+                     opening=opening)
     return expected, reference.log, got, log
 
 
@@ -338,3 +339,15 @@ def test_a_second_process_loads_the_compiled_kernel_from_the_cache():
 
     tiny_day()  # compiles, or loads, and leaves the cache
     assert tiny_day() == (1, 1, 0)  # one fill; the kernel loaded from the cache, not compiled
+
+
+def test_a_carried_position_equals_the_reference(usdm):
+    """A day opened with the previous close's inventory (--carry-inventory), marked half a tick off the grid."""
+    arrays, grid, horizon = usdm
+    opening = (3 * UNIT // 1000, 6_123_405_000_000)  # 0.003 BTC at 61,234.05
+    overrides = {"strategy": "as", "gamma": "0.05", "sigma": "2", "A": "1", "k": "0.5", "soft_limit": "2",
+                 "hard_limit": "6"}
+    expected, expected_log, got, got_log = on_arrays(arrays, grid, horizon, overrides, chunk_rows=5_000,
+                                                     opening=opening)
+    assert expected.series["inventory"][0] == pytest.approx(0.003) and expected.inventory_pnl != 0
+    assert_all_same(expected, expected_log, got, got_log)

@@ -120,6 +120,18 @@ def _initial_state(p: SimParams, pi: np.ndarray, levels: int) -> tuple[np.ndarra
     return ist, fs
 
 
+def _open(opening: tuple[int, int], ist: np.ndarray, fs: np.ndarray, pi: np.ndarray) -> None:
+    """A position carried over from the previous day, as the reference's `Accounts.open`: held as if bought at
+    the mark (the cash units shrink so that −inventory × mark stays an exact count of them)."""
+    inventory, mark = opening
+    pi[K.P_CASH_P] = math.gcd(int(pi[K.P_CASH_P]), mark)
+    pi[K.P_CASH_Q] = math.gcd(int(pi[K.P_CASH_Q]), inventory)
+    ist[K.INVENTORY] = ist[K.KNOWN_INV] = inventory
+    ist[K.CASH] = -(inventory // pi[K.P_CASH_Q]) * (mark // pi[K.P_CASH_P])
+    fs[K.AVG_COST] = fs[K.MID] = mark / UNIT
+    ist[K.MARKED] = 1
+
+
 def _columns(chunk: EventArrays, price_step: int, qty_step: int) -> tuple:
     """The chunk's columns, prices and quantities in the day's steps."""
     if len(chunk) and not chunk.flags[-1] & K.END:
@@ -189,7 +201,7 @@ def _refit(p: SimParams, ist: np.ndarray, fs: np.ndarray, buffers: _Buffers, tic
 def simulate(chunks: Iterable[EventArrays], symbol: str, params: SimParams, tick: int, lot: int, horizon_ns: int,
              maker_fee: float, taker_fee: float, grid_start_ns: int | None, price_step: int, qty_step: int,
              price_min: int, price_max: int, log: Callable[[dict], None] | None = None,
-             strategy: Strategy | None = None) -> SimResult:
+             strategy: Strategy | None = None, opening: tuple[int, int] | None = None) -> SimResult:
     """One symbol's backtest on the kernel: the same `SimResult` the reference `Simulator` gives for these events.
 
     The simulator starts at the first book message with both sides, as run.py creates it. `price_min` and
@@ -207,6 +219,8 @@ def simulate(chunks: Iterable[EventArrays], symbol: str, params: SimParams, tick
     pi, pf = _parameters(params, tick, lot, size, horizon_ns, maker_fee, taker_fee, grid_start_ns, price_step,
                          qty_step, price_min, levels, builtin)
     ist, fs = _initial_state(params, pi, levels)
+    if opening is not None:
+        _open(opening, ist, fs, pi)
     buffers = _Buffers(levels)
     numbers = np.zeros(4)
     rng = np.random.default_rng(params.seed)

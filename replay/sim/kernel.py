@@ -56,8 +56,8 @@ N_PF = 20
  FIRST_TS, LAST_TS, N_SERIES, N_FEED, N_ACTS, TR_START, TR_END, HAS_TR_FIRST, TR_FIRST, N_FITS, Q_OID_BUY,
  Q_OID_SELL, Q_PRICE_BUY, Q_PRICE_SELL, Q_SIZE_BUY, Q_SIZE_SELL, BB, BA, NB, NA, DEC_AT, FULL_MASK, FIT_NOW,
  FITTED, V_HAS_NEXT, V_NEXT, V_HAS_VAR, FV_HAS_NEXT, FV_NEXT, FV_HAS_VAR, USER_REASON, SET_LOW, SET_HIGH,
- MARKET_VOLUME, N_HOURS) = range(75)
-N_IST = 75
+ MARKET_VOLUME, N_HOURS, MARKED) = range(76)  # MARKED: fs[MID] holds an opening mark, no book yet
+N_IST = 76
 # held counters (ist), in the order of HELD_NAMES
 HELD_BASE = N_IST
 HELD_NAMES = ("fee_floor", "min_spread", "max_spread", "hard_limit", "soft_limit", "lockout", "regime_pause",
@@ -958,7 +958,7 @@ def _body(s, e, kind, recv, exch, side, price, qty, ist, fs, pi, pf, bids, asks,
         ask = (ist[BA] + pmin) * step
         ist[BEST_BID], ist[BEST_ASK] = bid, ask
         mid = (bid + ask) / (2 * UNIT)
-        if ist[HAS_MID] and mid != fs[MID]:
+        if (ist[HAS_MID] or ist[MARKED]) and mid != fs[MID]:
             fs[INVENTORY_PNL] += ist[INVENTORY] / UNIT * (mid - fs[MID])
         fs[MID] = mid
         ist[HAS_MID] = 1

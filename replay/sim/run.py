@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -24,12 +25,14 @@ from recorder.rebuild import sampled_decimals
 from recorder.validate import instrument_steps
 from recorder.window import TradingWindow
 from replay.engine import DEPTH, SNAPSHOT, DayReplay, ReplayEvent
-from replay.sim.engine import Simulator, StrategyError
+from replay.prepared import PreparedDay
+from replay.prepared_format import EventArrays
+from replay.sim.engine import UNIT, Simulator, StrategyError
 from replay.sim.params import SimParams
-from replay.sim.record import from_simulator
+from replay.sim.record import SimResult, from_simulator
 from replay.sim.report import print_summary, render_html
 from replay.sim.results import fills_of, series_of, summarize
-from replay.sim.strategies import load_strategy
+from replay.sim.strategies import Strategy, load_strategy
 
 # maker, taker: Binance's base (VIP 0) rates
 DEFAULT_FEES = {"spot": (0.001, 0.001), "usdm": (0.0002, 0.0005), "coinm": (0.0002, 0.0005)}
@@ -90,19 +93,30 @@ def horizon_ns(params: SimParams, replay: DayReplay, last_ns: int, window: Tradi
     return end
 
 
-def _make_simulator(symbol: str, params: SimParams, replay: DayReplay, horizon: int, out_dir: Path,
-                    logs: dict[str, DecisionLog], stem: str, opening: tuple[int, int] | None) -> Simulator:
+def instrument_steps_for(params: SimParams, replay: DayReplay, symbol: str) -> tuple[int, int]:
+    """(tick, lot) in 1e-8 units: `tick_size` if set, the day's instruments table, else the finest steps the
+    recorded numbers use."""
     tick, lot = instrument_steps(replay.root, replay.market.exchange, replay.date, symbol)
     if params.tick_size is not None:
         tick = parse_units(params.tick_size)
-    if tick is None or lot is None:  # no instruments row: the finest steps the recorded numbers use
+    if tick is None or lot is None:
         price_decimals, qty_decimals = sampled_decimals(replay.root, replay.market.exchange, replay.date, symbol)
         tick = tick or 10 ** (SCALE - price_decimals)
         lot = lot or 10 ** (SCALE - qty_decimals)
-    maker, taker = DEFAULT_FEES[replay.market.name]
-    maker = params.maker_fee if params.maker_fee is not None else maker
-    taker = params.taker_fee if params.taker_fee is not None else taker
-    log = logs[symbol] = DecisionLog(out_dir / f"decisions-{symbol}-{stem}.jsonl")
+    return tick, lot
+
+
+def fees_for(params: SimParams, market: str) -> tuple[float, float]:
+    """(maker, taker): the parameters where set, else Binance's base rate of the market."""
+    maker, taker = DEFAULT_FEES[market]
+    return (params.maker_fee if params.maker_fee is not None else maker,
+            params.taker_fee if params.taker_fee is not None else taker)
+
+
+def _make_simulator(symbol: str, params: SimParams, replay: DayReplay, horizon: int, log: DecisionLog,
+                    opening: tuple[int, int] | None) -> Simulator:
+    tick, lot = instrument_steps_for(params, replay, symbol)
+    maker, taker = fees_for(params, replay.market.name)
     return Simulator(symbol, params, load_strategy(params), tick, lot, horizon, maker, taker, log,
                      grid_start_ns=replay.first_event_ns(), opening=opening)
 
@@ -157,7 +171,8 @@ def backtest(events: Iterator[ReplayEvent], replay: DayReplay, params: SimParams
                         continue
                     if not event.book.bids or not event.book.asks:
                         continue
-                    sim = sims[symbol] = _make_simulator(symbol, params, replay, horizon, out_dir, logs, stem,
+                    logs[symbol] = DecisionLog(out_dir / f"decisions-{symbol}-{stem}.jsonl")
+                    sim = sims[symbol] = _make_simulator(symbol, params, replay, horizon, logs[symbol],
                                                          opening.get(symbol))
                     sim.valid = True
                 sim.on_event(event)
@@ -165,11 +180,19 @@ def backtest(events: Iterator[ReplayEvent], replay: DayReplay, params: SimParams
         stopped = str(exc)
     except KeyboardInterrupt:
         stopped = "interrupted"
-    files, summaries, closing = [], [], {}
+    records = {}
     for symbol, sim in sims.items():
         sim.finish()
+        records[symbol] = from_simulator(sim)
+    return _write_outcome(records, logs, replay, params, out_dir, run, stopped, count)
+
+
+def _write_outcome(records: dict[str, SimResult], logs: dict[str, DecisionLog], replay: DayReplay,
+                   params: SimParams, out_dir: Path, run: str, stopped: str | None, events: int) -> BacktestOutcome:
+    """Each symbol's JSON, page and decision log (whichever engine simulated it)."""
+    files, summaries, closing = [], [], {}
+    for symbol, record in records.items():
         logs[symbol].close()
-        record = from_simulator(sim)
         summary = summarize(record, stopped)
         summary["decisions"] = logs[symbol].counts
         summary["params"] = asdict(params)
@@ -184,8 +207,96 @@ def backtest(events: Iterator[ReplayEvent], replay: DayReplay, params: SimParams
         html_path.write_text(render_html([result], title))
         files += [json_path, html_path, logs[symbol].path]
         summaries.append(summary)
-        closing[symbol] = (sim.inventory, sum(sim.exchange.best) // 2)
-    return BacktestOutcome(summaries, files, stopped, count, closing=closing)
+        closing[symbol] = (record.inventory, round(2 * UNIT * (record.mid or 0.0)) // 2)
+    return BacktestOutcome(summaries, files, stopped, events, closing=closing)
+
+
+def backtest_prepared(events: Iterator[ReplayEvent], replay: DayReplay, params: SimParams, out_dir: Path,
+                      last_ns: int, console: Console | None = None, progress: bool = True,
+                      window: TradingWindow | None = None, run: str | None = None,
+                      opening: dict[str, tuple[int, int]] | None = None) -> BacktestOutcome:
+    """`backtest` at --speed max: each symbol's prepared day (built once, then memory-mapped) through the
+    numba kernel (`replay.sim.fast`), which gives the reference's results; the same files. `events` is not
+    read (it is the paced stream the reference path would take). A span that starts inside the day (--from)
+    takes the reference path, which seeks to a checkpoint."""
+    if replay.start_ns is not None:
+        return backtest(events, replay, params, out_dir, last_ns, console, progress, window, run, opening)
+
+    from replay.prepared import load_or_build
+
+    console = console or Console(stderr=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    window = window or TradingWindow(dt.time(8), dt.time(22))
+    strategy = load_strategy(params)  # a strategy that cannot be built is bad input before any work
+    run = run or run_id(params, replay.market.name, replay.symbols, [replay.date],
+                        start_ns=replay.start_ns, end_ns=last_ns)
+    stem = f"{strategy_name(params)}-{run}"
+    opening = opening or {}
+    horizon = horizon_ns(params, replay, last_ns, window)
+    records: dict[str, SimResult] = {}
+    logs: dict[str, DecisionLog] = {}
+    stopped = None
+    rows = 0
+    bar = Progress(TextColumn("[bold]backtest[/] {task.description}"), BarColumn(),
+                   TextColumn("{task.completed:,} of {task.total:,} rows"), TimeElapsedColumn(),
+                   console=console, disable=not progress, transient=True)
+    with bar:
+        for symbol in replay.symbols:
+            task = bar.add_task(f"{symbol}: preparing", total=None)
+            day = load_or_build(replay.root, replay.market, replay.date, symbol,
+                                progress=lambda done, total, t=task: bar.update(t, completed=done, total=total))
+            meta = day.meta
+            bar.update(task, description=symbol, completed=0, total=meta.rows)
+            if meta.price_min is None:
+                continue  # no book level all day: nothing to simulate, as the reference
+            log = DecisionLog(out_dir / f"decisions-{symbol}-{stem}.jsonl")
+            try:
+                record = simulate_prepared(day, replay, symbol, params, horizon, log, strategy, opening.get(symbol),
+                                           lambda done, t=task: bar.update(t, completed=done))
+            except StrategyError as exc:
+                stopped, record = str(exc), exc.result
+            except KeyboardInterrupt:
+                stopped, record = "interrupted", None
+            rows += meta.rows
+            if record is None or record.first_ts is None:
+                log.close()
+                log.path.unlink(missing_ok=True)
+            else:
+                records[symbol], logs[symbol] = record, log
+            if stopped:
+                break
+    return _write_outcome(records, logs, replay, params, out_dir, run, stopped, rows)
+
+
+def simulate_prepared(day: PreparedDay, replay: DayReplay, symbol: str, params: SimParams, horizon: int,
+                      log: Callable[[dict], None] | None = None, strategy: Strategy | None = None,
+                      opening: tuple[int, int] | None = None,
+                      on_rows: Callable[[int], None] | None = None) -> SimResult:
+    """One symbol's prepared day through the kernel, up to the replay's end (--to): its `SimResult`."""
+    from replay.sim.fast import simulate
+
+    meta = day.meta
+    tick, lot = instrument_steps_for(params, replay, symbol)
+    maker, taker = fees_for(params, replay.market.name)
+    return simulate(_rows_until(day.chunks(), replay.end_ns, on_rows), symbol, params, tick, lot, horizon, maker,
+                    taker, replay.first_event_ns(), meta.price_step, meta.qty_step, meta.price_min, meta.price_max,
+                    log=log, strategy=strategy, opening=opening)
+
+
+def _rows_until(chunks: Iterator[EventArrays], end_ns: int | None,
+                on_rows: Callable[[int], None] | None) -> Iterator[EventArrays]:
+    """The chunks up to the last message at or before `end_ns`, each counted (`on_rows`) before it is walked."""
+    done = 0
+    for chunk in chunks:
+        if end_ns is not None and chunk.recv_ts[-1] > end_ns:
+            keep = int(np.searchsorted(chunk.recv_ts, end_ns, side="right"))
+            if keep:
+                yield chunk.head(keep)
+            return
+        done += len(chunk)
+        if on_rows is not None:
+            on_rows(done)
+        yield chunk
 
 
 def _fills_text(sims: dict[str, Simulator]) -> str:
