@@ -242,7 +242,7 @@ def backtest_prepared(events: Iterator[ReplayEvent], replay: DayReplay, params: 
                    console=console, disable=not progress, transient=True)
     with bar:
         for symbol in replay.symbols:
-            task = bar.add_task(f"{symbol}: preparing", total=None)
+            task = bar.add_task(f"{symbol}: preparing", total=1)
             day = load_or_build(replay.root, replay.market, replay.date, symbol,
                                 progress=lambda done, total, t=task: bar.update(t, completed=done, total=total))
             meta = day.meta
