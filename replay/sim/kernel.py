@@ -908,7 +908,7 @@ def rebuild_book(kind, flags, side, price, qty, ist, pi, bids, asks, counts):
     message, VALID / INVALID kept in ist[VALID_NOW], LEVEL rows, messages and valid spans added to `counts`.
     State is in ist (BB, BA, NB, NA, SET_LOW, SET_HIGH, VALID_NOW), so the next chunk resumes it. Returns
     the best bid and ask in ticks of the day's price step after the last message (-1 while the book is
-    invalid or that side is empty)."""
+    invalid or that side is empty; and just after a VALID row, as the whole book comes with the next message)."""
     n = len(kind)
     levels = 0
     messages = 0
@@ -933,7 +933,7 @@ def rebuild_book(kind, flags, side, price, qty, ist, pi, bids, asks, counts):
         i = e + 1
     counts[BK_LEVELS] += levels
     counts[BK_MESSAGES] += messages
-    if not ist[VALID_NOW]:
+    if not ist[VALID_NOW] or (n > 0 and kind[n - 1] == VALID):
         return -1, -1
     bid = ist[BB] + pi[P_PMIN] if ist[NB] > 0 else -1
     ask = ist[BA] + pi[P_PMIN] if ist[NA] > 0 else -1
