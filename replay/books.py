@@ -30,7 +30,7 @@ class BookReplayStats:
     messages: int = 0  # the symbol's book and trade messages and validity changes (prepared rows flagged END)
     level_updates: int = 0  # levels set or removed (LEVEL rows: diff levels; the whole book on a (re)sync)
     valid_spans: int = 0  # times the book became valid
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the rebuild (from DayReplay's events: of all symbols, merged)
     best_bid: int | None = None
     best_ask: int | None = None
 

@@ -274,35 +274,21 @@ def _rebuild_books(plan, pacer, exchange_time: bool, progress: bool, debug: bool
     """--strategy none: each day's books rebuilt, one line per symbol. At --speed max over whole days, each
     symbol's prepared day (built if needed) through the numba array book; paced (or --from/--to), the replay's
     events at that pace."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn
-
     from replay.books import replay_book_events, replay_books
     from replay.engine import paced
-    from replay.prepared import load_or_build
     from schemas import DatasetError
 
-    bar = Progress(TextColumn("[bold]books[/] {task.description}"), BarColumn(), console=Console(stderr=True),
-                   disable=not progress, transient=True)
     try:
-        with bar:
-            for day in plan:
-                replay = day.replay
-                prefix = f"{replay.date} " if len(plan) > 1 else ""
-                if pacer.speed is not None or replay.start_ns is not None or replay.end_ns is not None:
-                    pacer.restart()
-                    lines = [s.line() for s in replay_book_events(paced(replay.events(), pacer, exchange_time),
-                                                                    replay).values()]
-                else:
-                    lines = []
-                    for symbol in replay.symbols:
-                        task = bar.add_task(f"{symbol}: preparing", total=None)
-                        prepared = load_or_build(replay.root, replay.market, replay.date, symbol, progress=lambda
-                                                 done, total, t=task: bar.update(t, completed=done, total=total))
-                        bar.remove_task(task)
-                        lines.append(replay_books(prepared).line())
-                for line in lines:
-                    typer.echo(prefix + line)
+        for day in plan:
+            replay = day.replay
+            prefix = f"{replay.date} " if len(plan) > 1 else ""
+            if pacer.speed is not None or replay.start_ns is not None or replay.end_ns is not None:
+                pacer.restart()
+                for stats in replay_book_events(paced(replay.events(), pacer, exchange_time), replay).values():
+                    typer.echo(prefix + stats.line())
+                continue
+            for symbol in replay.symbols:
+                typer.echo(prefix + replay_books(_prepared(replay, symbol, progress)).line())
     except (ValueError, DatasetError) as e:
         _fail(str(e), debug, e)
         return
@@ -312,6 +298,21 @@ def _rebuild_books(plan, pacer, exchange_time: bool, progress: bool, debug: bool
         lateness = pacer.lateness_ms()
         typer.echo(f"replayed {lateness['events']:,} events; lateness p50 {lateness['p50']:.2f} ms, "
                    f"p99 {lateness['p99']:.2f} ms")
+
+
+def _prepared(replay, symbol: str, progress: bool):  # type: ignore[no-untyped-def]
+    """The symbol's prepared day, loaded (a progress bar on stderr while it is built)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from replay.prepared import load_or_build
+
+    bar = Progress(TextColumn("[bold]prepare[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                   console=Console(stderr=True), disable=not progress, transient=True)
+    with bar:
+        task = bar.add_task(symbol, total=None)
+        return load_or_build(replay.root, replay.market, replay.date, symbol,
+                             progress=lambda done, total: bar.update(task, completed=done, total=total))
 
 
 def _day_span(day, start: str | None, end: str | None) -> tuple[int | None, int | None]:  # type: ignore[no-untyped-def]
