@@ -2,6 +2,7 @@
 
     replay --date 20240501 --speed 50x [--data DIR] [--market spot] [--symbols ...] [--from 09:30] [--to 12:00]
            [--strategy as|glft|join|fixed|module:Class] [--gamma 0.1] [--config sim.yaml] [--param KEY=VALUE ...]
+    replay --date 20240501 --speed max --strategy none        (book rebuild only: counts, speed, final top of book)
     replay --date 2024-05-01..2024-05-31 --symbols BTCUSDT,ETHUSDT [--skip-missing] [--carry-inventory]
     replay calibrate --date 20240501 [--symbols ...] [--write sim.yaml]
     replay serve --date 20240501 --speed 50x [--symbols ...] [--host 127.0.0.1 --port 9443]
@@ -36,6 +37,7 @@ app = typer.Typer(
 )
 
 EXIT_BAD_INPUT = 2
+BOOKS_ONLY = "none"  # --strategy none: rebuild the books, no simulator
 DATA_HELP = "Dataset root (default: the config's `out` via $CONFIG_PATH, else ./data)."
 DATE_HELP = "Recorded Berlin date: 20240501, 2024-05-01, today or yesterday."
 DAYS_HELP = (f"{DATE_HELP[:-1]}; or several: a range 2024-05-01..2024-05-31 (inclusive), "
@@ -74,7 +76,9 @@ def _root(
     exchange_time: bool = typer.Option(False, "--exchange-time", help="Pace by exchange time (E), not arrival."),
     view: bool = typer.Option(False, "--view", help="Show the live book/trades view instead of the backtest."),
     config: Annotated[Path | None, typer.Option("--config", help="YAML with a `simulator:` section.")] = None,
-    strategy: str | None = typer.Option(None, "--strategy", help="as | glft | join | fixed | module:Class | file.py:Class"),
+    strategy: str | None = typer.Option(None, "--strategy", help=(
+        "as | glft | join | fixed | module:Class | file.py:Class, or none: rebuild the books only (no simulator, "
+        "no report files; one line per symbol: messages, level updates, speed, final best bid/ask).")),
     gamma: float | None = typer.Option(None, "--gamma", help="Risk aversion γ in 1/(quote currency × order size), e.g. 0.1."),
     fill_model: str | None = typer.Option(None, "--fill-model", help="queue | cross | poisson"),
     latency: str | None = typer.Option(None, "--latency", help="Entry and response latency with its unit: 10ms, 0.5s, feed, feed*2 (a bare number is an error)."),
@@ -90,7 +94,8 @@ def _root(
 ) -> None:
     """Backtest the market maker on recorded days: `replay --date 20240501 --speed 50x`, or many days and
     symbols in one report: `--date 2024-05-01..2024-05-31 --symbols BTCUSDT,ETHUSDT`
-    (`--view` for the live book view of one day instead); or `replay serve --synthetic ...`."""
+    (`--view` for the live book view of one day instead; `--strategy none` to rebuild the books only);
+    or `replay serve --synthetic ...`."""
     if ctx.invoked_subcommand is not None:
         return
     from recorder.markets import get_market
@@ -104,7 +109,9 @@ def _root(
         if date is None:
             raise BadInput(f"--date is missing: give the recorded day, e.g. --date 2024-08-09 or today "
                            f"({available_days(data)}; replay --help for all options)")
-        params = None if view else _sim_params(config, strategy, gamma, fill_model, latency, order_size, param)
+        books_only = strategy == BOOKS_ONLY and not view
+        params = None if view or books_only else _sim_params(config, strategy, gamma, fill_model, latency,
+                                                              order_size, param)
         mk = get_market(market)
         check_market_has_day(data, mk, None)
         days = recorded_days(data, mk, date, skip_missing)
@@ -112,8 +119,9 @@ def _root(
             raise BadInput(f"--view shows one day; --date {date} names {len(days)}")
         pace = parse_speed(speed)
         wanted = _symbol_list(symbols)
-        # the simulator reads depth, snapshots and trades only; the view shows every channel
-        channels = (TRADE,) if params is not None else (TRADE, AGG_TRADE, BOOK_TICKER, EVENT)
+        # the simulator (and the book rebuild, as the prepared day) reads depth, snapshots and trades only; the
+        # view shows every channel
+        channels = (TRADE, AGG_TRADE, BOOK_TICKER, EVENT) if view else (TRADE,)
         several = len(days) > 1
         reports = out or data / "reports" / mk.exchange / ("" if several else days[0].isoformat())
         plan = []
@@ -126,6 +134,9 @@ def _root(
         _fail(str(e), debug, e)
         return
     pacer = Pacer(pace)
+    if books_only:
+        _rebuild_books(plan, pacer, exchange_time, progress, debug)
+        return
     if params is not None:
         choices = {"from": start, "to": end, **({"inventory": carry_inventory} if several else {})}
         _run_backtest(plan, params, pacer, exchange_time, reports, mk.name, carry_inventory, choices, progress,
@@ -257,6 +268,51 @@ def _run_backtest(plan, params, pacer, exchange_time: bool, out: Path, market: s
         raise typer.Exit(130)
     if result.stopped:
         _fail(f"stopped: {result.stopped} (partial report written)", debug)
+
+
+def _rebuild_books(plan, pacer, exchange_time: bool, progress: bool, debug: bool) -> None:  # type: ignore[no-untyped-def]
+    """--strategy none: each day's books rebuilt, one line per symbol. At --speed max over whole days, each
+    symbol's prepared day (built if needed) through the numba array book; paced (or --from/--to), the replay's
+    events at that pace."""
+    from replay.books import replay_book_events, replay_books
+    from replay.engine import paced
+    from schemas import DatasetError
+
+    try:
+        for day in plan:
+            replay = day.replay
+            prefix = f"{replay.date} " if len(plan) > 1 else ""
+            if pacer.speed is not None or replay.start_ns is not None or replay.end_ns is not None:
+                pacer.restart()
+                for stats in replay_book_events(paced(replay.events(), pacer, exchange_time), replay).values():
+                    typer.echo(prefix + stats.line())
+                continue
+            for symbol in replay.symbols:
+                typer.echo(prefix + replay_books(_prepared(replay, symbol, progress)).line())
+    except (ValueError, DatasetError) as e:
+        _fail(str(e), debug, e)
+        return
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if pacer.speed is not None:
+        lateness = pacer.lateness_ms()
+        typer.echo(f"replayed {lateness['events']:,} events; lateness p50 {lateness['p50']:.2f} ms, "
+                   f"p99 {lateness['p99']:.2f} ms")
+
+
+def _prepared(replay, symbol: str, progress: bool):  # type: ignore[no-untyped-def]
+    """The symbol's prepared day, loaded (a progress bar on stderr while it is built)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from replay.prepared import load_or_build
+
+    bar = Progress(TextColumn("[bold]prepare[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                   console=Console(stderr=True), disable=not progress, transient=True)
+    with bar:
+        task = bar.add_task(symbol, total=None)
+        return load_or_build(replay.root, replay.market, replay.date, symbol,
+                             progress=lambda done, total: bar.update(task, completed=done, total=total))
 
 
 def _day_span(day, start: str | None, end: str | None) -> tuple[int | None, int | None]:  # type: ignore[no-untyped-def]

@@ -68,44 +68,54 @@ def event_rows(events: Iterable, replay, symbol: str) -> Iterator[tuple[int, int
     """`symbol`'s rows (kind, flags, recv_ts, exch_ts, side, price, qty; price and qty in 1e-8 units) from a
     `DayReplay`'s events, one at a time (`replay.books` is read live to tell an applied diff from one the
     sync engine dropped)."""
-    from replay.engine import BOOK_INVALID, BOOK_VALID, DEPTH, SNAPSHOT
-    from replay.engine import TRADE as TRADE_EVENT
-
-    just_valid = False
+    rows = MessageRows(replay)
     for event in events:
-        if event.symbol != symbol:
-            continue
+        if event.symbol == symbol:
+            yield from rows(event)
+
+
+class MessageRows:
+    """One symbol's rows of each of its `ReplayEvent`s in turn, read as the event is handed out (it keeps
+    whether the book just became valid: the next book message is then the whole book)."""
+
+    def __init__(self, replay) -> None:
+        self.replay = replay
+        self.just_valid = False
+
+    def __call__(self, event) -> list[tuple[int, int, int, int, int, int, int]]:
+        from replay.engine import BOOK_INVALID, BOOK_VALID, DEPTH, SNAPSHOT
+        from replay.engine import TRADE as TRADE_EVENT
+
         now, kind = event.recv_ts, event.kind
         if kind is BOOK_VALID or kind is BOOK_INVALID:
-            yield (VALID if kind is BOOK_VALID else INVALID, END, now, -1, 0, 0, 0)
-            just_valid = kind is BOOK_VALID
-            continue
+            self.just_valid = kind is BOOK_VALID
+            return [(VALID if kind is BOOK_VALID else INVALID, END, now, -1, 0, 0, 0)]
         if kind is DEPTH or kind is SNAPSHOT:
             exch = event.transact_ts or event.exchange_ts
             exch = -1 if exch is None else exch
             book = event.book
             if book is None:
-                yield (TIME, END, now, exch, 0, 0, 0)
-                continue
-            if just_valid or kind is SNAPSHOT:
+                return [(TIME, END, now, exch, 0, 0, 0)]
+            if self.just_valid or kind is SNAPSHOT:
                 levels = [(CLEAR, 0, 0, 0)]
                 levels += [(LEVEL, 1, p, q) for p, q in book.bids.items()]
                 levels += [(LEVEL, -1, p, q) for p, q in book.asks.items()]
-            elif replay.books[symbol].update_id == event.data.final_update_id:
+            elif self.replay.books[event.symbol].update_id == event.data.final_update_id:
                 levels = [(LEVEL, 1, p, q) for p, q in event.data.bids] + [(LEVEL, -1, p, q) for p, q in event.data.asks]
             else:
                 levels = []
-            just_valid = False
+            self.just_valid = False
             if not levels:
-                yield (EMPTY, END, now, exch, 0, 0, 0)
-                continue
-            for i, (row_kind, side, price, qty) in enumerate(levels):
-                yield (row_kind, END if i == len(levels) - 1 else 0, now, exch, side, price, qty)
-        elif kind is TRADE_EVENT:
+                return [(EMPTY, END, now, exch, 0, 0, 0)]
+            last = len(levels) - 1
+            return [(row_kind, END if i == last else 0, now, exch, side, price, qty)
+                    for i, (row_kind, side, price, qty) in enumerate(levels)]
+        if kind is TRADE_EVENT:
             exch = event.transact_ts or event.exchange_ts
             data = event.data
-            yield (TRADE, END, now, -1 if exch is None else exch, -1 if data["buyer_is_maker"] else 1,
-                   data["price"], data["qty"])
+            return [(TRADE, END, now, -1 if exch is None else exch, -1 if data["buyer_is_maker"] else 1,
+                     data["price"], data["qty"])]
+        return []
 
 
 def arrays_from_events(events: Iterable, replay, symbol: str) -> EventArrays:

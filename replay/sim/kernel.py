@@ -895,6 +895,51 @@ def _apply_levels(kind, side, price, qty, start, end, ist, pi, bids, asks):
                         ist[BA] = a
 
 
+# ---- the book alone ---------------------------------------------------------------------------------------
+
+# counters of `rebuild_book` (its `counts` vector)
+BK_LEVELS, BK_MESSAGES, BK_VALID_SPANS = range(3)
+N_BK = 3
+
+
+@njit(cache=True)
+def rebuild_book(kind, flags, side, price, qty, ist, pi, bids, asks, counts):
+    """The array book alone (no simulator) over rows that end at an END row: `_apply_levels` message by
+    message, VALID / INVALID kept in ist[VALID_NOW], LEVEL rows, messages and valid spans added to `counts`.
+    State is in ist (BB, BA, NB, NA, SET_LOW, SET_HIGH, VALID_NOW), so the next chunk resumes it. Returns
+    the best bid and ask in ticks of the day's price step after the last message (-1 while the book is
+    invalid or that side is empty; and just after a VALID row, as the whole book comes with the next message)."""
+    n = len(kind)
+    levels = 0
+    messages = 0
+    i = 0
+    while i < n:
+        e = i
+        while True:
+            if kind[e] == LEVEL:
+                levels += 1
+            if flags[e] & END:
+                break
+            e += 1
+        k = kind[e]
+        if k == VALID:
+            ist[VALID_NOW] = 1
+            counts[BK_VALID_SPANS] += 1
+        elif k == INVALID:
+            ist[VALID_NOW] = 0
+        else:
+            _apply_levels(kind, side, price, qty, i, e, ist, pi, bids, asks)
+        messages += 1
+        i = e + 1
+    counts[BK_LEVELS] += levels
+    counts[BK_MESSAGES] += messages
+    if not ist[VALID_NOW] or (n > 0 and kind[n - 1] == VALID):
+        return -1, -1
+    bid = ist[BB] + pi[P_PMIN] if ist[NB] > 0 else -1
+    ask = ist[BA] + pi[P_PMIN] if ist[NA] > 0 else -1
+    return bid, ask
+
+
 # ---- the driver loop ----------------------------------------------------------------------------------------
 
 @njit(cache=True, inline="always")
