@@ -86,7 +86,8 @@ def event_kinds(out: Path, market: str, symbol: str | None) -> dict[str, int]:
 def test_recording_rebuilds_the_true_book(tmp_path, faults):
     market = "usdm" if faults.startswith(("reorder", "lifetime")) else "spot"
     symbols = ["BTCUSDT"] if faults.startswith(("drop", "reorder")) else ["BTCUSDT", "ETHUSDT"]
-    out, venue, code = record(tmp_path, market, symbols, faults)
+    # delayed frames stall a sync for up to 300 ms each: a longer span so that a busy machine still syncs
+    out, venue, code = record(tmp_path, market, symbols, faults, seconds=7.0 if faults.startswith("delay") else 4.0)
     assert code == 0
     if faults:
         assert venue.fault_counts.get(faults.split("=")[0], 0) > 0, venue.fault_counts
