@@ -34,7 +34,16 @@ from recorder.rebuild import book_streams, files_in_seq_order
 from recorder.sync import Action, LocalBook, State
 from recorder.watchdog import CHANNELS, DEFAULT_SILENT_AFTER_S
 from recorder.window import TradingWindow
-from schemas import TABLES, DatasetError, available, check_file, decimal_units, list_files, read_table
+from schemas import (
+    TABLES,
+    DatasetError,
+    available,
+    check_file,
+    decimal_units,
+    decimal_units64,
+    list_files,
+    read_table,
+)
 from schemas.layout import parse_date
 
 REPORT_VERSION = 1
@@ -119,24 +128,10 @@ def _check(status: str, summary: str, figures: dict, examples: list | None = Non
 
 def _units64(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """decimal128(38, 8) -> int64 1e-8 units, vectorised; object array of exact ints when some overflow."""
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    parts = []
-    for chunk in chunks:
-        if len(chunk) == 0:
-            continue
-        words = np.frombuffer(chunk.buffers()[1], dtype="<u8", count=2 * (chunk.offset + len(chunk)))
-        words = words[2 * chunk.offset:].reshape(-1, 2)
-        low, high = words[:, 0], words[:, 1].view(np.int64)
-        fits = (high == 0) & (low < 2**63) | (high == -1) & (low >= 2**63)
-        if chunk.null_count:
-            fits |= ~chunk.is_valid().to_numpy(zero_copy_only=False)
-        if not fits.all():
-            return np.array([0 if v is None else v for v in decimal_units(column)], dtype=object)
-        values = low.view(np.int64).copy()
-        if chunk.null_count:
-            values[~chunk.is_valid().to_numpy(zero_copy_only=False)] = 0
-        parts.append(values)
-    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    values = decimal_units64(column)
+    if values is None:
+        return np.array([0 if v is None else v for v in decimal_units(column)], dtype=object)
+    return values
 
 
 def _batches(paths: Sequence[Path], columns: list[str], batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:

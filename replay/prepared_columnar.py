@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from recorder.rebuild import DEPTH_COLUMNS, SNAPSHOT_COLUMNS, _grouped_batches, files_in_seq_order
 from recorder.sync import Action, SyncEngine
 from replay.prepared_format import CLEAR, EMPTY, END, INVALID, LEVEL, TIME, TRADE, VALID
+from schemas import decimal_units64
 
 MS = 1_000_000
 BATCH_ROWS = 65_536  # source rows decoded at a time
@@ -39,24 +40,11 @@ class NeedsReference(Exception):
 
 
 def _int64_units(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """decimal128(38, 8) -> int64 numpy in 1e-8 units, nulls as 0 (the int64 fast path of
-    `schemas.decimal_units`: the low word of the two's-complement storage)."""
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    parts = []
-    for chunk in chunks:
-        if len(chunk) == 0:
-            continue
-        words = np.frombuffer(chunk.buffers()[1], dtype="<u8", count=2 * (chunk.offset + len(chunk)))
-        words = words[2 * chunk.offset:].reshape(-1, 2)
-        low, high = words[:, 0].view(np.int64), words[:, 1].view(np.int64)
-        fits = (high == 0) & (low >= 0) | (high == -1) & (low < 0)
-        if chunk.null_count:
-            valid = chunk.is_valid().to_numpy(zero_copy_only=False)
-            low, fits = np.where(valid, low, 0), fits | ~valid
-        if not fits.all():
-            raise NeedsReference("a price or quantity beyond int64")
-        parts.append(low)
-    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    """decimal128(38, 8) -> int64 numpy in 1e-8 units, nulls as 0."""
+    values = decimal_units64(column)
+    if values is None:
+        raise NeedsReference("a price or quantity beyond int64")
+    return values
 
 
 def _ints(table: pa.Table, name: str) -> np.ndarray:

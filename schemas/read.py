@@ -258,6 +258,27 @@ def iter_batches(
             yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
 
 
+def decimal_units64(column: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
+    """decimal128(38, 8) column -> int64 numpy in 1e-8 units, nulls as 0; None when a value is beyond int64
+    (then `decimal_units` gives them exactly). The low word of the two's-complement storage, no copy per value."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    parts = []
+    for chunk in chunks:
+        if len(chunk) == 0:
+            continue
+        words = np.frombuffer(chunk.buffers()[1], dtype="<u8", count=2 * (chunk.offset + len(chunk)))
+        words = words[2 * chunk.offset :].reshape(-1, 2)
+        low, high = words[:, 0].view(np.int64), words[:, 1].view(np.int64)
+        fits = (high == 0) & (low >= 0) | (high == -1) & (low < 0)
+        if chunk.null_count:
+            valid = chunk.is_valid().to_numpy(zero_copy_only=False)
+            low, fits = np.where(valid, low, 0), fits | ~valid
+        if not fits.all():
+            return None
+        parts.append(low.copy())
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
 def decimal_units(column: pa.Array | pa.ChunkedArray) -> list[int | None]:
     """decimal128(38, 8) column -> Python ints in 1e-8 units (the unscaled integers), exactly, vectorised.
 

@@ -30,13 +30,9 @@ from replay.sim.calibrate import IntensityEstimator, VolatilityEstimator
 from replay.sim.exchange import BUY, SELL, SIDE_NAME, SimExchange, SimOrder
 from replay.sim.params import AUTO, SimParams, parse_latency
 from replay.sim.rules import OrderRules
-from replay.sim.strategies import MarketState, Quote, Strategy
+from replay.sim.strategies import MarketState, Quote, Strategy, StrategyError, ask_strategy  # noqa: F401 (StrategyError: part of this module's API)
 
 __all__ = ["BUY", "SELL", "UNIT", "Series", "Simulator", "StrategyError"]
-
-
-class StrategyError(RuntimeError):
-    """The researcher's strategy raised or answered nonsense; the run stops with a partial report."""
 
 
 @dataclass
@@ -342,14 +338,7 @@ class Simulator:
         state = MarketState(ts=now, mid=self.mid, best_bid=bid_px / UNIT, best_ask=ask_px / UNIT,
                             tick=self.tick / UNIT, q=q, sigma=self.sigma(), A=self.A, k=self.k,
                             time_left=max(0.0, (self.horizon_ns - now) / 1e9))
-        try:
-            quote = self.strategy.quote(state)
-        except Exception as exc:
-            raise StrategyError(f"strategy {self.p.strategy!r} raised {type(exc).__name__}: {exc}") from exc
-        if not isinstance(quote, Quote) or not all(v is None or (isinstance(v, int | float) and math.isfinite(v))
-                                                   for v in (quote.bid, quote.ask)):
-            raise StrategyError(f"strategy {self.p.strategy!r} returned {quote!r}; expected Quote(bid, ask) "
-                                f"with finite prices or None")
+        quote = ask_strategy(self.strategy, self.p.strategy, state)
         if quote.bid is not None and quote.ask is not None:
             self.strategy_half_sum += (quote.ask - quote.bid) / 2
             self.touch_half_sum += (state.best_ask - state.best_bid) / 2

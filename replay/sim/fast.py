@@ -18,10 +18,18 @@ from recorder.numbers import parse_units
 from replay.prepared_format import LEVEL, EventArrays
 from replay.sim import kernel as K
 from replay.sim.calibrate import VolatilityEstimator, fit_intensity
-from replay.sim.engine import BUY, SIDE_NAME, UNIT, StrategyError
+from replay.sim.engine import BUY, SIDE_NAME, UNIT
 from replay.sim.params import AUTO, SimParams, parse_latency
 from replay.sim.record import SERIES_COLUMNS, SimResult
-from replay.sim.strategies import BUILTIN, MarketState, Quote, Strategy, load_strategy
+from replay.sim.strategies import (
+    BUILTIN,
+    MarketState,
+    Quote,
+    Strategy,
+    StrategyError,
+    ask_strategy,
+    load_strategy,
+)
 
 STRATEGY_CODES = {"as": K.S_AS, "glft": K.S_GLFT, "join": K.S_JOIN, "fixed": K.S_FIXED}
 MODEL_CODES = {"queue": K.QUEUE, "cross": K.CROSS, "poisson": K.POISSON}
@@ -155,14 +163,7 @@ def _user_quote(strategy: Strategy, name: str, ist: np.ndarray, fs: np.ndarray, 
                         best_ask=float(fs[K.S_ASK]), tick=tick / UNIT, q=float(fs[K.S_Q]),
                         sigma=float(fs[K.S_SIGMA]), A=float(fs[K.A_NOW]), k=float(fs[K.K_NOW]),
                         time_left=float(fs[K.S_TIME_LEFT]))
-    try:
-        quote = strategy.quote(state)
-    except Exception as exc:
-        raise StrategyError(f"strategy {name!r} raised {type(exc).__name__}: {exc}") from exc
-    if not isinstance(quote, Quote) or not all(v is None or (isinstance(v, int | float) and math.isfinite(v))
-                                               for v in (quote.bid, quote.ask)):
-        raise StrategyError(f"strategy {name!r} returned {quote!r}; expected Quote(bid, ask) "
-                            f"with finite prices or None")
+    quote = ask_strategy(strategy, name, state)
     fs[K.RAW_BID] = math.nan if quote.bid is None else quote.bid
     fs[K.RAW_ASK] = math.nan if quote.ask is None else quote.ask
     ist[K.USER_REASON] = -1

@@ -131,6 +131,18 @@ def result_path(out_dir: Path, symbol: str, params: SimParams, run: str) -> Path
     return out_dir / f"backtest-{symbol}-{strategy_name(params)}-{run}.json"
 
 
+def _start(replay: DayReplay, params: SimParams, out_dir: Path, last_ns: int, console: Console | None,
+           window: TradingWindow | None, run: str | None) -> tuple[Console, Strategy, str, str, int]:
+    """What both engines need first: (console, strategy, run id, file stem, A–S horizon). A strategy that cannot
+    be built is bad input before any work."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    strategy = load_strategy(params)
+    run = run or run_id(params, replay.market.name, replay.symbols, [replay.date],
+                        start_ns=replay.start_ns, end_ns=last_ns)
+    horizon = horizon_ns(params, replay, last_ns, window or TradingWindow(dt.time(8), dt.time(22)))
+    return console or Console(stderr=True), strategy, run, f"{strategy_name(params)}-{run}", horizon
+
+
 def backtest(events: Iterator[ReplayEvent], replay: DayReplay, params: SimParams, out_dir: Path,
              last_ns: int, console: Console | None = None, progress: bool = True,
              window: TradingWindow | None = None, run: str | None = None,
@@ -139,15 +151,8 @@ def backtest(events: Iterator[ReplayEvent], replay: DayReplay, params: SimParams
 
     `run`: the run id in the file names (default: this day's own); `opening`: per symbol, the (inventory,
     mark) carried over from the previous day (see `Simulator`)."""
-    console = console or Console(stderr=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    window = window or TradingWindow(dt.time(8), dt.time(22))
-    load_strategy(params)  # a strategy that cannot be built is bad input before any work
-    run = run or run_id(params, replay.market.name, replay.symbols, [replay.date],
-                        start_ns=replay.start_ns, end_ns=last_ns)
-    stem = f"{strategy_name(params)}-{run}"
+    console, _, run, stem, horizon = _start(replay, params, out_dir, last_ns, console, window, run)
     opening = opening or {}
-    horizon = horizon_ns(params, replay, last_ns, window)
     sims: dict[str, Simulator] = {}
     logs: dict[str, DecisionLog] = {}
     stopped = None
@@ -224,15 +229,8 @@ def backtest_prepared(events: Iterator[ReplayEvent], replay: DayReplay, params: 
 
     from replay.prepared import load_or_build
 
-    console = console or Console(stderr=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    window = window or TradingWindow(dt.time(8), dt.time(22))
-    strategy = load_strategy(params)  # a strategy that cannot be built is bad input before any work
-    run = run or run_id(params, replay.market.name, replay.symbols, [replay.date],
-                        start_ns=replay.start_ns, end_ns=last_ns)
-    stem = f"{strategy_name(params)}-{run}"
+    console, strategy, run, stem, horizon = _start(replay, params, out_dir, last_ns, console, window, run)
     opening = opening or {}
-    horizon = horizon_ns(params, replay, last_ns, window)
     records: dict[str, SimResult] = {}
     logs: dict[str, DecisionLog] = {}
     stopped = None

@@ -20,6 +20,10 @@ from typing import Protocol
 from replay.sim.params import SimConfigError, SimParams
 
 
+class StrategyError(RuntimeError):
+    """The researcher's strategy raised or answered nonsense; the run stops with a partial report."""
+
+
 @dataclass(slots=True)
 class MarketState:
     ts: int  # ns, data time of the decision
@@ -101,6 +105,20 @@ class FixedSpread:
 
     def quote(self, state: MarketState) -> Quote:
         return Quote(state.mid - self.half, state.mid + self.half, f"fixed ±{self.half:g}")
+
+
+def ask_strategy(strategy: Strategy, name: str, state: MarketState) -> Quote:
+    """The strategy's quote for `state`, or a `StrategyError` when it raises or answers something other than a
+    `Quote` with finite prices (or None)."""
+    try:
+        quote = strategy.quote(state)
+    except Exception as exc:
+        raise StrategyError(f"strategy {name!r} raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(quote, Quote) or not all(v is None or (isinstance(v, int | float) and math.isfinite(v))
+                                               for v in (quote.bid, quote.ask)):
+        raise StrategyError(f"strategy {name!r} returned {quote!r}; expected Quote(bid, ask) "
+                            f"with finite prices or None")
+    return quote
 
 
 BUILTIN = {"as": AvellanedaStoikov, "glft": GLFT, "join": JoinTouch, "fixed": FixedSpread}
