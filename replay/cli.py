@@ -669,16 +669,17 @@ def prepare(
     try:
         data = dataset_root(data)
         mk = get_market(market)
-        day = resolve_date(date)
-        check_market_has_day(data, mk, day)
-        wanted = DayReplay(data, mk, day, _symbol_list(symbols), channels=(TRADE,)).symbols
+        check_market_has_day(data, mk, None)
+        days = recorded_days(data, mk, date)
+        wanted = [(day, symbol) for day in days
+                  for symbol in DayReplay(data, mk, day, _symbol_list(symbols), channels=(TRADE,)).symbols]
     except (ValueError, BadInput, DatasetError) as e:
         _fail(str(e), debug, e)
         return
     console = Console(stderr=True)
     bar = Progress(TextColumn("[bold]prepare[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("rows"), TimeElapsedColumn(), console=console, disable=not progress, transient=True)
-    for symbol in wanted:
+    for day, symbol in wanted:
         prepared = PreparedDay(data, mk, day, symbol, cache)
         started = time.perf_counter()
         try:
@@ -692,7 +693,8 @@ def prepare(
             return
         meta = prepared.meta
         state = f"built in {time.perf_counter() - started:.1f} s" if prepared.built else "up to date"
-        typer.echo(f"{symbol}: {meta.rows:,} rows, {state}, {prepared.size_bytes() / 1e6:,.1f} MB, {prepared.path}")
+        where = f"{day} {symbol}" if len(days) > 1 else symbol
+        typer.echo(f"{where}: {meta.rows:,} rows, {state}, {prepared.size_bytes() / 1e6:,.1f} MB, {prepared.path}")
 
 
 @app.command()

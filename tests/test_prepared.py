@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -178,7 +179,6 @@ def test_columnar_build_across_small_batches_and_folds_equals_the_reference(synt
 
 
 def test_trades_out_of_arrival_order_are_built_by_the_reference(synthetic, tmp_path, caplog):
-    import shutil
 
     root = tmp_path / "data"
     shutil.copytree(synthetic, root)
@@ -243,7 +243,6 @@ def add_late_trade(root: Path) -> None:
 
 
 def test_new_source_file_rebuilds_with_its_rows(synthetic, tmp_path, caplog):
-    import shutil
 
     root = tmp_path / "data"
     shutil.copytree(synthetic, root)
@@ -254,7 +253,6 @@ def test_new_source_file_rebuilds_with_its_rows(synthetic, tmp_path, caplog):
 
 
 def test_a_reader_keeps_the_day_it_loaded_while_another_rebuilds_it(synthetic, tmp_path):
-    import shutil
 
     root = tmp_path / "data"
     shutil.copytree(synthetic, root)
@@ -343,8 +341,24 @@ def test_cli_prepares_then_reports_up_to_date(synthetic, tmp_path):
     assert "(forced)" in forced.stderr
 
 
+def test_cli_prepares_every_day_of_a_range(synthetic, tmp_path):
+    from tests.synthetic_days import copy_day
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic, root)
+    later = copy_day(root, SPOT.exchange, DATE, 1)
+    cache = tmp_path / "cache"
+    result = run_cli("--date", f"{DATE}..{later}", "--data", str(root), "--cache", str(cache), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == [f"{DATE} BTCUSDT", f"{later} BTCUSDT"]
+    assert all(", built in " in line for line in lines)
+    assert PreparedDay(root, SPOT, later, "BTCUSDT", cache).problem() is None
+
+
 @pytest.mark.parametrize(("args", "says"), [
-    (["--date", "2024-05-02"], "no binance-spot depth data for 2024-05-02"),
+    (["--date", "2024-05-02"], "no data for 2024-05-02"),
+    (["--date", "2024-05-02..2024-04-30"], "is before the start"),
     (["--date", DATE, "--symbols", "ETHUSDT"], "no ETHUSDT on 2024-05-01; available symbols: BTCUSDT"),
     (["--date", DATE, "--market", "usdm"], "no usdm data (--market usdm)"),
     (["--date", "yesterdayish"], "yesterdayish"),
