@@ -238,6 +238,7 @@ def simulate(chunks: Iterable[EventArrays], symbol: str, params: SimParams, tick
                                b.fills_f, b.gone, b.acts_i, b.acts_f, b.series_ts, b.series_f, b.feed, b.trades_ts,
                                b.trades_delta, b.hours, numbers, rng)
                 if status == K.DONE:
+                    _hand_over_actions(params, buffers, ist, user_reasons, log)
                     break
                 if status == K.FULL:
                     buffers.grow(int(ist[K.FULL_MASK]))
@@ -250,9 +251,7 @@ def simulate(chunks: Iterable[EventArrays], symbol: str, params: SimParams, tick
     except StrategyError as exc:
         stopped = exc
     K.finish(ist, fs, pi, pf, buffers.fills_i, buffers.gone, buffers.series_ts, buffers.series_f)
-    if log is not None:
-        for entry in _log_entries(params, buffers, int(ist[K.N_ACTS]), user_reasons):
-            log(entry)
+    _hand_over_actions(params, buffers, ist, user_reasons, log)
     result = _result(symbol, params, tick, lot, size, maker_fee, taker_fee, ist, fs, pi, buffers, fits)
     if stopped is not None:
         stopped.result = result
@@ -306,6 +305,16 @@ def _decision_reasons(params: SimParams, side: int, flags: int, ref: int, number
     if flags & K.W_REQUOTE:
         reasons.append(f"requote to {target / UNIT:.10g}")
     return reasons
+
+
+def _hand_over_actions(params: SimParams, buffers: _Buffers, ist: np.ndarray, user_reasons: list[str],
+                       log: Callable[[dict], None] | None) -> None:
+    """The actions recorded so far go to the log (or are dropped when there is none) and their rows are reused,
+    so a day's decision log never sits in memory whole (peak RSS stays flat however long the day)."""
+    if log is not None:
+        for entry in _log_entries(params, buffers, int(ist[K.N_ACTS]), user_reasons):
+            log(entry)
+    ist[K.N_ACTS] = 0
 
 
 def _log_entries(params: SimParams, buffers: _Buffers, count: int, user_reasons: list[str]) -> list[dict]:
