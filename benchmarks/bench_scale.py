@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from bench_sim import COMMON, STRATEGIES, dataset_rows, ours
-from longday import MARKER, events_per_second, make_long_day
+from longday import MARKER, PARTIAL, events_per_second, make_long_day
 
 from recorder.markets import get_market
 from replay.engine import TRADE, DayReplay
@@ -98,7 +98,7 @@ def day_for(data: Path, hours: float, rate: str, generate: bool) -> tuple[Path, 
     done = json.loads(marker.read_text()) if marker.is_file() else None
     if not generate and (done is None or done["hours"] != hours or
                          done["events_per_second"] != events_per_second(rate)):
-        what = "still being generated" if out.exists() and done is None else "not there"
+        what = "still being generated (or its generation stopped)" if (out / PARTIAL).exists() else "not there"
         print(f"{hours:g} h: {out} is {what} (no {MARKER} of {hours:g} h at rate {rate}); skipped "
               f"(--generate makes it: benchmarks/longday.py --hours {hours:g} --out {out} --rate {rate})")
         return None
@@ -138,7 +138,11 @@ def main() -> None:
         parser.error(f"--runs must be >= 1, not {args.runs}")
     rows_by_hours = {}
     for hours in args.hours:
-        day = day_for(args.data, hours, args.rate, args.generate)
+        try:
+            day = day_for(args.data, hours, args.rate, args.generate)
+        except ValueError as exc:  # a directory holding other data
+            print(f"bench_scale: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         if day is None:
             continue
         root, date = day
