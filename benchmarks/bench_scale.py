@@ -10,6 +10,10 @@ Each measurement runs in a fresh process, so its peak RSS (`ru_maxrss`) is its o
         after loading the numba kernel on the day's first minute (not timed; its seconds are printed apart).
 Rows are the dataset rows (depth levels, snapshot levels, trades), as bench_sim counts them. Warm rows/s
 must not fall with the day's length, and peak RSS must stay under 1 GiB whatever the length.
+Measured 2026-12-02 ("rows"): warm peak RSS 318 MB at 1 h, 423 MB at 4 h: it grows ~35 MB per hour because
+the kernel keeps every decision-log action (acts_i/acts_f, 136 B each, ~140k an hour with join) and fill in
+growable arrays for the whole day, doubled when full, even when no log is asked for; the array book
+(price_max - price_min + 1 ticks, ~3k here) and the 1M-row chunks are flat.
 """
 
 from __future__ import annotations
