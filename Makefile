@@ -27,8 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_recorder.py
 	$(BIN)/python benchmarks/bench_validate.py
 	$(BIN)/python benchmarks/bench_replay.py
-	$(BIN)/python benchmarks/bench_sim.py
-	$(BIN)/python benchmarks/bench_scale.py --generate --rate messages  # first time: ~5 CPU minutes to generate the days (/tmp/ld)
+	$(BIN)/python benchmarks/bench_sim.py  # ends with bench_scale.py (first time: ~5 CPU minutes to generate /tmp/ld)
 
 lint: $(STAMP)
 	$(BIN)/ruff check recorder replay schemas tests benchmarks

@@ -95,6 +95,8 @@ def main() -> None:
     parser.add_argument("--peer-python", default="/tmp/hbt-venv/bin/python",
                         help="a Python with hftbacktest 2.4.x (skip the peer if it has none)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--scale", default="1,4,14", help="hours of the long synthetic days bench_scale.py times "
+                        "after the comparison (generated once into /tmp/ld); 'none' skips them")
     args = parser.parse_args()
     capture = args.realdata / CAPTURE
     if not capture.exists():
@@ -138,6 +140,10 @@ def main() -> None:
                       f"(target >= 1.0), cold {rows / timed['cold']['seconds'] / p['rows_per_s']:.2f}; fills "
                       f"{fills_diff:+.1%} (target within {'5' if name == 'join' else '2'}%)")
     sys.stdout.flush()
+    if args.scale != "none":  # the scale figures: long synthetic days at the capture's message rate
+        print("scale (benchmarks/bench_scale.py):", flush=True)
+        subprocess.run([sys.executable, str(HERE / "bench_scale.py"), "--hours", args.scale, "--rate", "messages",
+                        "--generate"], check=False)
 
 
 if __name__ == "__main__":
