@@ -351,3 +351,22 @@ def test_a_carried_position_equals_the_reference(usdm):
                                                      opening=opening)
     assert expected.series["inventory"][0] == pytest.approx(0.003) and expected.inventory_pnl != 0
     assert_all_same(expected, expected_log, got, got_log)
+
+
+def test_replay_at_max_speed_writes_what_the_paced_reference_writes(captures, tmp_path):
+    """The CLI end to end: `--speed max` (prepared day + kernel) and a paced run (the reference, event by
+    event) write byte-identical reports and decision logs, also when `--to` cuts the day."""
+    from typer.testing import CliRunner
+
+    from replay.cli import app
+
+    written = {}
+    for speed in ("max", "100000x"):
+        out = tmp_path / speed
+        result = CliRunner().invoke(app, ["--date", "2024-08-09", "--market", "usdm", "--data", str(captures["usdm"]),
+                                          "--speed", speed, "--strategy", "fixed", "--param", "half_spread=2",
+                                          "--to", "01:57", "--no-progress", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        written[speed] = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert len(written["max"]) == 3 and written["max"] == written["100000x"]
+    assert b'"action":"fill"' in next(v for k, v in written["max"].items() if k.endswith(".jsonl"))

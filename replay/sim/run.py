@@ -26,7 +26,7 @@ from recorder.validate import instrument_steps
 from recorder.window import TradingWindow
 from replay.engine import DEPTH, SNAPSHOT, DayReplay, ReplayEvent
 from replay.prepared import PreparedDay
-from replay.prepared_format import EventArrays
+from replay.prepared_format import END, EventArrays
 from replay.sim.engine import UNIT, Simulator, StrategyError
 from replay.sim.params import SimParams
 from replay.sim.record import SimResult, from_simulator
@@ -234,7 +234,7 @@ def backtest_prepared(events: Iterator[ReplayEvent], replay: DayReplay, params: 
     records: dict[str, SimResult] = {}
     logs: dict[str, DecisionLog] = {}
     stopped = None
-    rows = 0
+    messages = 0  # the events the reference would have been fed: one per message (END row)
     bar = Progress(TextColumn("[bold]backtest[/] {task.description}"), BarColumn(),
                    TextColumn("{task.completed:,} of {task.total:,} rows"), TimeElapsedColumn(),
                    console=console, disable=not progress, transient=True)
@@ -248,14 +248,19 @@ def backtest_prepared(events: Iterator[ReplayEvent], replay: DayReplay, params: 
             if meta.price_min is None:
                 continue  # no book level all day: nothing to simulate, as the reference
             log = DecisionLog(out_dir / f"decisions-{symbol}-{stem}.jsonl")
+
+            def walked(chunk: EventArrays, task: int = task) -> None:
+                nonlocal messages
+                messages += int(np.count_nonzero(chunk.flags & END))
+                bar.advance(task, len(chunk))
+
             try:
                 record = simulate_prepared(day, replay, symbol, params, horizon, log, strategy, opening.get(symbol),
-                                           lambda done, t=task: bar.update(t, completed=done))
+                                           walked)
             except StrategyError as exc:
                 stopped, record = str(exc), exc.result
             except KeyboardInterrupt:
                 stopped, record = "interrupted", None
-            rows += meta.rows
             if record is None or record.first_ts is None:
                 log.close()
                 log.path.unlink(missing_ok=True)
@@ -263,38 +268,37 @@ def backtest_prepared(events: Iterator[ReplayEvent], replay: DayReplay, params: 
                 records[symbol], logs[symbol] = record, log
             if stopped:
                 break
-    return _write_outcome(records, logs, replay, params, out_dir, run, stopped, rows)
+    return _write_outcome(records, logs, replay, params, out_dir, run, stopped, messages)
 
 
 def simulate_prepared(day: PreparedDay, replay: DayReplay, symbol: str, params: SimParams, horizon: int,
                       log: Callable[[dict], None] | None = None, strategy: Strategy | None = None,
                       opening: tuple[int, int] | None = None,
-                      on_rows: Callable[[int], None] | None = None) -> SimResult:
+                      on_chunk: Callable[[EventArrays], None] | None = None) -> SimResult:
     """One symbol's prepared day through the kernel, up to the replay's end (--to): its `SimResult`."""
     from replay.sim.fast import simulate
 
     meta = day.meta
     tick, lot = instrument_steps_for(params, replay, symbol)
     maker, taker = fees_for(params, replay.market.name)
-    return simulate(_rows_until(day.chunks(), replay.end_ns, on_rows), symbol, params, tick, lot, horizon, maker,
+    return simulate(_rows_until(day.chunks(), replay.end_ns, on_chunk), symbol, params, tick, lot, horizon, maker,
                     taker, replay.first_event_ns(), meta.price_step, meta.qty_step, meta.price_min, meta.price_max,
                     log=log, strategy=strategy, opening=opening)
 
 
 def _rows_until(chunks: Iterator[EventArrays], end_ns: int | None,
-                on_rows: Callable[[int], None] | None) -> Iterator[EventArrays]:
-    """The chunks up to the last message at or before `end_ns`, each counted (`on_rows`) before it is walked."""
-    done = 0
+                on_chunk: Callable[[EventArrays], None] | None) -> Iterator[EventArrays]:
+    """The chunks up to the last message at or before `end_ns`, each shown to `on_chunk` before it is walked."""
     for chunk in chunks:
-        if end_ns is not None and chunk.recv_ts[-1] > end_ns:
-            keep = int(np.searchsorted(chunk.recv_ts, end_ns, side="right"))
-            if keep:
-                yield chunk.head(keep)
+        last = end_ns is not None and chunk.recv_ts[-1] > end_ns
+        if last:
+            chunk = chunk.head(int(np.searchsorted(chunk.recv_ts, end_ns, side="right")))
+        if len(chunk):
+            if on_chunk is not None:
+                on_chunk(chunk)
+            yield chunk
+        if last:
             return
-        done += len(chunk)
-        if on_rows is not None:
-            on_rows(done)
-        yield chunk
 
 
 def _fills_text(sims: dict[str, Simulator]) -> str:
