@@ -25,7 +25,7 @@ def days(tmp_path_factory) -> tuple[Path, list[str]]:
     return out, [copy_day(out, "binance-spot", today, -n) for n in (2, 1)] + [today]
 
 
-def shown(value: float | int | None, column: str) -> str:
+def shown(value: float | None, column: str) -> str:
     """A table value as the single-day table prints it."""
     if value is None:
         return "–"

@@ -305,7 +305,7 @@ def _by_day(days: list[str], values: list[float | None], label: str, color: str)
     return p.svg(label)
 
 
-def _cell(value: str | int | float | None) -> str:
+def _cell(value: str | float | None) -> str:
     return value if isinstance(value, str) else f"{value:,}" if isinstance(value, int) else _num(value)
 
 
