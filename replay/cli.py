@@ -5,6 +5,7 @@
     replay --date 20240501 --speed max --strategy none        (book rebuild only: counts, speed, final top of book)
     replay --date 2024-05-01..2024-05-31 --symbols BTCUSDT,ETHUSDT [--skip-missing] [--carry-inventory]
     replay calibrate --date 20240501 [--symbols ...] [--write sim.yaml]
+    replay calibrate --date 2024-05-01..2024-05-31 [--symbols ...] [--skip-missing] [--out DIR]   (table by day)
     replay serve --date 20240501 --speed 50x [--symbols ...] [--host 127.0.0.1 --port 9443]
     replay serve --synthetic --market spot --symbols BTCUSDT,ETHUSDT [--port 9443] [--speed 10x] [--faults SPEC]
     replay export --date 20240501 --to hftbacktest|tardis-csv [--out DIR]
@@ -507,7 +508,9 @@ app.command("export")(export_command)
 
 @app.command()
 def calibrate(
-    date: str = typer.Option(..., "--date", help=DATE_HELP),
+    date: str = typer.Option(..., "--date", help=DAYS_HELP),
+    skip_missing: bool = typer.Option(False, "--skip-missing", help="Calibrate the days of --date that have data "
+                                      "(default: a day without data is an error)."),
     data: Annotated[Path | None, typer.Option("--data", help=DATA_HELP)] = None,
     market: str = typer.Option("spot", "--market", help="spot | usdm | coinm"),
     symbols: str | None = typer.Option(None, "--symbols", help="Comma-separated (default: all of the day)."),
@@ -522,11 +525,15 @@ def calibrate(
         "Your maker fee as a fraction of notional, e.g. 0.0002 or -0.00005 (default: the market's VIP 0 rate); "
         "written to the config.")),
     write: Annotated[Path | None, typer.Option(
-        "--write", help="Write a complete `simulator:` config: the fits and the proposed γ.")] = None,
+        "--write", help="Write a complete `simulator:` config: the fits and the proposed γ (one day only).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help=(
+        "Over several days: directory for the table calibration-MARKET-FIRST-LAST.parquet and its .html "
+        "(default DATA/reports/EXCHANGE)."))] = None,
     debug: bool = typer.Option(False, "--debug", help="Tracebacks on errors."),
 ) -> None:
     """σ (EWMA of mid changes) and the trade-intensity fit λ(δ) = A·e^(−kδ) of a recorded day, and the
-    strategy parameters (γ, for GLFT ξ = γ) that quote sensibly on it, with the reasoning."""
+    strategy parameters (γ, for GLFT ξ = γ) that quote sensibly on it, with the reasoning. Over several days
+    (--date A..B): the fits per day and symbol as a table, a Parquet file and an HTML page of their time series."""
     import dataclasses
 
     from rich.table import Table
@@ -534,7 +541,7 @@ def calibrate(
     from recorder.config import parse_duration
     from recorder.markets import get_market, quote_currency
     from replay.engine import TRADE, DayReplay
-    from replay.sim.calibrate import calibrate_events
+    from replay.sim.calibrate import calibrate_events, table_row
     from replay.sim.params import SimParams, params_yaml
     from replay.view import wide_console
     from schemas import DatasetError
@@ -542,9 +549,11 @@ def calibrate(
     try:
         data = dataset_root(data)
         mk = get_market(market)
-        day = resolve_date(date)
-        check_market_has_day(data, mk, day)
-        start_ns, end_ns = _day_span(day, start, end)
+        check_market_has_day(data, mk, None)
+        days = recorded_days(data, mk, date, skip_missing)
+        if write is not None and len(days) > 1:
+            raise BadInput(f"--write takes one day (γ is proposed for that day's span and mid); --date {date} "
+                           f"names {len(days)}: calibrate the day you will backtest")
         wanted = _symbol_list(symbols)
         halflife_s, window_s = parse_duration(halflife), parse_duration(window)
         if halflife_s <= 0 or window_s <= 0:
@@ -553,17 +562,28 @@ def calibrate(
             raise BadInput("--target-half-spread must be a number of ticks > 0")
         if maker_fee is not None:
             SimParams(maker_fee=maker_fee).check()  # the simulator's own rule for a fee
-        replay = DayReplay(data, mk, day, wanted, start_ns, end_ns, channels=(TRADE,))
-        results, proposals = [], []
-        for symbol in replay.symbols:
-            tick = _day_tick(data, mk, day, symbol)
-            one = DayReplay(data, mk, day, [symbol], start_ns, end_ns, channels=(TRADE,))
-            result = calibrate_events(one.events(), symbol, tick, halflife_s, window_s)
-            results.append(result)
-            proposals.append(_proposal(result, one, mk, tick, strategy, target, maker_fee))
+        spans = {day: _day_span(day, start, end) for day in days}
+        # every day is checked (symbols, files, --from/--to) before any is calibrated
+        symbols_by_day = {day: DayReplay(data, mk, day, wanted, *spans[day], channels=(TRADE,)).symbols
+                          for day in days}
+        rows = []
+        for day in days:
+            results, proposals = [], []
+            for symbol in symbols_by_day[day]:
+                tick = _day_tick(data, mk, day, symbol)
+                one = DayReplay(data, mk, day, [symbol], *spans[day], channels=(TRADE,))
+                result = calibrate_events(one.events(), symbol, tick, halflife_s, window_s)
+                results.append(result)
+                rows.append(table_row(day.isoformat(), result))
+                if len(days) == 1:
+                    proposals.append(_proposal(result, one, mk, tick, strategy, target, maker_fee))
     except (ValueError, BadInput, DatasetError) as e:
         _fail(str(e), debug, e)
         return
+    if len(days) > 1:
+        _calibration_table(rows, out or data / "reports" / mk.exchange, mk.name, debug)
+        return
+    day = days[0]
     table = Table(title=f"calibration {mk.name} {day}: σ price/√s, A trades/s, k per price unit",
                   caption="σ: std of 1-s mid changes; A, k: fit over the span; medians: rolling fits")
     for column in ("symbol", "seconds", "trades", "σ", "A", "k", "R²", "fits", "A med", "k med"):
@@ -605,6 +625,37 @@ def calibrate(
         except OSError as e:
             _fail(f"cannot write {write}: {e.strerror or e}", debug, e)
         console.print(f"wrote {write}")
+
+
+def _calibration_table(rows: list[dict], out: Path, market: str, debug: bool) -> None:
+    """The calibration over several days: printed per (day, symbol), written as Parquet and an HTML page."""
+    from rich.table import Table
+
+    from replay.sim.calibrate import write_table
+    from replay.sim.report import _cell, render_calibration_html
+    from replay.view import wide_console
+
+    first, last = rows[0]["date"], rows[-1]["date"]
+    title = f"calibration {market} {first} to {last}"
+    table = Table(title=f"{title}: σ price/√s, A trades/s, k per price unit",
+                  caption="σ: std of 1-s mid changes; A, k: fit over each day's span; medians: rolling fits")
+    columns = {"date": "day", "symbol": "symbol", "seconds": "seconds", "trades": "trades", "sigma": "σ", "A": "A",
+               "k": "k", "r2": "R²", "fits": "fits", "A_median": "A med", "k_median": "k med"}
+    for heading in columns.values():
+        table.add_column(heading, justify="left" if heading in ("day", "symbol") else "right")
+    for row, following in zip(rows, [r["date"] for r in rows[1:]] + [None]):
+        table.add_row(*(_cell(round(row[key]) if key == "seconds" else row[key]) for key in columns), end_section=following not in (None, row["date"]))
+    console = wide_console()
+    console.print(table)
+    stem = out / f"calibration-{market}-{first}-{last}"
+    parquet, html = stem.with_suffix(".parquet"), stem.with_suffix(".html")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_table(rows, parquet)
+        html.write_text(render_calibration_html(rows, title))
+    except OSError as e:
+        _fail(f"cannot write {stem}: {e.strerror or e}", debug, e)
+    console.print(f"wrote {parquet}\nwrote {html}", highlight=False)
 
 
 def _day_tick(data: Path, mk, day, symbol: str) -> float:  # type: ignore[no-untyped-def]

@@ -268,3 +268,30 @@ def propose_strategy(strategy: str, *, sigma: float, A: float, k: float, tick: f
                    f"fee tier, e.g. -0.00005 for a rebate, and fee_aware: true to see the cost)")
     return {"strategy": strategy, "gamma": float(gamma), "half_spread": half, "skew_at_soft_limit": skew * soft_limit,
             "target_half_spread": target, "fee_aware": fee_aware, "reasoning": why}
+
+
+# ---- many days: the calibration table -----------------------------------------------------------------
+
+TABLE_COLUMNS = (("date", "string"), ("symbol", "string"), ("seconds", "float64"), ("trades", "int64"),
+                 ("sigma", "float64"), ("A", "float64"), ("k", "float64"), ("r2", "float64"), ("fits", "int64"),
+                 ("A_median", "float64"), ("k_median", "float64"), ("r2_median", "float64"),
+                 ("sigma_ewma_end", "float64"), ("mid", "float64"))
+
+
+def table_row(date: str, result: dict) -> dict:
+    """One (day, symbol) row of the calibration table from `calibrate_events`; None where a fit failed."""
+    fit = result["fit"] or {}
+    rolling = result["rolling"]
+    return {"date": date, "symbol": result["symbol"], "seconds": result["span_s"], "trades": result["trades"],
+            "sigma": result["sigma"], "A": fit.get("A"), "k": fit.get("k"), "r2": fit.get("r2"),
+            "fits": rolling["fits"], "A_median": rolling["A_median"], "k_median": rolling["k_median"],
+            "r2_median": rolling["r2_median"], "sigma_ewma_end": result["sigma_ewma_end"], "mid": result["mid"]}
+
+
+def write_table(rows: list[dict], path) -> None:  # type: ignore[no-untyped-def]
+    """The rows as Parquet with fixed column types, so an all-null column (no fit on any day) keeps its type."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in TABLE_COLUMNS])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)

@@ -234,18 +234,24 @@ def _day_bars(report: dict, currency: str | None) -> str:
     pad = (hi - lo) * 0.08 or 1.0
     p = Plot(0, len(days), lo - pad, hi + pad, width=900, height=200)
     p.add(f'<line x1="{p.x(0):.1f}" x2="{p.x(len(days)):.1f}" y1="{p.y(0):.1f}" y2="{p.y(0):.1f}" stroke="#8c959f"/>')
-    every = max(1, math.ceil(len(days) / 12))
     for i, (day, value) in enumerate(zip(days, daily)):
         p.rect(i + 0.15, i + 0.85, min(0.0, value), max(0.0, value), "#1a7f37" if value >= 0 else "#cf222e",
                title=f"{day}: {_money(value)}")
+    p.polyline([(i + 0.5, v) for i, v in enumerate(running)], "#0969da")
+    _day_axis(p, days, (hi, lo), _money)
+    return p.svg(f"PnL by day ({currency})")
+
+
+def _day_axis(p: Plot, days: list[str], values: tuple[float, ...], fmt) -> None:  # type: ignore[no-untyped-def]
+    """Day i spans x i..i+1: its MM-DD under the middle (at most 12 labels), and `values` marked on the y axis."""
+    every = max(1, math.ceil(len(days) / 12))
+    for i, day in enumerate(days):
         if i % every == 0:
             p.add(f'<text x="{p.x(i + 0.5):.1f}" y="{p.h - 8}" font-size="10" text-anchor="middle" '
                   f'fill="#57606a">{_e(day[5:])}</text>')
-    p.polyline([(i + 0.5, v) for i, v in enumerate(running)], "#0969da")
-    for value in (hi, lo):
+    for value in values:
         p.add(f'<text x="{p.l - 5}" y="{p.y(value) + 3:.1f}" font-size="10" text-anchor="end" '
-              f'fill="#57606a">{_e(_money(value))}</text>')
-    return p.svg(f"PnL by day ({currency})")
+              f'fill="#57606a">{_e(fmt(value))}</text>')
 
 
 def render_days_html(report: dict, title: str) -> str:
@@ -273,5 +279,58 @@ def render_days_html(report: dict, title: str) -> str:
 {_e(DAY_LEGEND)}. Each symbol links to that day's full report.</div>{stopped}
 <div class="card">{charts}
 <table><tr>{head}</tr>{''.join(body)}</table></div>
+</body></html>
+"""
+
+
+# ---- calibration over days: σ, A and k by day per symbol -------------------------------------------------
+
+CALIBRATION_SERIES = (("sigma", "σ (price/√s)", "#0969da"), ("A", "A (trades/s)", "#1a7f37"),
+                      ("k", "k (per price unit)", "#b58100"))
+
+
+def _by_day(days: list[str], values: list[float | None], label: str, color: str) -> str:
+    """One value per day as a line with a dot per day (a day without a value leaves a gap)."""
+    known = [v for v in values if v is not None and math.isfinite(v)]
+    if not known:
+        return f'<p class="muted">no {_e(label)} fit on any day</p>'
+    lo, hi = min(known), max(known)
+    pad = (hi - lo) * 0.08 or abs(hi) * 0.05 or 1.0
+    p = Plot(0, len(days), lo - pad, hi + pad, width=900, height=150)
+    p.polyline([(i + 0.5, v) for i, v in enumerate(values)], color)
+    for i, v in enumerate(values):
+        if v is not None:
+            p.rect(i + 0.45, i + 0.55, v - pad * 0.1, v + pad * 0.1, color, title=f"{days[i]}: {v:.4g}")
+    _day_axis(p, days, (hi, lo), lambda v: f"{v:.4g}")
+    return p.svg(label)
+
+
+def _cell(value: str | float | None) -> str:
+    return value if isinstance(value, str) else f"{value:,}" if isinstance(value, int) else _num(value)
+
+
+def render_calibration_html(rows: list[dict], title: str) -> str:
+    """`rows`: the calibration table (`replay.sim.calibrate.table_row`): a card per symbol with σ, A and k by
+    day, and the table itself."""
+    days = sorted({r["date"] for r in rows})
+    cards = []
+    for symbol in sorted({r["symbol"] for r in rows}):
+        by_date = {r["date"]: r for r in rows if r["symbol"] == symbol}
+        charts = "".join(
+            f"<h3>{_e(label)}</h3>{_by_day(days, [by_date.get(d, {}).get(key) for d in days], label, color)}"
+            for key, label, color in CALIBRATION_SERIES)
+        cards.append(f'<div class="card"><h2>{_e(symbol)}</h2>{charts}</div>')
+    columns = [name for name in rows[0]] if rows else []
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_e(_cell(v))}</td>" for v in r.values())
+                   + "</tr>" for r in rows)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(title)}</title><style>{CSS}</style></head><body>
+<h1>{_e(title)}</h1>
+<div class="muted">σ: std of 1-s mid changes, price per √s; A (trades/s at the mid) and k (per price unit): the fit of
+λ(δ) = A·e^(−kδ) over each day's span; medians over the rolling fits. A gap: no fit that day (too few trades).</div>
+{''.join(cards)}
+<div class="card"><table><tr>{head}</tr>{body}</table></div>
 </body></html>
 """
