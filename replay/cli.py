@@ -254,11 +254,11 @@ def _run_backtest(plan, params, pacer, exchange_time: bool, out: Path, market: s
         print_outcome(result.outcomes[0], console)
     else:
         for outcome, day in zip(result.outcomes, plan):
-            console.print(f"wrote {len(outcome.files)} files in {day.out_dir}/")
+            console.print(f"wrote {len(outcome.files)} files in {day.out_dir}/", soft_wrap=True)
     if combined and result.report["rows"]:
         print_days(result.report, console)
         for path in result.files:
-            console.print(f"wrote {path}")
+            console.print(f"wrote {path}", soft_wrap=True)
     lateness = pacer.lateness_ms()
     over = f" over {len(result.outcomes)} days" if len(plan) > 1 else ""
     console.print(f"run {run}: replayed {result.events:,} events{over}; "
@@ -624,7 +624,7 @@ def calibrate(
             write.write_text(params_yaml(values, comment))
         except OSError as e:
             _fail(f"cannot write {write}: {e.strerror or e}", debug, e)
-        console.print(f"wrote {write}")
+        console.print(f"wrote {write}", soft_wrap=True)
 
 
 def _calibration_table(rows: list[dict], out: Path, market: str, debug: bool) -> None:
@@ -655,7 +655,7 @@ def _calibration_table(rows: list[dict], out: Path, market: str, debug: bool) ->
         html.write_text(render_calibration_html(rows, title))
     except OSError as e:
         _fail(f"cannot write {stem}: {e.strerror or e}", debug, e)
-    console.print(f"wrote {parquet}\nwrote {html}", highlight=False)
+    console.print(f"wrote {parquet}\nwrote {html}", highlight=False, soft_wrap=True)
 
 
 def _day_tick(data: Path, mk, day, symbol: str) -> float:  # type: ignore[no-untyped-def]

@@ -309,4 +309,4 @@ def print_outcome(outcome: BacktestOutcome, console: Console) -> None:
     for summary in outcome.summaries:
         print_summary(summary, console)
     for path in outcome.files:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {path}", soft_wrap=True)
