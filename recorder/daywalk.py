@@ -35,8 +35,9 @@ _SYNCED = State.SYNCED
 
 
 def walk(streams: Iterable[Iterator[BookMessage]], books: Mapping[str, LocalBook]) -> Iterator[Step]:
-    """Every message of `streams` in (`recv_ts`, `seq`) order as `(recv_ts, seq, kind, symbol, data, action,
-    became)`; `action` and `became` are None for rows that are not book messages.
+    """Every message of `streams` merged in (`recv_ts`, `seq`) order (each stream keeps its own order: a
+    symbol's book messages come in `seq` order, see `rebuild.book_streams`) as `(recv_ts, seq, kind, symbol,
+    data, action, became)`; `action` and `became` are None for rows that are not book messages.
 
     `books` holds a fresh `LocalBook` per symbol whose book messages are in the streams; a book is valid
     from the step whose `became` is True up to the one whose `became` is False.

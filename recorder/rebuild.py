@@ -11,8 +11,10 @@ messages they came from, so the very sync engine that ran live decides again.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import itertools
 from collections.abc import Iterator
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +53,7 @@ def _grouped_batches(paths: list[Path], columns: list[str], batch_size: int) -> 
             if tail is not None:
                 table = pa.concat_tables([tail, table])
             seq = table.column("seq").to_numpy()
-            last_start = int(np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]])[-1])
+            last_start = int(_message_bounds(seq)[0][-1])
             tail = table.slice(last_start)
             if last_start:
                 yield table.slice(0, last_start)
@@ -127,8 +129,11 @@ def iter_snapshots(paths: list[Path], symbol: str, batch_size: int = 65_536, fro
 
 def book_streams(depth: list[Path], snapshots: list[Path], symbol: str, batch_size: int = 65_536,
                  from_ns: int | None = None) -> list[Iterator[BookMessage]]:
-    """The symbol's diffs and snapshots as the walk's input streams (received from `from_ns` on)."""
-    return [iter_depth(depth, symbol, batch_size, from_ns), iter_snapshots(snapshots, symbol, batch_size, from_ns)]
+    """The symbol's diffs and snapshots (received from `from_ns` on) as one input stream of the walk, in `seq`
+    order: the order the recorder received them in, which a step back of the wall clock (`recv_ts`) must not
+    change for the sync engine."""
+    return [heapq.merge(iter_depth(depth, symbol, batch_size, from_ns),
+                        iter_snapshots(snapshots, symbol, batch_size, from_ns), key=itemgetter(1))]
 
 
 def day_book_streams(root: Path, exchange: str, date: dt.date | str, symbol: str, batch_size: int = 65_536

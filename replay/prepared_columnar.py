@@ -22,7 +22,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from recorder.rebuild import DEPTH_COLUMNS, SNAPSHOT_COLUMNS, _grouped_batches, files_in_seq_order
+from recorder.rebuild import (
+    DEPTH_COLUMNS,
+    SNAPSHOT_COLUMNS,
+    _grouped_batches,
+    _message_bounds,
+    files_in_seq_order,
+)
 from recorder.sync import Action, SyncEngine
 from replay.prepared_format import CLEAR, EMPTY, END, INVALID, LEVEL, TIME, TRADE, VALID
 from schemas import decimal_units64
@@ -165,7 +171,7 @@ def _snapshots(paths: list[Path]) -> Iterator[_Snapshot]:
     for table in _grouped_batches(paths, SNAPSHOT_COLUMNS, BATCH_ROWS):
         seq = table.column("seq").to_numpy()
         recv = table.column("recv_ts").to_numpy()
-        starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]])
+        starts, _ = _message_bounds(seq)
         last = _check_seq_order(seq[starts], last, "snapshots")
         side, price, qty = _sides(table), _int64_units(table.column("price")), _int64_units(table.column("qty"))
         last_id = table.column("last_update_id").to_numpy()
@@ -248,7 +254,7 @@ class _BookRows:
         for table in _grouped_batches(self.depth, DEPTH_COLUMNS, BATCH_ROWS):
             seq = table.column("seq").to_numpy()
             recv = table.column("recv_ts").to_numpy()
-            starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]])
+            starts, _ = _message_bounds(seq)
             last = _check_seq_order(seq[starts], last, "depth")
             message = np.cumsum(np.r_[False, seq[1:] != seq[:-1]])
             levels = _Levels(_sides(table), _int64_units(table.column("price")), _int64_units(table.column("qty")),

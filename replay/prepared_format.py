@@ -140,7 +140,3 @@ def common_step(values: np.ndarray, step: int = 0) -> int:
     nonzero = values[values != 0]
     return math.gcd(step, int(np.gcd.reduce(nonzero))) if len(nonzero) else step
 
-
-def finest_step(*steps: int) -> int:
-    """A step both prepared days share (to compare or merge two of them)."""
-    return math.gcd(*steps)

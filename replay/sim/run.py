@@ -132,15 +132,15 @@ def result_path(out_dir: Path, symbol: str, params: SimParams, run: str) -> Path
 
 
 def _start(replay: DayReplay, params: SimParams, out_dir: Path, last_ns: int, console: Console | None,
-           window: TradingWindow | None, run: str | None) -> tuple[Console, Strategy, str, str, int]:
-    """What both engines need first: (console, strategy, run id, file stem, A–S horizon). A strategy that cannot
-    be built is bad input before any work."""
+           window: TradingWindow | None, run: str | None) -> tuple[Console, str, str, int]:
+    """What both engines need first: (console, run id, file stem, A–S horizon). A strategy that cannot be built
+    is bad input before any work (each symbol gets its own instance later, as a user strategy may keep state)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    strategy = load_strategy(params)
+    load_strategy(params)
     run = run or run_id(params, replay.market.name, replay.symbols, [replay.date],
                         start_ns=replay.start_ns, end_ns=last_ns)
     horizon = horizon_ns(params, replay, last_ns, window or TradingWindow(dt.time(8), dt.time(22)))
-    return console or Console(stderr=True), strategy, run, f"{strategy_name(params)}-{run}", horizon
+    return console or Console(stderr=True), run, f"{strategy_name(params)}-{run}", horizon
 
 
 def backtest(events: Iterator[ReplayEvent], replay: DayReplay, params: SimParams, out_dir: Path,
@@ -151,7 +151,7 @@ def backtest(events: Iterator[ReplayEvent], replay: DayReplay, params: SimParams
 
     `run`: the run id in the file names (default: this day's own); `opening`: per symbol, the (inventory,
     mark) carried over from the previous day (see `Simulator`)."""
-    console, _, run, stem, horizon = _start(replay, params, out_dir, last_ns, console, window, run)
+    console, run, stem, horizon = _start(replay, params, out_dir, last_ns, console, window, run)
     opening = opening or {}
     sims: dict[str, Simulator] = {}
     logs: dict[str, DecisionLog] = {}
@@ -229,7 +229,7 @@ def backtest_prepared(events: Iterator[ReplayEvent], replay: DayReplay, params: 
 
     from replay.prepared import load_or_build
 
-    console, strategy, run, stem, horizon = _start(replay, params, out_dir, last_ns, console, window, run)
+    console, run, stem, horizon = _start(replay, params, out_dir, last_ns, console, window, run)
     opening = opening or {}
     records: dict[str, SimResult] = {}
     logs: dict[str, DecisionLog] = {}
@@ -255,7 +255,7 @@ def backtest_prepared(events: Iterator[ReplayEvent], replay: DayReplay, params: 
                 bar.advance(task, len(chunk))
 
             try:
-                record = simulate_prepared(day, replay, symbol, params, horizon, log, strategy, opening.get(symbol),
+                record = simulate_prepared(day, replay, symbol, params, horizon, log, None, opening.get(symbol),
                                            walked)
             except StrategyError as exc:
                 stopped, record = str(exc), exc.result
