@@ -279,7 +279,10 @@ def simulate_prepared(day: PreparedDay, replay: DayReplay, symbol: str, params: 
     from replay.sim.fast import simulate
 
     meta = day.meta
-    tick, lot = instrument_steps_for(params, replay, symbol)
+    tick = parse_units(params.tick_size) if params.tick_size is not None else meta.tick
+    lot = meta.lot  # the instruments table's steps, read when the day was prepared
+    if tick is None or lot is None:
+        tick, lot = instrument_steps_for(params, replay, symbol)
     maker, taker = fees_for(params, replay.market.name)
     return simulate(_rows_until(day.chunks(), replay.end_ns, on_chunk), symbol, params, tick, lot, horizon, maker,
                     taker, replay.first_event_ns(), meta.price_step, meta.qty_step, meta.price_min, meta.price_max,
