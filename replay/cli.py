@@ -541,7 +541,7 @@ def calibrate(
     from recorder.config import parse_duration
     from recorder.markets import get_market, quote_currency
     from replay.engine import TRADE, DayReplay
-    from replay.sim.calibrate import calibrate_events, table_row
+    from replay.sim.calibrate import calibrate_day, day_tick, table_row
     from replay.sim.params import SimParams, params_yaml
     from replay.view import wide_console
     from schemas import DatasetError
@@ -570,13 +570,13 @@ def calibrate(
         for day in days:
             results, proposals = [], []
             for symbol in symbols_by_day[day]:
-                tick = _day_tick(data, mk, day, symbol)
-                one = DayReplay(data, mk, day, [symbol], *spans[day], channels=(TRADE,))
-                result = calibrate_events(one.events(), symbol, tick, halflife_s, window_s)
+                result = calibrate_day(data, mk, day, symbol, halflife_s, window_s, *spans[day])
                 results.append(result)
                 rows.append(table_row(day.isoformat(), result))
                 if len(days) == 1:
-                    proposals.append(_proposal(result, one, mk, tick, strategy, target, maker_fee))
+                    one = DayReplay(data, mk, day, [symbol], *spans[day], channels=(TRADE,))
+                    proposals.append(_proposal(result, one, mk, day_tick(data, mk, day, symbol), strategy, target,
+                                               maker_fee))
     except (ValueError, BadInput, DatasetError) as e:
         _fail(str(e), debug, e)
         return
@@ -656,18 +656,6 @@ def _calibration_table(rows: list[dict], out: Path, market: str, debug: bool) ->
     except OSError as e:
         _fail(f"cannot write {stem}: {e.strerror or e}", debug, e)
     console.print(f"wrote {parquet}\nwrote {html}", highlight=False, soft_wrap=True)
-
-
-def _day_tick(data: Path, mk, day, symbol: str) -> float:  # type: ignore[no-untyped-def]
-    """The symbol's tick size that day: the instruments table, else the finest step its prices use."""
-    from recorder.numbers import SCALE
-    from recorder.rebuild import sampled_decimals
-    from recorder.validate import instrument_steps
-
-    tick, _ = instrument_steps(data, mk.exchange, day, symbol)
-    if tick is None:
-        tick = 10 ** (SCALE - sampled_decimals(data, mk.exchange, day, symbol)[0])
-    return tick / 10**SCALE
 
 
 def _proposal(result: dict, replay, mk, tick: float, strategy: str, target: float | None,  # type: ignore[no-untyped-def]

@@ -295,3 +295,24 @@ def write_table(rows: list[dict], path) -> None:  # type: ignore[no-untyped-def]
 
     schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in TABLE_COLUMNS])
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+
+
+def day_tick(root, market, day, symbol: str) -> float:  # type: ignore[no-untyped-def]
+    """The symbol's tick size that day: the instruments table, else the finest step its prices use."""
+    from recorder.numbers import SCALE
+    from recorder.rebuild import sampled_decimals
+    from recorder.validate import instrument_steps
+
+    tick, _ = instrument_steps(root, market.exchange, day, symbol)
+    if tick is None:
+        tick = 10 ** (SCALE - sampled_decimals(root, market.exchange, day, symbol)[0])
+    return tick / 10**SCALE
+
+
+def calibrate_day(root, market, day, symbol: str, halflife_s: float = 300.0,  # type: ignore[no-untyped-def]
+                  window_s: float = 600.0, start_ns: int | None = None, end_ns: int | None = None) -> dict:
+    """`calibrate_events` over one symbol's recorded day (or its span start_ns..end_ns)."""
+    from replay.engine import TRADE, DayReplay
+
+    replay = DayReplay(root, market, day, [symbol], start_ns, end_ns, channels=(TRADE,))
+    return calibrate_events(replay.events(), symbol, day_tick(root, market, day, symbol), halflife_s, window_s)

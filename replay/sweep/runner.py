@@ -1,0 +1,122 @@
+"""A grid sweep on Ray, stage by stage: prepare each (day, symbol) once, calibrate the days, run the tasks.
+
+Everything a stage produces is written to the sweep's directory as it arrives (`SweepStore`), and what is
+there already (a resumed sweep) is not run again. The prepared days are built once, by one worker each,
+into the prepared-day cache every node reads; the tasks then memory-map them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from replay.sweep import task as work
+from replay.sweep.cluster import Clock, Stage, cluster_cpus, lost_worker_text
+from replay.sweep.space import Task
+from replay.sweep.store import SweepStore
+from replay.sweep.task import SweepSpec
+
+
+@dataclass
+class StageFigures:
+    """What a run of the task stage did, for the summary line and the benchmark."""
+
+    ran: int = 0
+    skipped: int = 0  # done in an earlier run (--resume)
+    failed: int = 0
+    seconds: float = 0.0
+    first_result_s: float | None = None
+    task_seconds: float = 0.0  # the tasks' own wall time, summed
+    prepare_errors: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def progress_bar(console: Console, enabled: bool) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[failed]} failed · {task.fields[running]} running"),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    console=console, disable=not enabled, transient=False)
+
+
+def prepare_days(spec: SweepSpec, pairs: list[tuple[str, str]], retries: int, bar: Progress) -> dict:
+    """(day, symbol) -> prepare error (None: ready), each prepared day built once on some worker."""
+    errors: dict[tuple[str, str], str | None] = {}
+    stage = Stage(work.prepare, retries, (spec,))
+    job = bar.add_task("prepare", total=len(pairs), failed=0, running=0)
+
+    def done(item: tuple, value: object) -> None:
+        errors[item] = lost_worker_text(value, retries) if isinstance(value, BaseException) else value["error"]
+        bar.update(job, advance=1, failed=sum(e is not None for e in errors.values()), running=stage.running)
+
+    stage.run(pairs, done)
+    return errors
+
+
+def calibrate_days(spec: SweepSpec, store: SweepStore, pairs: list[tuple[str, str]], retries: int,
+                   bar: Progress) -> dict[tuple[str, str], dict]:
+    """The calibration row of each (day, symbol), computed once per sweep directory."""
+    rows = store.calibration()
+    missing = [pair for pair in pairs if pair not in rows]
+    stage = Stage(work.calibrate, retries, (spec,))
+    job = bar.add_task("calibrate", total=len(pairs), completed=len(pairs) - len(missing), failed=0, running=0)
+    failed = 0
+
+    def done(item: tuple, value: object) -> None:
+        nonlocal failed
+        if isinstance(value, BaseException):
+            value = {"date": item[0], "symbol": item[1], "error": lost_worker_text(value, retries)}
+        if value.get("error"):
+            failed += 1
+        else:
+            rows[item] = value
+        store.write_calibration(value)
+        bar.update(job, advance=1, failed=failed, running=stage.running)
+
+    stage.run(missing, done)
+    return rows
+
+
+def run_tasks(spec: SweepSpec, tasks: list[Task], store: SweepStore, retries: int, bar: Progress,
+              calibration: dict[tuple[str, str], dict], prepare_errors: dict,
+              on_row: Callable[[dict], None] | None = None) -> StageFigures:
+    """Every task not done yet, each row written as it finishes."""
+    done_before = store.done()
+    todo = [t for t in tasks if t.task_id not in done_before]
+    figures = StageFigures(skipped=len(tasks) - len(todo))
+    stage = Stage(work.run_task, retries, (spec,))
+    job = bar.add_task("tasks", total=len(tasks), completed=figures.skipped, failed=0, running=0)
+    clock = Clock()
+
+    def items():  # type: ignore[no-untyped-def]
+        for t in todo:
+            fit = calibration.get((t.fit_day, t.symbol)) if t.fit_day else None
+            if t.fit_day and fit is None:
+                fit = {"error": "the day could not be calibrated"}
+            yield t, fit, prepare_errors.get((t.day, t.symbol))
+
+    def done(item: tuple, value: object) -> None:
+        if isinstance(value, BaseException):  # the worker died on every attempt
+            t = item[0]
+            value = {**work.task_row(spec, t), "error": lost_worker_text(value, retries), "runtime_s": None}
+        store.write(value)
+        clock.mark()
+        figures.ran += 1
+        figures.failed += bool(value.get("error"))
+        figures.task_seconds += value.get("runtime_s") or 0.0
+        if on_row is not None:
+            on_row(value)
+        bar.update(job, advance=1, failed=figures.failed, running=min(stage.running, cluster_cpus()))
+
+    stage.run(items(), done, lambda: bar.update(job, running=min(stage.running, cluster_cpus())))
+    figures.seconds = clock.elapsed()
+    figures.first_result_s = clock.first
+    return figures
