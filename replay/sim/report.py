@@ -309,9 +309,8 @@ def _cell(value: str | float | None) -> str:
     return value if isinstance(value, str) else f"{value:,}" if isinstance(value, int) else _num(value)
 
 
-def render_calibration_html(rows: list[dict], title: str) -> str:
-    """`rows`: the calibration table (`replay.sim.calibrate.table_row`): a card per symbol with σ, A and k by
-    day, and the table itself."""
+def calibration_cards(rows: list[dict]) -> str:
+    """A card per symbol with σ, A and k by day, from calibration table rows (also the sweep leaderboard's)."""
     days = sorted({r["date"] for r in rows})
     cards = []
     for symbol in sorted({r["symbol"] for r in rows}):
@@ -320,6 +319,12 @@ def render_calibration_html(rows: list[dict], title: str) -> str:
             f"<h3>{_e(label)}</h3>{_by_day(days, [by_date.get(d, {}).get(key) for d in days], label, color)}"
             for key, label, color in CALIBRATION_SERIES)
         cards.append(f'<div class="card"><h2>{_e(symbol)}</h2>{charts}</div>')
+    return "".join(cards)
+
+
+def render_calibration_html(rows: list[dict], title: str) -> str:
+    """`rows`: the calibration table (`replay.sim.calibrate.table_row`): the cards of `calibration_cards`, and
+    the table itself."""
     columns = [name for name in rows[0]] if rows else []
     head = "".join(f"<th>{_e(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{_e(_cell(v))}</td>" for v in r.values())
@@ -330,7 +335,7 @@ def render_calibration_html(rows: list[dict], title: str) -> str:
 <h1>{_e(title)}</h1>
 <div class="muted">σ: std of 1-s mid changes, price per √s; A (trades/s at the mid) and k (per price unit): the fit of
 λ(δ) = A·e^(−kδ) over each day's span; medians over the rolling fits. A gap: no fit that day (too few trades).</div>
-{''.join(cards)}
+{calibration_cards(rows)}
 <div class="card"><table><tr>{head}</tr>{body}</table></div>
 </body></html>
 """
