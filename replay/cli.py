@@ -10,6 +10,9 @@
     replay serve --synthetic --market spot --symbols BTCUSDT,ETHUSDT [--port 9443] [--speed 10x] [--faults SPEC]
     replay export --date 20240501 --to hftbacktest|tardis-csv [--out DIR]
     replay prepare --date 20240501 [--market usdm] [--symbols ...] [--cache DIR] [--force]
+    replay sweep --date 2024-05-01..2024-05-31 --symbols BTCUSDT,ETHUSDT --grid gamma=0.01:0.2:log5
+           --grid order_size=0.001,0.002 [--search optuna --trials 200] [--objective pnl] [--walk-forward]
+           [--address ray://host:10001] [--resume] [--out DIR]
 
 Bad input gives one line on stderr and exit code 2 (a traceback only with --debug).
 """
@@ -734,6 +737,104 @@ def prepare(
         state = f"built in {time.perf_counter() - started:.1f} s" if prepared.built else "up to date"
         where = f"{day} {symbol}" if len(days) > 1 else symbol
         typer.echo(f"{where}: {meta.rows:,} rows, {state}, {prepared.size_bytes() / 1e6:,.1f} MB, {prepared.path}")
+
+
+@app.command()
+def sweep(
+    date: str = typer.Option(..., "--date", help=DAYS_HELP),
+    skip_missing: bool = typer.Option(False, "--skip-missing", help="Sweep the days of --date that have data "
+                                      "(default: a day without data is an error)."),
+    data: Annotated[Path | None, typer.Option("--data", help=DATA_HELP)] = None,
+    market: str = typer.Option("spot", "--market", help="spot | usdm | coinm"),
+    symbols: str | None = typer.Option(None, "--symbols", help="Comma-separated (default: all of each day)."),
+    strategy: str | None = typer.Option(None, "--strategy", help="as | glft | join | fixed | module:Class."),
+    grid: Annotated[list[str] | None, typer.Option("--grid", help=(
+        "A swept parameter (repeat): gamma=0.01,0.05,0.1 (values), gamma=0.01:0.2:log5 or :lin5 (5 values, ends "
+        "included), order_size=0.001:0.004:0.001 (a step). With --search: gamma=0.01:0.2:log (a range)."))] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="A fixed simulator parameter: KEY=VALUE (repeat).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help=(
+        "YAML with a `simulator:` section (the fixed parameters) and a `sweep:` section (grid, objective, search, "
+        "trials); flags win."))] = None,
+    search: str | None = typer.Option(None, "--search", help="optuna: search the --grid ranges with Optuna on Ray "
+                                      "Tune, stopping bad parameter sets after a few days (ASHA)."),
+    trials: int | None = typer.Option(None, "--trials", min=1, help="Parameter sets tried by --search (default 50)."),
+    objective: str | None = typer.Option(None, "--objective", help="What ranks the parameter sets (maximised): "
+                                         "pnl (mean daily PnL, default) | sharpe | pnl_per_fill | fill_ratio | calmar."),
+    walk_forward: bool = typer.Option(False, "--walk-forward", help="Trade each day with σ, A, k calibrated on the "
+                                      "recorded day before it (as, glft)."),
+    calibration: bool = typer.Option(True, "--calibration/--no-calibration", help="Calibrate every swept day for "
+                                     "the leaderboard's σ, A, k series."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster to run on: host:6379 or "
+                                       "ray://host:10001 (default: $RAY_ADDRESS, else a local Ray on this machine)."),
+    cpus: int | None = typer.Option(None, "--cpus", min=1, help="A local Ray: use this many cores (default all)."),
+    retries: int = typer.Option(2, "--retries", min=0, help="Runs of a task whose worker died, before it is "
+                                "recorded as failed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the sweep in --out: run only the tasks not done."),
+    out: Annotated[Path | None, typer.Option("--out", help=(
+        "Directory of the sweep (default DATA/reports/EXCHANGE/sweep-ID; ID names the sweep's definition)."))] = None,
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+    debug: bool = typer.Option(False, "--debug", help="Tracebacks on errors."),
+) -> None:
+    """Backtest every (parameter set, day, symbol) on Ray, a local instance or a cluster: a results table per task
+    and per parameter set (Parquet) and an HTML leaderboard. Exit 1 if a task failed (its row says why)."""
+    from rich.console import Console
+
+    from recorder.markets import get_market
+    from replay.engine import TRADE, DayReplay
+    from replay.sweep.cluster import RayMissing, disconnect, ray_module
+    from replay.sweep.command import make_plan, run_plan
+    from replay.sweep.leaderboard import print_leaderboard
+    from replay.sweep.space import SweepSpaceError
+    from replay.sweep.store import SweepStoreError
+    from replay.view import wide_console
+    from schemas import DatasetError, parse_date
+
+    try:
+        ray_module()
+        data = dataset_root(data)
+        mk = get_market(market)
+        check_market_has_day(data, mk, None)
+        days = recorded_days(data, mk, date, skip_missing)
+        wanted = _symbol_list(symbols)
+        base = _sim_params(config, strategy, None, None, None, None, param)
+        symbols_by_day = {day: DayReplay(data, mk, day, wanted, channels=(TRADE,)).symbols for day in days}
+        recorded = [parse_date(d) for d in _days_by_market(data).get(mk.name, [])]
+        plan = make_plan(data=data, market=mk, days=days, recorded=recorded, symbols_by_day=symbols_by_day,
+                         base=base, grid=grid or [], config=config, search=search, trials=trials,
+                         objective=objective, walk_forward=walk_forward, calibration=calibration, out=out)
+    except RayMissing as e:
+        _fail(str(e), debug, e)
+        return
+    except (ValueError, BadInput, DatasetError, SweepSpaceError) as e:
+        _fail(str(e), debug, e)
+        return
+    console = wide_console()
+    what = (f"{plan.search} search, {plan.trials} trials" if plan.search else
+            f"{len(plan.tasks):,} tasks ({len(plan.tasks) // max(1, sum(map(len, plan.symbols_by_day.values())))} "
+            f"parameter sets)")
+    console.print(f"sweep {plan.definition['id']}: {what} over {len(days)} day{'s' if len(days) > 1 else ''}, "
+                  f"objective {plan.objective}; writing {plan.out}/", soft_wrap=True, highlight=False)
+    try:
+        result = run_plan(plan, address=address, cpus=cpus, resume=resume, retries=retries,
+                          console=Console(stderr=True), progress=progress)
+    except (SweepStoreError, OSError) as e:
+        _fail(str(e), debug, e)
+        return
+    print_leaderboard(result.sets, plan.objective, plan.swept, console)
+    for path in result.files:
+        console.print(f"wrote {path}", soft_wrap=True, highlight=False)
+    failed = [r for r in result.rows if r.get("error")]
+    f = result.figures
+    console.print(f"{len(result.rows):,} task results: ran {f.ran:,} now ({f.skipped:,} done before), "
+                  f"{len(failed):,} failed; {f.seconds:.1f} s", highlight=False)
+    for row in failed[:5]:
+        console.print(f"failed: {row['day']} {row['symbol']} {row['params']}: {row['error']}", soft_wrap=True,
+                      highlight=False)
+    disconnect()
+    if result.interrupted:
+        raise typer.Exit(130)
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()

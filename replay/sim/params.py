@@ -225,10 +225,10 @@ def load_params(path: Path | None = None, overrides: dict[str, Any] | None = Non
         except yaml.YAMLError as exc:
             raise SimConfigError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
         if isinstance(data, dict):
-            unknown_sections = sorted(str(key) for key in data if key != "simulator")
+            unknown_sections = sorted(str(key) for key in data if key not in ("simulator", "sweep"))
             if unknown_sections:
                 raise SimConfigError(f"{path}: unknown top-level section {unknown_sections[0]!r}; "
-                                     f"the simulator reads only `simulator:`")
+                                     f"the simulator reads only `simulator:` (and `replay sweep` its `sweep:`)")
         section = data.get("simulator", {}) if isinstance(data, dict) else None
         if not isinstance(section, dict):
             raise SimConfigError(f"{path}: expected a `simulator:` mapping")

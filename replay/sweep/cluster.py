@@ -20,6 +20,9 @@ INSTALL_HINT = "replay sweep needs Ray: pip install 'avellaneda-mm[sweep]' (or: 
 IN_FLIGHT_PER_CPU = 4  # submitted ahead per CPU: workers never wait, memory stays bounded on huge sweeps
 
 
+_started = False  # whether `connect` started or joined Ray in this process
+
+
 class RayMissing(RuntimeError):
     """Ray is not installed."""
 
@@ -35,8 +38,10 @@ def ray_module():  # type: ignore[no-untyped-def]
 def connect(address: str | None = None, cpus: int | None = None) -> str:
     """Join the cluster at `address` (or $RAY_ADDRESS), else start a local Ray with one worker per core
     (`cpus` to use fewer); a Ray already started in this process is used as it is. Says where it runs."""
+    global _started
     ray = ray_module()
     if not ray.is_initialized():
+        _started = True
         address = address or os.environ.get("RAY_ADDRESS") or None
         options: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False,
                                    "configure_logging": True}
@@ -46,6 +51,14 @@ def connect(address: str | None = None, cpus: int | None = None) -> str:
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     cpus_total = int(ray.cluster_resources().get("CPU", 0))
     return f"Ray: {len(nodes)} node{'s' if len(nodes) != 1 else ''}, {cpus_total} CPUs"
+
+
+def disconnect() -> None:
+    """Leave Ray if `connect` joined or started it (a Ray the caller started stays up)."""
+    global _started
+    if _started:
+        ray_module().shutdown()
+        _started = False
 
 
 def cluster_cpus() -> int:
