@@ -85,6 +85,16 @@ def calibrate_days(spec: SweepSpec, store: SweepStore, pairs: list[tuple[str, st
     return rows
 
 
+def task_inputs(task: Task, calibration: dict[tuple[str, str], dict], prepare_errors: dict
+                ) -> tuple[Task, dict | None, str | None]:
+    """`run_task`'s arguments for `task`: the calibration of its fit day (an error when that day has none)
+    and the error of preparing its day."""
+    fit = calibration.get((task.fit_day, task.symbol)) if task.fit_day else None
+    if task.fit_day and fit is None:
+        fit = {"error": "the day could not be calibrated"}
+    return task, fit, prepare_errors.get((task.day, task.symbol))
+
+
 def run_tasks(spec: SweepSpec, tasks: list[Task], store: SweepStore, retries: int, bar: Progress,
               calibration: dict[tuple[str, str], dict], prepare_errors: dict,
               on_row: Callable[[dict], None] | None = None) -> StageFigures:
@@ -95,13 +105,6 @@ def run_tasks(spec: SweepSpec, tasks: list[Task], store: SweepStore, retries: in
     stage = Stage(work.run_task, retries, (spec,))
     job = bar.add_task("tasks", total=len(tasks), completed=figures.skipped, failed=0, running=0)
     clock = Clock()
-
-    def items():  # type: ignore[no-untyped-def]
-        for t in todo:
-            fit = calibration.get((t.fit_day, t.symbol)) if t.fit_day else None
-            if t.fit_day and fit is None:
-                fit = {"error": "the day could not be calibrated"}
-            yield t, fit, prepare_errors.get((t.day, t.symbol))
 
     def done(item: tuple, value: object) -> None:
         if isinstance(value, BaseException):  # the worker died on every attempt
@@ -116,7 +119,8 @@ def run_tasks(spec: SweepSpec, tasks: list[Task], store: SweepStore, retries: in
             on_row(value)
         bar.update(job, advance=1, failed=figures.failed, running=min(stage.running, cluster_cpus()))
 
-    stage.run(items(), done, lambda: bar.update(job, running=min(stage.running, cluster_cpus())))
+    inputs = (task_inputs(t, calibration, prepare_errors) for t in todo)
+    stage.run(inputs, done, lambda: bar.update(job, running=min(stage.running, cluster_cpus())))
     figures.seconds = clock.elapsed()
     figures.first_result_s = clock.first
     return figures

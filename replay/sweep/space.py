@@ -184,9 +184,11 @@ class Task:
 
 
 def make_task(base: SimParams, values: dict[str, Any], market: str, day: str, symbol: str,
-              fit_day: str | None = None) -> Task:
-    """The task of `values` on (day, symbol): ids and the seed derived from what decides the result."""
-    params = set_params(base, values)
+              fit_day: str | None = None, *, check: bool = True) -> Task:
+    """The task of `values` on (day, symbol): ids and the seed derived from what decides the result.
+    `check=False`: a set a search sampled may be invalid (soft_limit above hard_limit); its task is still
+    made, and its row carries the error when it runs."""
+    params = set_params(base, values) if check else dataclasses.replace(base, **values)
     sid = set_id(params)
     task_id = _digest([sid, market, day, symbol, fit_day], 16)
     seed = int(_digest([params.seed, sid, market, day, symbol], 8), 16) % 2**31
@@ -199,12 +201,17 @@ def plan(base: SimParams, sets: list[dict[str, Any]], market: str, symbols_by_da
     when it has a day to take its fits from."""
     tasks = []
     for values in sets:
-        for day, symbols in symbols_by_day.items():
-            if fit_days is not None and day not in fit_days:
-                continue
-            fit = fit_days[day].isoformat() if fit_days is not None else None
-            tasks += [make_task(base, values, market, day.isoformat(), symbol, fit) for symbol in symbols]
+        for day, fit, symbols in trading_days(symbols_by_day, fit_days):
+            tasks += [make_task(base, values, market, day, symbol, fit) for symbol in symbols]
     return tasks
+
+
+def trading_days(symbols_by_day: dict[dt.date, list[str]], fit_days: dict[dt.date, dt.date] | None
+                 ) -> list[tuple[str, str | None, list[str]]]:
+    """(day, fit day, symbols) of each day traded, in date order: with `fit_days` (walk-forward) only the days
+    that have a day to take their fits from."""
+    return [(day.isoformat(), fit_days[day].isoformat() if fit_days is not None else None, symbols)
+            for day, symbols in sorted(symbols_by_day.items()) if fit_days is None or day in fit_days]
 
 
 def previous_days(days: list[dt.date], recorded: list[dt.date]) -> dict[dt.date, dt.date]:
