@@ -42,10 +42,11 @@ def connect(address: str | None = None, cpus: int | None = None) -> str:
     ray = ray_module()
     if not ray.is_initialized():
         _started = True
-        address = address or os.environ.get("RAY_ADDRESS") or None
+        # "local": a new instance, even when /tmp/ray names a cluster that was (or still is) running here
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
         options: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False,
                                    "configure_logging": True}
-        if address is None:
+        if address == "local":
             options.update(num_cpus=cpus, include_dashboard=False)
         ray.init(address=address, **options)
     nodes = [n for n in ray.nodes() if n.get("Alive")]

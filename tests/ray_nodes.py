@@ -1,0 +1,88 @@
+"""Ray nodes started by the tests themselves on 127.0.0.1, and ended by their process ids.
+
+`ray start --block` keeps a node in the foreground, so terminating that process ends the node and everything
+it started; nothing is left for `ray stop` (which would also stop someone else's Ray). The cluster uses its own
+auth token (Ray 2.5x turns token authentication on by default), written into the test's directory and given to
+every process through the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ray
+
+RAY = str(Path(sys.executable).with_name("ray"))
+START_TIMEOUT_S = 60
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def token_env(directory: Path) -> dict[str, str]:
+    """The environment of a token-authenticated test cluster (a new token in `directory`)."""
+    path = directory / "ray-token"
+    path.write_text(secrets.token_hex(32))
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}
+
+
+class Node:
+    """One `ray start --block` process: the head (no address) or a worker joining `address`."""
+
+    def __init__(self, env: dict[str, str], log: Path, cpus: int, address: str | None = None) -> None:
+        self.port = free_port() if address is None else None
+        self.address = address or f"127.0.0.1:{self.port}"
+        command = [RAY, "start", "--block", f"--num-cpus={cpus}", "--node-ip-address=127.0.0.1",
+                   "--disable-usage-stats"]
+        command += [f"--address={address}"] if address else ["--head", f"--port={self.port}",
+                                                             "--include-dashboard=false"]
+        self.log = log
+        self.process = subprocess.Popen(command, env={**os.environ, **env}, stdout=log.open("wb"),
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self) -> None:
+        """SIGTERM to the node's `ray start`, which ends its raylet, workers (and, on the head, the GCS)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait(timeout=10)
+
+
+def wait_for_nodes(address: str, count: int, env: dict[str, str], nodes: list[Node]) -> None:
+    """Until the cluster at `address` has `count` live nodes (a bounded poll from a short-lived driver)."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for node in nodes:
+                if node.process.poll() is not None:
+                    raise RuntimeError(f"ray node exited: {node.log.read_text()[-2000:]}")
+            try:
+                ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+                alive = sum(1 for n in ray.nodes() if n.get("Alive"))
+                ray.shutdown()
+                if alive >= count:
+                    return
+            except ConnectionError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"the Ray cluster at {address} did not reach {count} nodes in {START_TIMEOUT_S} s")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
