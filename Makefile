@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/python -m replay.demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup  # the Ray tests share one worker (and one Ray)
 
 # Benchmarks print figures (they need ../shared/realdata for the real Binance frames).
 bench: $(STAMP)

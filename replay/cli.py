@@ -780,9 +780,8 @@ def sweep(
     from rich.console import Console
 
     from recorder.markets import get_market
-    from replay.engine import TRADE, DayReplay
     from replay.sweep.cluster import RayMissing, disconnect, ray_module
-    from replay.sweep.command import make_plan, run_plan
+    from replay.sweep.command import day_symbols, make_plan, run_plan
     from replay.sweep.leaderboard import print_leaderboard
     from replay.sweep.space import SweepSpaceError
     from replay.sweep.store import SweepStoreError
@@ -797,7 +796,11 @@ def sweep(
         days = recorded_days(data, mk, date, skip_missing)
         wanted = _symbol_list(symbols)
         base = _sim_params(config, strategy, None, None, None, None, param)
-        symbols_by_day = {day: DayReplay(data, mk, day, wanted, channels=(TRADE,)).symbols for day in days}
+        symbols_by_day, unreadable = {}, []
+        for day in days:
+            symbols_by_day[day], problem = day_symbols(data, mk, day, wanted)
+            if problem:
+                unreadable.append(f"{day}: {problem}: the tasks that read it will fail")
         recorded = [parse_date(d) for d in _days_by_market(data).get(mk.name, [])]
         plan = make_plan(data=data, market=mk, days=days, recorded=recorded, symbols_by_day=symbols_by_day,
                          base=base, grid=grid or [], config=config, search=search, trials=trials,
@@ -812,6 +815,8 @@ def sweep(
     what = (f"{plan.search} search, {plan.trials} trials" if plan.search else
             f"{len(plan.tasks):,} tasks ({len(plan.tasks) // max(1, sum(map(len, plan.symbols_by_day.values())))} "
             f"parameter sets)")
+    for line in unreadable:
+        Console(stderr=True).print(line, soft_wrap=True, highlight=False)
     console.print(f"sweep {plan.definition['id']}: {what} over {len(days)} day{'s' if len(days) > 1 else ''}, "
                   f"objective {plan.objective}; writing {plan.out}/", soft_wrap=True, highlight=False)
     try:

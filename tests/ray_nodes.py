@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import ray
-
 RAY = str(Path(sys.executable).with_name("ray"))
 START_TIMEOUT_S = 60
 
@@ -60,29 +58,29 @@ class Node:
                 self.process.wait(timeout=10)
 
 
+_COUNT_NODES = """
+import sys, time, ray
+address, count, deadline = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+while sum(1 for n in ray.nodes() if n.get("Alive")) < count and time.monotonic() < deadline:
+    time.sleep(0.25)
+alive = sum(1 for n in ray.nodes() if n.get("Alive"))
+ray.shutdown()
+sys.exit(0 if alive >= count else 1)
+"""
+
+
 def wait_for_nodes(address: str, count: int, env: dict[str, str], nodes: list[Node]) -> None:
-    """Until the cluster at `address` has `count` live nodes (a bounded poll from a short-lived driver)."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            for node in nodes:
-                if node.process.poll() is not None:
-                    raise RuntimeError(f"ray node exited: {node.log.read_text()[-2000:]}")
-            try:
-                ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-                alive = sum(1 for n in ray.nodes() if n.get("Alive"))
-                ray.shutdown()
-                if alive >= count:
-                    return
-            except ConnectionError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"the Ray cluster at {address} did not reach {count} nodes in {START_TIMEOUT_S} s")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    """Until the cluster at `address` has `count` live nodes: a bounded poll from a driver in its own process
+    (Ray reads the auth settings once per process, so this one's may not be the cluster's)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        for node in nodes:
+            if node.process.poll() is not None:
+                raise RuntimeError(f"ray node exited: {node.log.read_text()[-2000:]}")
+        done = subprocess.run([sys.executable, "-c", _COUNT_NODES, address, str(count), "20"], env={**os.environ, **env},
+                              capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode == 0:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"the Ray cluster at {address} did not reach {count} nodes in {START_TIMEOUT_S} s")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import ray
 from rich.console import Console
 
 from replay.sim.params import SimParams
@@ -24,7 +25,6 @@ from replay.sweep.task import SweepSpec, prepare, run_task
 from tests.synthetic_day import record_day, recorded_date
 from tests.synthetic_days import copy_day
 
-ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.xdist_group("ray")
 
 SYMBOL = "BTCUSDT"

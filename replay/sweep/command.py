@@ -73,6 +73,24 @@ class SweepPlan:
         return sorted(pairs)
 
 
+def day_symbols(root: Path, market, day: dt.date, wanted: list[str] | None) -> tuple[list[str], str | None]:  # type: ignore[no-untyped-def]
+    """The symbols to sweep on `day`, and why the day cannot be read (None: it can). A damaged file is not bad
+    input to the sweep: the day's tasks fail with it, the other days run."""
+    from replay.engine import TRADE, DayReplay
+    from schemas import DatasetError
+
+    try:
+        return DayReplay(root, market, day, wanted, channels=(TRADE,)).symbols, None
+    except DatasetError as exc:
+        recorded = sorted(p.name.split("=", 1)[1]
+                          for p in (root / market.exchange / "depth" / f"date={day}").glob("symbol=*"))
+        missing = [s for s in wanted or [] if s not in recorded]
+        if missing:
+            raise SweepInputError(f"no {', '.join(missing)} on {day}; available symbols: {', '.join(recorded)}") \
+                from None
+        return wanted or recorded, str(exc)
+
+
 def _absolute_strategy(params: SimParams) -> SimParams:
     """A strategy given as a file path is made absolute: Ray workers do not share the driver's directory."""
     path, sep, name = params.strategy.rpartition(":")
