@@ -554,7 +554,7 @@ def calibrate(
         mk = get_market(market)
         check_market_has_day(data, mk, None)
         days = recorded_days(data, mk, date, skip_missing)
-        if write is not None and len(days) > 1:
+        if write is not None and (len(days) > 1 or ".." in date or "," in date):
             raise BadInput(f"--write takes one day (γ is proposed for that day's span and mid); --date {date} "
                            f"names {len(days)}: calibrate the day you will backtest")
         wanted = _symbol_list(symbols)
@@ -583,7 +583,7 @@ def calibrate(
     except (ValueError, BadInput, DatasetError) as e:
         _fail(str(e), debug, e)
         return
-    if len(days) > 1:
+    if len(days) > 1 or ".." in date or "," in date:  # a range or a list: the table, even of one day
         _calibration_table(rows, out or data / "reports" / mk.exchange, mk.name, debug)
         return
     day = days[0]

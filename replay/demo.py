@@ -1,4 +1,4 @@
-"""`make demo`: synthetic venue -> `recorder run` -> dataset -> validation report -> calibration -> backtest.
+"""`make demo`: synthetic venue -> `recorder run` -> dataset -> validation report -> calibration -> backtest -> sweep.
 
 Runs everything on this machine (127.0.0.1), nothing reaches Binance. The venue runs in real time (1x) so
 the exchange timestamps it sends stay comparable with the receive times the validator judges.
@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import yaml
 from rich.table import Table
 
 from recorder.config import load_config
@@ -34,6 +35,8 @@ console = wide_console()
 # Binance's spot market-maker programme (the VIP 0 rate of 0.1% makes a round trip cost 0.2% of the price)
 CALIBRATE_FLAGS = ["--maker-fee", "0"]
 BACKTEST_FLAGS = ["--order-size", "0.01", "--no-progress"]
+# the demo's last step: γ around the calibrated one × two order sizes, on Ray, ranked in an HTML leaderboard
+SWEEP_SIZES = "order_size=0.005,0.01"
 
 
 def dataset_summary(root: Path, exchange: str) -> Table:
@@ -95,6 +98,14 @@ def main() -> None:
                      *CALIBRATE_FLAGS],
                     ["--date", date, "--data", str(args.out), "--symbols", first, "--speed", "max", "--config",
                      str(simulator), *BACKTEST_FLAGS]):
+        console.rule("replay " + " ".join(command))
+        result = subprocess.run([sys.executable, "-m", "replay.cli", *command], check=False)
+        code = code or result.returncode
+    gamma = yaml.safe_load(simulator.read_text())["simulator"]["gamma"]
+    for command in (["calibrate", "--date", f"{date}..{date}", "--data", str(args.out)],
+                    ["sweep", "--date", f"{date}..{date}", "--data", str(args.out), "--symbols", args.symbols,
+                     "--config", str(simulator), "--grid", f"gamma={gamma / 4:.4g}:{gamma * 4:.4g}:log3",
+                     "--grid", SWEEP_SIZES, "--no-progress"]):
         console.rule("replay " + " ".join(command))
         result = subprocess.run([sys.executable, "-m", "replay.cli", *command], check=False)
         code = code or result.returncode
