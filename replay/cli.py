@@ -805,6 +805,8 @@ def sweep(
         plan = make_plan(data=data, market=mk, days=days, recorded=recorded, symbols_by_day=symbols_by_day,
                          base=base, grid=grid or [], config=config, search=search, trials=trials,
                          objective=objective, walk_forward=walk_forward, calibration=calibration, out=out)
+        if resume and plan.search:
+            raise BadInput("--resume continues a grid sweep; a --search starts a new study: give it another --out")
     except RayMissing as e:
         _fail(str(e), debug, e)
         return
@@ -813,8 +815,7 @@ def sweep(
         return
     console = wide_console()
     what = (f"{plan.search} search, {plan.trials} trials" if plan.search else
-            f"{len(plan.tasks):,} tasks ({len(plan.tasks) // max(1, sum(map(len, plan.symbols_by_day.values())))} "
-            f"parameter sets)")
+            f"{len(plan.tasks):,} tasks ({len({t.set_id for t in plan.tasks}):,} parameter sets)")
     for line in unreadable:
         Console(stderr=True).print(line, soft_wrap=True, highlight=False)
     console.print(f"sweep {plan.definition['id']}: {what} over {len(days)} day{'s' if len(days) > 1 else ''}, "
