@@ -246,6 +246,8 @@ def test_bad_input_is_one_line_before_ray_starts(dataset, tmp_path):
         (["--strategy", "join", "--walk-forward"], "replay: error: --walk-forward fits σ, A, k"),
         (["--walk-forward", "--date", dates[0]], "replay: error: --walk-forward: no day of --date has a recorded day"),
         (["--symbols", "XRPUSDT"], "replay: error: no XRPUSDT on"),
+        (["--grid", "gamma=0.01:0.2:log", "--search", "optuna", "--resume"],
+         "replay: error: --resume continues a grid sweep"),
     ]
     for extra, prefix in cases:
         args = ["--date", dates[2], *extra] if "--date" not in extra else extra
