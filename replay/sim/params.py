@@ -214,16 +214,21 @@ def _coerce(name: str, value: Any) -> Any:
         raise SimConfigError(f"{name} must be a number, got {value!r}") from None
 
 
+def read_config(path: Path) -> Any:
+    """The YAML config file (simulator and sweep sections); SimConfigError if it cannot be read or parsed."""
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise SimConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise SimConfigError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+
+
 def load_params(path: Path | None = None, overrides: dict[str, Any] | None = None) -> SimParams:
     """Defaults ← the `simulator:` section of `path` ← `overrides` (flags; None values ignored), checked."""
     values: dict[str, Any] = {}
     if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise SimConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        except yaml.YAMLError as exc:
-            raise SimConfigError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+        data = read_config(path)
         if isinstance(data, dict):
             unknown_sections = sorted(str(key) for key in data if key not in ("simulator", "sweep"))
             if unknown_sections:

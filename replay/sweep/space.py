@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 
-from replay.sim.params import SimConfigError, SimParams, _coerce
+from replay.sim.params import SimConfigError, SimParams, _coerce, read_config
 
 FIELDS = {f.name for f in dataclasses.fields(SimParams)}
 INTEGERS = {"tolerance_ticks", "seed"}
@@ -240,11 +239,9 @@ def load_sweep_config(path: Path | None, search: bool) -> SweepConfig:
     if path is None:
         return SweepConfig()
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as exc:
-        raise SweepSpaceError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise SweepSpaceError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+        data = read_config(path)
+    except SimConfigError as exc:
+        raise SweepSpaceError(str(exc)) from None
     section = data.get("sweep", {}) if isinstance(data, dict) else None
     if not isinstance(section, dict):
         raise SweepSpaceError(f"{path}: expected a `sweep:` mapping")
