@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import ray
-
 RAY = str(Path(sys.executable).with_name("ray"))
 START_TIMEOUT_S = 60
 
@@ -60,29 +58,29 @@ class Node:
                 self.process.wait(timeout=10)
 
 
-def wait_for_nodes(address: str, count: int, env: dict[str, str], nodes: list[Node]) -> None:
-    """Until the cluster at `address` has `count` live nodes (a bounded poll from a short-lived driver)."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+def live_nodes(address: str, env: dict[str, str], timeout: float) -> int | None:
+    """The live nodes of the cluster at `address` as a short-lived driver in a new process sees them (None: it
+    could not connect yet). A new process because Ray reads the auth mode from the environment once per process,
+    when it is imported: this one's may predate the cluster's token, or belong to another test's Ray."""
+    count = ("import sys, ray; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False); "
+             "print(sum(1 for n in ray.nodes() if n.get('Alive')))")
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            for node in nodes:
-                if node.process.poll() is not None:
-                    raise RuntimeError(f"ray node exited: {node.log.read_text()[-2000:]}")
-            try:
-                ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-                alive = sum(1 for n in ray.nodes() if n.get("Alive"))
-                ray.shutdown()
-                if alive >= count:
-                    return
-            except ConnectionError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"the Ray cluster at {address} did not reach {count} nodes in {START_TIMEOUT_S} s")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        result = subprocess.run([sys.executable, "-c", count, address], env={**os.environ, **env},
+                                capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    return int(result.stdout) if result.returncode == 0 else None
+
+
+def wait_for_nodes(address: str, count: int, env: dict[str, str], nodes: list[Node]) -> None:
+    """Until the cluster at `address` has `count` live nodes (a bounded poll)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        for node in nodes:
+            if node.process.poll() is not None:
+                raise RuntimeError(f"ray node exited: {node.log.read_text()[-2000:]}")
+        alive = live_nodes(address, env, max(1.0, deadline - time.monotonic()))
+        if alive is not None and alive >= count:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"the Ray cluster at {address} did not reach {count} nodes in {START_TIMEOUT_S} s")
