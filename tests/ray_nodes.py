@@ -58,29 +58,29 @@ class Node:
                 self.process.wait(timeout=10)
 
 
-_COUNT_NODES = """
-import sys, time, ray
-address, count, deadline = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
-ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-while sum(1 for n in ray.nodes() if n.get("Alive")) < count and time.monotonic() < deadline:
-    time.sleep(0.25)
-alive = sum(1 for n in ray.nodes() if n.get("Alive"))
-ray.shutdown()
-sys.exit(0 if alive >= count else 1)
-"""
+def live_nodes(address: str, env: dict[str, str], timeout: float) -> int | None:
+    """The live nodes of the cluster at `address` as a short-lived driver in a new process sees them (None: it
+    could not connect yet). A new process because Ray reads the auth mode from the environment once per process,
+    when it is imported: this one's may predate the cluster's token, or belong to another test's Ray."""
+    count = ("import sys, ray; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False); "
+             "print(sum(1 for n in ray.nodes() if n.get('Alive')))")
+    try:
+        result = subprocess.run([sys.executable, "-c", count, address], env={**os.environ, **env},
+                                capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    return int(result.stdout) if result.returncode == 0 else None
 
 
 def wait_for_nodes(address: str, count: int, env: dict[str, str], nodes: list[Node]) -> None:
-    """Until the cluster at `address` has `count` live nodes: a bounded poll from a driver in its own process
-    (Ray reads the auth settings once per process, so this one's may not be the cluster's)."""
+    """Until the cluster at `address` has `count` live nodes (a bounded poll)."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         for node in nodes:
             if node.process.poll() is not None:
                 raise RuntimeError(f"ray node exited: {node.log.read_text()[-2000:]}")
-        done = subprocess.run([sys.executable, "-c", _COUNT_NODES, address, str(count), "20"], env={**os.environ, **env},
-                              capture_output=True, text=True, timeout=60, check=False)
-        if done.returncode == 0:
+        alive = live_nodes(address, env, max(1.0, deadline - time.monotonic()))
+        if alive is not None and alive >= count:
             return
         time.sleep(0.5)
     raise RuntimeError(f"the Ray cluster at {address} did not reach {count} nodes in {START_TIMEOUT_S} s")

@@ -204,10 +204,10 @@ def run_plan(sweep: SweepPlan, *, address: str | None, cpus: int | None, resume:
 
                 figures = run_search(sweep.spec, sweep.axes, sweep.symbols_by_day, sweep.fit_days, sweep.objective,
                                      sweep.trials, store, calibration, prepare_errors, bar)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # in a stage before the tasks, or in a search
         interrupted = True
     rows, sets, files = finish(sweep, store)
-    return SweepResult(rows, sets, files, interrupted, figures)
+    return SweepResult(rows, sets, files, interrupted or figures.interrupted, figures)
 
 
 def finish(sweep: SweepPlan, store: SweepStore) -> tuple[list[dict], list[dict], list[Path]]:

@@ -38,6 +38,7 @@ class StageFigures:
     first_result_s: float | None = None
     task_seconds: float = 0.0  # the tasks' own wall time, summed
     prepare_errors: dict[tuple[str, str], str] = field(default_factory=dict)
+    interrupted: bool = False  # Ctrl-C stopped the stage; the figures are those of what finished
 
 
 def progress_bar(console: Console, enabled: bool) -> Progress:
@@ -98,7 +99,8 @@ def task_inputs(task: Task, calibration: dict[tuple[str, str], dict], prepare_er
 def run_tasks(spec: SweepSpec, tasks: list[Task], store: SweepStore, retries: int, bar: Progress,
               calibration: dict[tuple[str, str], dict], prepare_errors: dict,
               on_row: Callable[[dict], None] | None = None) -> StageFigures:
-    """Every task not done yet, each row written as it finishes."""
+    """Every task not done yet, each row written as it finishes; Ctrl-C ends the stage with the figures of
+    what finished (`interrupted`)."""
     done_before = store.done()
     todo = [t for t in tasks if t.task_id not in done_before]
     figures = StageFigures(skipped=len(tasks) - len(todo))
@@ -120,7 +122,10 @@ def run_tasks(spec: SweepSpec, tasks: list[Task], store: SweepStore, retries: in
         bar.update(job, advance=1, failed=figures.failed, running=min(stage.running, cluster_cpus()))
 
     inputs = (task_inputs(t, calibration, prepare_errors) for t in todo)
-    stage.run(inputs, done, lambda: bar.update(job, running=min(stage.running, cluster_cpus())))
+    try:
+        stage.run(inputs, done, lambda: bar.update(job, running=min(stage.running, cluster_cpus())))
+    except KeyboardInterrupt:
+        figures.interrupted = True
     figures.seconds = clock.elapsed()
     figures.first_result_s = clock.first
     return figures
