@@ -838,6 +838,8 @@ def sweep(
                       highlight=False)
     disconnect()
     if result.interrupted:
+        console.print("interrupted: the tables hold the tasks that finished; the same command with --resume runs "
+                      "the rest", highlight=False)
         raise typer.Exit(130)
     if failed:
         raise typer.Exit(1)

@@ -218,6 +218,7 @@ def test_ctrl_c_keeps_the_finished_tasks_and_resume_runs_the_rest(dataset, ray_c
     assert 1 <= len(interrupted) < len(gammas) * len(days), stdout
     assert all(r["error"] is None for r in interrupted)
     assert f"{len(interrupted)} task results: ran {len(interrupted)} now (0 done before), 0 failed" in stdout
+    assert "interrupted: the tables hold the tasks that finished; the same command with --resume runs the rest" in stdout
 
     resumed = run("replay", "sweep", *args, "--resume", env=ray_cluster.env)
     assert resumed.returncode == 0, resumed.stderr
