@@ -529,6 +529,9 @@ def calibrate(
         "written to the config.")),
     write: Annotated[Path | None, typer.Option(
         "--write", help="Write a complete `simulator:` config: the fits and the proposed γ (one day only).")] = None,
+    address: str | None = typer.Option(None, "--address", help="Over several days, with Ray installed: the Ray cluster "
+                                       "to fit on, as replay sweep (default: $RAY_ADDRESS, else a local Ray)."),
+    cpus: int | None = typer.Option(None, "--cpus", min=1, help="A local Ray: use this many cores (default all)."),
     out: Annotated[Path | None, typer.Option("--out", help=(
         "Over several days: directory for the table calibration-MARKET-FIRST-LAST.parquet and its .html "
         "(default DATA/reports/EXCHANGE)."))] = None,
@@ -569,8 +572,10 @@ def calibrate(
         # every day is checked (symbols, files, --from/--to) before any is calibrated
         symbols_by_day = {day: DayReplay(data, mk, day, wanted, *spans[day], channels=(TRADE,)).symbols
                           for day in days}
-        rows = []
-        for day in days:
+        table_wanted = len(days) > 1 or ".." in date or "," in date  # a range or a list: the table, even of one day
+        rows = _calibrate_on_ray(data, mk, days, symbols_by_day, spans, halflife_s, window_s, address, cpus) \
+            if table_wanted and _ray_installed() else []
+        for day in days if not rows else []:
             results, proposals = [], []
             for symbol in symbols_by_day[day]:
                 result = calibrate_day(data, mk, day, symbol, halflife_s, window_s, *spans[day])
@@ -583,7 +588,7 @@ def calibrate(
     except (ValueError, BadInput, DatasetError) as e:
         _fail(str(e), debug, e)
         return
-    if len(days) > 1 or ".." in date or "," in date:  # a range or a list: the table, even of one day
+    if table_wanted:
         _calibration_table(rows, out or data / "reports" / mk.exchange, mk.name, debug)
         return
     day = days[0]
@@ -628,6 +633,39 @@ def calibrate(
         except OSError as e:
             _fail(f"cannot write {write}: {e.strerror or e}", debug, e)
         console.print(f"wrote {write}", soft_wrap=True)
+
+
+def _ray_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
+def _calibrate_on_ray(data: Path, mk, days: list, symbols_by_day: dict, spans: dict, halflife_s: float,  # type: ignore[no-untyped-def]
+                      window_s: float, address: str | None, cpus: int | None) -> list[dict]:
+    """The table's rows, one Ray task per (day, symbol) as `replay sweep` calibrates; BadInput naming the first
+    (day, symbol) that could not be calibrated."""
+    from rich.console import Console
+
+    from replay.sim.params import SimParams
+    from replay.sweep.cluster import connect, disconnect
+    from replay.sweep.runner import calibrate, progress_bar
+    from replay.sweep.task import SweepSpec
+
+    spec = SweepSpec(str(data.resolve()), mk.name, SimParams(sigma_halflife=halflife_s, intensity_window=window_s))
+    items = [(day.isoformat(), symbol, *spans[day]) for day in days for symbol in symbols_by_day[day]]
+    console = Console(stderr=True)
+    console.print(connect(address, cpus), highlight=False)
+    try:
+        with progress_bar(console, console.is_terminal) as bar:
+            found = calibrate(spec, items, 2, bar)
+    finally:
+        disconnect()
+    rows = [found[item[:2]] for item in items]
+    failed = next((row for row in rows if row.get("error")), None)
+    if failed is not None:
+        raise BadInput(f"{failed['date']} {failed['symbol']}: {failed['error']}")
+    return [{key: value for key, value in row.items() if key != "error"} for row in rows]
 
 
 def _calibration_table(rows: list[dict], out: Path, market: str, debug: bool) -> None:

@@ -12,6 +12,7 @@ from tests.synthetic_day import record_day, recorded_date
 from tests.synthetic_days import copy_day
 from tests.test_first_hour import one_error_line, run
 
+pytestmark = pytest.mark.xdist_group("ray")  # the ranges run on the session's Ray
 SYMBOLS = "BTCUSDT,ETHUSDT"
 SHOWN = ("seconds", "trades", "sigma", "A", "k", "r2", "fits", "A_median", "k_median")  # single-day table order
 
@@ -32,11 +33,13 @@ def shown(value: float | None, column: str) -> str:
     return f"{value:,.0f}" if column == "seconds" else f"{value:,}" if column in ("trades", "fits") else f"{value:.4g}"
 
 
-def test_a_range_writes_one_row_per_day_and_symbol_equal_to_single_day_runs(days, tmp_path):
+def test_a_range_writes_one_row_per_day_and_symbol_equal_to_single_day_runs(days, tmp_path, ray_cluster):
     data, dates = days
-    result = run("replay", "calibrate", "--date", f"{dates[0]}..{dates[-1]}", "--symbols", SYMBOLS,
-                 "--data", str(data), "--out", str(tmp_path))
+    # over several days the fits run on Ray (the session's), one task per (day, symbol), as replay sweep's
+    result = run("replay", "calibrate", "--address", ray_cluster.address, "--date", f"{dates[0]}..{dates[-1]}",
+                 "--symbols", SYMBOLS, "--data", str(data), "--out", str(tmp_path), env=ray_cluster.env)
     assert result.returncode == 0, result.stderr
+    assert "Ray: 1 node, 2 CPUs" in result.stderr
     stem = tmp_path / f"calibration-spot-{dates[0]}-{dates[-1]}"
     assert f"wrote {stem}.parquet" in result.stdout and f"wrote {stem}.html" in result.stdout
     rows = pq.read_table(f"{stem}.parquet").to_pylist()
@@ -54,9 +57,10 @@ def test_a_range_writes_one_row_per_day_and_symbol_equal_to_single_day_runs(days
     assert page.count("<svg") == 6 and "σ (price/√s)" in page and dates[1] in page  # σ, A, k × 2 symbols
 
 
-def test_the_default_directory_is_the_backtests_reports(days):
+def test_the_default_directory_is_the_backtests_reports(days, ray_cluster):
     data, dates = days
-    result = run("replay", "calibrate", "--date", f"{dates[0]},{dates[-1]}", "--data", str(data))
+    result = run("replay", "calibrate", "--date", f"{dates[0]},{dates[-1]}", "--data", str(data),
+                 env={"RAY_ADDRESS": ray_cluster.address, **ray_cluster.env})
     assert result.returncode == 0, result.stderr
     assert (data / "reports" / "binance-spot" / f"calibration-spot-{dates[0]}-{dates[-1]}.parquet").exists()
 
@@ -76,10 +80,11 @@ def test_bad_input_gives_one_line_and_exit_2_and_writes_nothing(days, tmp_path, 
     assert not (tmp_path / "out").exists() and not (tmp_path / "sim.yaml").exists()
 
 
-def test_skip_missing_calibrates_the_days_with_data(days, tmp_path):
+def test_skip_missing_calibrates_the_days_with_data(days, tmp_path, ray_cluster):
     data, dates = days
-    result = run("replay", "calibrate", "--date", f"{dates[0]}..2099-01-01", "--skip-missing", "--symbols", "BTCUSDT",
-                 "--data", str(data), "--out", str(tmp_path))
+    result = run("replay", "calibrate", "--address", ray_cluster.address, "--date", f"{dates[0]}..2099-01-01",
+                 "--skip-missing", "--symbols", "BTCUSDT", "--data", str(data), "--out", str(tmp_path),
+                 env=ray_cluster.env)
     assert result.returncode == 0, result.stderr
     rows = pq.read_table(tmp_path / f"calibration-spot-{dates[0]}-{dates[-1]}.parquet").to_pylist()
     assert [r["date"] for r in rows] == dates

@@ -62,28 +62,31 @@ def prepare_days(spec: SweepSpec, pairs: list[tuple[str, str]], retries: int, ba
     return errors
 
 
-def calibrate_days(spec: SweepSpec, store: SweepStore, pairs: list[tuple[str, str]], retries: int,
-                   bar: Progress) -> dict[tuple[str, str], dict]:
-    """The calibration row of each (day, symbol), computed once per sweep directory."""
-    rows = store.calibration()
-    missing = [pair for pair in pairs if pair not in rows]
+def calibrate(spec: SweepSpec, items: list[tuple], retries: int, bar: Progress,
+              on_row: Callable[[dict], None] | None = None) -> dict[tuple[str, str], dict]:
+    """The calibration row of each (day, symbol[, start_ns, end_ns]) item, errors included, one Ray task each."""
+    rows: dict[tuple[str, str], dict] = {}
     stage = Stage(work.calibrate, retries, (spec,))
-    job = bar.add_task("calibrate", total=len(pairs), completed=len(pairs) - len(missing), failed=0, running=0)
-    failed = 0
+    job = bar.add_task("calibrate", total=len(items), failed=0, running=0)
 
     def done(item: tuple, value: object) -> None:
-        nonlocal failed
         if isinstance(value, BaseException):
             value = {"date": item[0], "symbol": item[1], "error": lost_worker_text(value, retries)}
-        if value.get("error"):
-            failed += 1
-        else:
-            rows[item] = value
-        store.write_calibration(value)
-        bar.update(job, advance=1, failed=failed, running=stage.running)
+        rows[item[:2]] = value
+        if on_row is not None:
+            on_row(value)
+        bar.update(job, advance=1, failed=sum(bool(r.get("error")) for r in rows.values()), running=stage.running)
 
-    stage.run(missing, done)
+    stage.run(items, done)
     return rows
+
+
+def calibrate_days(spec: SweepSpec, store: SweepStore, pairs: list[tuple[str, str]], retries: int,
+                   bar: Progress) -> dict[tuple[str, str], dict]:
+    """The calibration row of each (day, symbol) that could be calibrated, computed once per sweep directory."""
+    rows = store.calibration()
+    fresh = calibrate(spec, [pair for pair in pairs if pair not in rows], retries, bar, store.write_calibration)
+    return {**rows, **{pair: row for pair, row in fresh.items() if not row.get("error")}}
 
 
 def task_inputs(task: Task, calibration: dict[tuple[str, str], dict], prepare_errors: dict

@@ -55,14 +55,15 @@ def prepare(spec: SweepSpec, day: str, symbol: str) -> dict:
         return {"day": day, "symbol": symbol, "rows": 0, "built": False, "error": error_text(exc)}
 
 
-def calibrate(spec: SweepSpec, day: str, symbol: str) -> dict:
-    """The calibration table row of (day, symbol) with the base parameters' σ half-life and fit window;
-    `error` set (and the figures None) when the day cannot be read."""
+def calibrate(spec: SweepSpec, day: str, symbol: str, start_ns: int | None = None,
+              end_ns: int | None = None) -> dict:
+    """The calibration table row of (day, symbol), or of its span start_ns..end_ns, with the base parameters'
+    σ half-life and fit window; `error` set (and the figures None) when the day cannot be read."""
     from replay.sim.calibrate import TABLE_COLUMNS, calibrate_day, table_row
 
     try:
         result = calibrate_day(spec.root, get_market(spec.market), day, symbol, spec.base.sigma_halflife,
-                               spec.base.intensity_window)
+                               spec.base.intensity_window, start_ns, end_ns)
         return {**table_row(day, result), "error": None}
     except Exception as exc:  # noqa: BLE001
         return {**{name: None for name, _ in TABLE_COLUMNS}, "date": day, "symbol": symbol,
