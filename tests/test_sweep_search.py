@@ -32,9 +32,9 @@ SIZES = ("0.001", "0.002")
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for the module (address "local": never a cluster another run left in /tmp/ray)."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+def local_ray(ray_cluster):
+    """This process joins the session's Ray (2 CPUs) for the module: Tune's trials run there."""
+    ray.init(address=ray_cluster.address, logging_level=logging.ERROR, log_to_driver=False)
     yield
     ray.shutdown()
 
