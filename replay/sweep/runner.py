@@ -100,14 +100,14 @@ def task_inputs(task: Task, calibration: dict[tuple[str, str], dict], prepare_er
 
 
 def run_tasks(spec: SweepSpec, tasks: list[Task], store: SweepStore, retries: int, bar: Progress,
-              calibration: dict[tuple[str, str], dict], prepare_errors: dict,
-              on_row: Callable[[dict], None] | None = None) -> StageFigures:
+              calibration: dict[tuple[str, str], dict], prepare_errors: dict) -> StageFigures:
     """Every task not done yet, each row written as it finishes; Ctrl-C ends the stage with the figures of
     what finished (`interrupted`)."""
     done_before = store.done()
     todo = [t for t in tasks if t.task_id not in done_before]
     figures = StageFigures(skipped=len(tasks) - len(todo))
     stage = Stage(work.run_task, retries, (spec,))
+    cpus = cluster_cpus()
     job = bar.add_task("tasks", total=len(tasks), completed=figures.skipped, failed=0, running=0)
     clock = Clock()
 
@@ -120,13 +120,11 @@ def run_tasks(spec: SweepSpec, tasks: list[Task], store: SweepStore, retries: in
         figures.ran += 1
         figures.failed += bool(value.get("error"))
         figures.task_seconds += value.get("runtime_s") or 0.0
-        if on_row is not None:
-            on_row(value)
-        bar.update(job, advance=1, failed=figures.failed, running=min(stage.running, cluster_cpus()))
+        bar.update(job, advance=1, failed=figures.failed, running=min(stage.running, cpus))
 
     inputs = (task_inputs(t, calibration, prepare_errors) for t in todo)
     try:
-        stage.run(inputs, done, lambda: bar.update(job, running=min(stage.running, cluster_cpus())))
+        stage.run(inputs, done, lambda: bar.update(job, running=min(stage.running, cpus)))
     except KeyboardInterrupt:
         figures.interrupted = True
     figures.seconds = clock.elapsed()
