@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_validate.py
 	$(BIN)/python benchmarks/bench_replay.py
 	$(BIN)/python benchmarks/bench_sim.py  # ends with bench_scale.py (first time: ~5 CPU minutes to generate /tmp/ld)
+	$(BIN)/python benchmarks/bench_sweep.py  # starts and ends its own local Rays (~1.5 minutes)
 
 lint: $(STAMP)
 	$(BIN)/ruff check recorder replay schemas tests benchmarks
