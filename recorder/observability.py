@@ -33,7 +33,9 @@ _RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__d
 
 
 def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in record.__dict__.items() if k not in _RECORD_ATTRIBUTES}
+    """The record's `extra=` fields; a private one (a leading `_`, e.g. the `_ray_timestamp_ns` that importing
+    Ray adds to every record of the process) is not ours to print."""
+    return {k: v for k, v in record.__dict__.items() if k not in _RECORD_ATTRIBUTES and not k.startswith("_")}
 
 
 class JsonFormatter(logging.Formatter):

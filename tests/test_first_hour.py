@@ -210,7 +210,7 @@ def _primary(options: set[str]) -> set[str]:
 def test_readme_synopses_list_the_options_of_each_command():
     synopses = _readme_synopses()
     expected = {"recorder run", "recorder schedule", "recorder validate", "recorder import", "replay",
-                "replay calibrate", "replay serve", "replay export", "replay montecarlo"}
+                "replay calibrate", "replay serve", "replay export", "replay montecarlo", "replay sweep"}
     assert expected <= set(synopses), sorted(synopses)
     for command in sorted(expected):
         assert _primary(synopses[command]) == _primary(_help_options(command)), command
