@@ -271,18 +271,28 @@ def backtest_prepared(events: Iterator[ReplayEvent], replay: DayReplay, params: 
     return _write_outcome(records, logs, replay, params, out_dir, run, stopped, messages)
 
 
+def prepared_steps(day: PreparedDay, replay: DayReplay, symbol: str, params: SimParams) -> tuple[int, int]:
+    """(tick, lot) in 1e-8 units for a prepared day: `tick_size` if set, else the instruments table's steps read
+    when the day was prepared, else as `instrument_steps_for` finds them."""
+    meta = day.meta
+    tick = parse_units(params.tick_size) if params.tick_size is not None else meta.tick
+    lot = meta.lot
+    if tick is None or lot is None:
+        tick, lot = instrument_steps_for(params, replay, symbol)
+    return tick, lot
+
+
 def simulate_prepared(day: PreparedDay, replay: DayReplay, symbol: str, params: SimParams, horizon: int,
                       log: Callable[[dict], None] | None = None, strategy: Strategy | None = None,
                       opening: tuple[int, int] | None = None,
-                      on_chunk: Callable[[EventArrays], None] | None = None) -> SimResult:
-    """One symbol's prepared day through the kernel, up to the replay's end (--to): its `SimResult`."""
+                      on_chunk: Callable[[EventArrays], None] | None = None,
+                      steps: tuple[int, int] | None = None) -> SimResult:
+    """One symbol's prepared day through the kernel, up to the replay's end (--to): its `SimResult`. `steps`:
+    the (tick, lot) of `prepared_steps`, when the caller has them already."""
     from replay.sim.fast import simulate
 
     meta = day.meta
-    tick = parse_units(params.tick_size) if params.tick_size is not None else meta.tick
-    lot = meta.lot  # the instruments table's steps, read when the day was prepared
-    if tick is None or lot is None:
-        tick, lot = instrument_steps_for(params, replay, symbol)
+    tick, lot = steps or prepared_steps(day, replay, symbol, params)
     maker, taker = fees_for(params, replay.market.name)
     return simulate(_rows_until(day.chunks(), replay.end_ns, on_chunk), symbol, params, tick, lot, horizon, maker,
                     taker, replay.first_event_ns(), meta.price_step, meta.qty_step, meta.price_min, meta.price_max,

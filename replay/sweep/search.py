@@ -26,7 +26,7 @@ from replay.sweep.results import objective_value, set_figures
 from replay.sweep.runner import StageFigures, task_inputs
 from replay.sweep.space import INTEGERS, Axis, SweepSpaceError, _point_text, _value, make_task, trading_days
 from replay.sweep.store import SweepStore
-from replay.sweep.task import SweepSpec, run_task, task_row
+from replay.sweep.task import SweepSpec, run_tasks, task_row
 
 NO_VALUE = -1e300  # the objective reported while a trial has none (no task succeeded): ranks below any value
 QUIET_TUNE = {
@@ -77,8 +77,8 @@ def run_trial(config: dict[str, Any], spec: SweepSpec, axes: list[Axis], days: l
     values = trial_values(axes, config)
     rows: list[dict] = []
     for number, (day, fit_day, symbols) in enumerate(days, 1):
-        day_rows = [run_task(spec, *task_inputs(task, calibration, prepare_errors))
-                    for task in day_tasks(spec, values, day, fit_day, symbols)]
+        day_rows = run_tasks(spec, [task_inputs(task, calibration, prepare_errors)
+                                    for task in day_tasks(spec, values, day, fit_day, symbols)])
         rows += day_rows
         value = objective_value(set_figures(rows), objective)
         tune.report({"objective": NO_VALUE if value is None else value, "day": number,

@@ -85,9 +85,33 @@ def task_row(spec: SweepSpec, task: Task) -> dict:
             "params": params_text(values), "seed": task.seed, "fit_day": task.fit_day}
 
 
-def run_task(spec: SweepSpec, task: Task, fit: dict | None = None, prepare_error: str | None = None) -> dict:
+class LoadedDay:
+    """What the tasks of one (day, symbol) share when they run in one call: the replay's bounds, the mapped
+    prepared day and its instrument steps, each read once."""
+
+    def __init__(self, spec: SweepSpec, day: str, symbol: str) -> None:
+        from replay.engine import TRADE, DayReplay
+        from replay.prepared import load_or_build
+
+        market = get_market(spec.market)
+        self.replay = DayReplay(spec.root, market, day, [symbol], channels=(TRADE,))
+        self.prepared = load_or_build(spec.root, market, day, symbol, spec.cache)
+        self.symbol = symbol
+        self._steps: dict[str | None, tuple[int, int]] = {}
+
+    def steps(self, params: SimParams) -> tuple[int, int]:
+        from replay.sim.run import prepared_steps
+
+        if params.tick_size not in self._steps:
+            self._steps[params.tick_size] = prepared_steps(self.prepared, self.replay, self.symbol, params)
+        return self._steps[params.tick_size]
+
+
+def run_task(spec: SweepSpec, task: Task, fit: dict | None = None, prepare_error: str | None = None,
+             loaded: dict[tuple[str, str], LoadedDay] | None = None) -> dict:
     """One backtest of the sweep as its result row. `fit`: the calibration row of `task.fit_day`
-    (walk-forward); `prepare_error`: the day could not be prepared, so the task fails with that error."""
+    (walk-forward); `prepare_error`: the day could not be prepared, so the task fails with that error;
+    `loaded`: the days already loaded by the tasks run before this one in the same call."""
     started = time.perf_counter()
     row = task_row(spec, task)
     if fit is not None:
@@ -100,7 +124,11 @@ def run_task(spec: SweepSpec, task: Task, fit: dict | None = None, prepare_error
         params = task.params(spec.base)
         if fit is not None:
             params = walk_forward_params(params, fit)
-        result, walked = simulate_task(spec, task, params.check())
+        loaded = {} if loaded is None else loaded
+        key = (task.day, task.symbol)
+        if key not in loaded:
+            loaded[key] = LoadedDay(spec, task.day, task.symbol)
+        result, walked = simulate_task(loaded[key], task, params.check())
         row.update(metrics(result), rows=walked, error=None)
     except Exception as exc:  # noqa: BLE001 - recorded in the row; the sweep goes on
         row["error"] = error_text(exc)
@@ -108,20 +136,22 @@ def run_task(spec: SweepSpec, task: Task, fit: dict | None = None, prepare_error
     return row
 
 
-def simulate_task(spec: SweepSpec, task: Task, params: SimParams) -> tuple[dict, int]:
+def run_tasks(spec: SweepSpec, items: list[tuple]) -> list[dict]:
+    """`run_task` of each (task, fit, prepare_error) item, in one call: a day's replay bounds and prepared day
+    are loaded once for the items of that (day, symbol), and a scheduler pays its per-call cost once."""
+    loaded: dict[tuple[str, str], LoadedDay] = {}
+    return [run_task(spec, *item, loaded=loaded) for item in items]
+
+
+def simulate_task(day: LoadedDay, task: Task, params: SimParams) -> tuple[dict, int]:
     """The task's backtest summary and the prepared rows it walked (the kernel, as `replay --speed max`)."""
-    from replay.engine import TRADE, DayReplay
-    from replay.prepared import load_or_build
     from replay.sim.results import summarize
     from replay.sim.run import horizon_ns, simulate_prepared
     from replay.sim.strategies import StrategyError
 
-    market = get_market(spec.market)
-    replay = DayReplay(spec.root, market, task.day, [task.symbol], channels=(TRADE,))
-    day = load_or_build(spec.root, market, task.day, task.symbol, spec.cache)
-    if day.meta.price_min is None:
+    if day.prepared.meta.price_min is None:
         raise RuntimeError(f"no book level in {task.symbol} on {task.day}: nothing to simulate")
-    horizon = horizon_ns(params, replay, replay.last_ns, WINDOW)
+    horizon = horizon_ns(params, day.replay, day.replay.last_ns, WINDOW)
     walked = 0
 
     def count(chunk) -> None:  # type: ignore[no-untyped-def]
@@ -129,7 +159,8 @@ def simulate_task(spec: SweepSpec, task: Task, params: SimParams) -> tuple[dict,
         walked += len(chunk)
 
     try:
-        record = simulate_prepared(day, replay, task.symbol, params, horizon, None, None, None, count)
+        record = simulate_prepared(day.prepared, day.replay, task.symbol, params, horizon, None, None, None, count,
+                                   day.steps(params))
     except StrategyError as exc:
         raise RuntimeError(f"strategy stopped: {exc}") from None
     if record.first_ts is None:
