@@ -43,12 +43,12 @@ def ray_cluster(tmp_path_factory) -> Iterator[RayCluster]:
     import sys
 
     from tests.ray_nodes import Node, wait_for_nodes
-    from tests.test_kernel import ROOT, TINY_DAY
 
     # the numba kernel compiled (or loaded) once here, into its on-disk cache: the workers of every sweep load it
     # instead of compiling it side by side on a fresh checkout
-    subprocess.run([sys.executable, "-c", TINY_DAY], capture_output=True, cwd=ROOT, timeout=600, check=True,
-                   env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", "from replay.sim.fast import load_kernel; load_kernel()"],
+                   capture_output=True, cwd=root, timeout=600, check=True, env={**os.environ, "PYTHONPATH": str(root)})
     directory = tmp_path_factory.mktemp("ray")
     env = dict(_SESSION_RAY_ENV)
     head = Node(env, directory / "head.log", cpus=2)

@@ -341,6 +341,16 @@ def test_a_second_process_loads_the_compiled_kernel_from_the_cache():
     assert tiny_day() == (1, 1, 0)  # one fill; the kernel loaded from the cache, not compiled
 
 
+def test_load_kernel_leaves_the_kernel_ready_in_the_process():
+    """What a sweep's Ray worker runs as it starts: afterwards the kernel has a compiled signature, so the
+    worker's first backtest neither compiles nor loads it."""
+    from replay.sim import kernel
+    from replay.sim.fast import load_kernel
+
+    load_kernel()
+    assert kernel.run.signatures
+
+
 def test_a_carried_position_equals_the_reference(usdm):
     """A day opened with the previous close's inventory (--carry-inventory), marked half a tick off the grid."""
     arrays, grid, horizon = usdm

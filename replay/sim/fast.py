@@ -398,3 +398,18 @@ def _result(symbol: str, p: SimParams, tick: int, lot: int, size: int, maker_fee
         entry_latency=parse_latency(p.entry_latency), response_latency=parse_latency(p.response_latency),
         A=float(fs[K.A_NOW]), k=float(fs[K.K_NOW]), sigma=float(sigma), warmed_up=not ist[K.WARMING],
     )
+
+
+def load_kernel() -> None:
+    """Load the compiled kernel now (compile it if the disk cache has none) by simulating a three-message day:
+    a process about to run many backtests pays this once up front, e.g. a sweep's Ray worker as it starts,
+    instead of inside its first task."""
+    from replay.prepared_format import CLEAR, END, TRADE, VALID
+
+    t = 1_700_000_000_000_000_000
+    rows = np.array([(VALID, END, t, -1, 0, 0, 0), (CLEAR, 0, t, t, 0, 0, 0), (LEVEL, 0, t, t, 1, 99, 2),
+                     (LEVEL, END, t, t, -1, 101, 2), (TRADE, END, t + 10**9, t + 10**9, -1, 98, 1)], dtype=np.int64)
+    day = EventArrays(rows[:, 0].astype(np.uint8), rows[:, 1].astype(np.uint8), rows[:, 2].copy(), rows[:, 3].copy(),
+                      rows[:, 4].astype(np.int8), rows[:, 5].copy(), rows[:, 6].copy(), 10**8, 10**5)
+    simulate([day], "WARMUP", SimParams(strategy="join").check(), 10**8, 10**5, t + 10**10, 0.0, 0.0, None,
+             10**8, 10**5, 99, 101)
