@@ -344,11 +344,15 @@ def test_a_second_process_loads_the_compiled_kernel_from_the_cache():
 def test_load_kernel_leaves_the_kernel_ready_in_the_process():
     """What a sweep's Ray worker runs as it starts: afterwards the kernel has a compiled signature, so the
     worker's first backtest neither compiles nor loads it."""
-    from replay.sim import kernel
-    from replay.sim.fast import load_kernel
+    import subprocess
+    import sys
 
-    load_kernel()
-    assert kernel.run.signatures
+    check = ("from replay.sim import kernel; from replay.sim.fast import load_kernel; n = len(kernel.run.signatures); "
+             "load_kernel(); print(n, len(kernel.run.signatures))")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "1"]
 
 
 def test_a_carried_position_equals_the_reference(usdm):
