@@ -48,11 +48,14 @@ def kill_own_worker():
 
 
 class Placed(AvellanedaStoikov):
-    """A-S quotes; each task writes the id of the Ray node it runs on into a new file in `where`."""
+    """A-S quotes; each task writes the id of the Ray node it runs on into a new file in `where`, and holds its
+    node's only CPU for a moment, so a node still starting its worker (under a loaded test machine) cannot be
+    left out by the other node finishing every ~30 ms task first."""
 
     def __init__(self, params, where):
         super().__init__(params)
         (Path(where) / uuid.uuid4().hex).write_text(ray.get_runtime_context().get_node_id())
+        time.sleep(0.5)
 
 
 class CrashOnce(JoinTouch):
