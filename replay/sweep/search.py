@@ -15,7 +15,6 @@ import logging
 import math
 import os
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -24,7 +23,7 @@ from rich.progress import Progress
 from replay.sweep.cluster import Clock, cluster_cpus, ray_module
 from replay.sweep.results import objective_value, set_figures
 from replay.sweep.runner import StageFigures, task_inputs
-from replay.sweep.space import INTEGERS, Axis, SweepSpaceError, _point_text, _value, make_task, trading_days
+from replay.sweep.space import INTEGERS, Axis, SweepSpaceError, make_task, range_value, trading_days
 from replay.sweep.store import SweepStore
 from replay.sweep.task import SweepSpec, run_tasks, task_row
 
@@ -59,7 +58,7 @@ def trial_values(axes: list[Axis], config: dict[str, Any]) -> dict[str, Any]:
     """A trial's parameter set as a grid's would hold it: a sampled number becomes the range point the parameter
     takes (12 significant digits; text for decimal-text parameters), a choice stays as given."""
     return {axis.name: config[axis.name] if axis.low is None
-            else _value(axis.name, _point_text(axis.name, Decimal(str(config[axis.name])))) for axis in axes}
+            else range_value(axis.name, config[axis.name]) for axis in axes}
 
 
 def day_tasks(spec: SweepSpec, values: dict[str, Any], day: str, fit_day: str | None, symbols: list[str]) -> list:

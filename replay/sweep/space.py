@@ -123,10 +123,15 @@ def _range_axis(name: str, found: re.Match, spec: str, search: bool) -> Axis:
     else:
         raise SweepSpaceError(f"{name}: a grid range needs a count or a step, e.g. {found[1]}:{found[2]}:"
                               f"{kind or 'lin'}5 or {found[1]}:{found[2]}:0.01")
-    values = tuple(_value(name, _point_text(name, p)) for p in points)
+    values = tuple(range_value(name, p) for p in points)
     if name in INTEGERS and len(set(values)) != len(values):
         raise SweepSpaceError(f"{name}: {spec!r} repeats whole numbers; give a step of at least 1")
     return Axis(name, values, float(low), float(high), log)
+
+
+def range_value(name: str, point: Decimal | float) -> Any:
+    """A point of a range (a grid's, or a number a search sampled) as the parameter takes it."""
+    return _value(name, _point_text(name, Decimal(str(point))))
 
 
 def _point_text(name: str, point: Decimal) -> str:
