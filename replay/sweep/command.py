@@ -102,7 +102,7 @@ def _absolute_strategy(params: SimParams) -> SimParams:
 def make_plan(*, data: Path, market, days: list[dt.date], recorded: list[dt.date],  # type: ignore[no-untyped-def]
               symbols_by_day: dict[dt.date, list[str]], base: SimParams, grid: list[str], config: Path | None,
               search: str | None, trials: int | None, objective: str | None, walk_forward: bool,
-              calibration: bool, out: Path | None, cache: Path | None = None) -> SweepPlan:
+              calibration: bool, out: Path | None) -> SweepPlan:
     """The sweep's tasks and definition from the command's inputs; SweepInputError on anything unusable."""
     section = load_sweep_config(config, search is not None)
     search = search or section.search
@@ -155,7 +155,7 @@ def make_plan(*, data: Path, market, days: list[dt.date], recorded: list[dt.date
     }
     sweep_id = _digest(definition)
     definition = {"id": sweep_id, **definition, "objective": objective, "data": str(data)}
-    spec = SweepSpec(str(data.resolve()), market.name, base, str(cache.resolve()) if cache else None)
+    spec = SweepSpec(str(data.resolve()), market.name, base)
     out = (out or data / "reports" / market.exchange / f"sweep-{sweep_id}").resolve()
     return SweepPlan(spec, axes, days, symbols_by_day, fit_days, tasks, objective, search, trials, calibration,
                      definition, out, notes)

@@ -32,7 +32,6 @@ class SweepSpec:
     root: str
     market: str
     base: SimParams
-    cache: str | None = None  # prepared days (default DATA/prepared)
 
 
 def error_text(exc: BaseException) -> str:
@@ -49,7 +48,7 @@ def prepare(spec: SweepSpec, day: str, symbol: str) -> dict:
     from replay.prepared import load_or_build
 
     try:
-        prepared = load_or_build(spec.root, get_market(spec.market), day, symbol, spec.cache)
+        prepared = load_or_build(spec.root, get_market(spec.market), day, symbol)
         return {"day": day, "symbol": symbol, "rows": prepared.meta.rows, "built": prepared.built, "error": None}
     except Exception as exc:  # noqa: BLE001 - the day's error goes to its tasks' rows
         return {"day": day, "symbol": symbol, "rows": 0, "built": False, "error": error_text(exc)}
@@ -95,7 +94,7 @@ class LoadedDay:
 
         market = get_market(spec.market)
         self.replay = DayReplay(spec.root, market, day, [symbol], channels=(TRADE,))
-        self.prepared = load_or_build(spec.root, market, day, symbol, spec.cache)
+        self.prepared = load_or_build(spec.root, market, day, symbol)
         self.symbol = symbol
         self._steps: dict[str | None, tuple[int, int]] = {}
 
