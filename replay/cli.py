@@ -648,14 +648,17 @@ def _calibrate_on_ray(data: Path, mk, days: list, symbols_by_day: dict, spans: d
     from rich.console import Console
 
     from replay.sim.params import SimParams
-    from replay.sweep.cluster import connect, disconnect
+    from replay.sweep.cluster import RayUnavailable, connect, disconnect
     from replay.sweep.runner import calibrate, progress_bar
     from replay.sweep.task import SweepSpec
 
     spec = SweepSpec(str(data.resolve()), mk.name, SimParams(sigma_halflife=halflife_s, intensity_window=window_s))
     items = [(day.isoformat(), symbol, *spans[day]) for day in days for symbol in symbols_by_day[day]]
     console = Console(stderr=True)
-    console.print(connect(address, cpus), highlight=False)
+    try:
+        console.print(connect(address, cpus), highlight=False)
+    except RayUnavailable as exc:
+        raise BadInput(str(exc)) from None
     try:
         with progress_bar(console, console.is_terminal) as bar:
             found = calibrate(spec, items, 2, bar)
@@ -818,7 +821,7 @@ def sweep(
     from rich.console import Console
 
     from recorder.markets import get_market
-    from replay.sweep.cluster import RayMissing, disconnect, ray_module
+    from replay.sweep.cluster import RayMissing, RayUnavailable, disconnect, ray_module
     from replay.sweep.command import day_symbols, make_plan, run_plan
     from replay.sweep.leaderboard import print_leaderboard
     from replay.sweep.space import SweepSpaceError
@@ -861,7 +864,7 @@ def sweep(
     try:
         result = run_plan(plan, address=address, cpus=cpus, resume=resume, retries=retries,
                           console=Console(stderr=True), progress=progress)
-    except (SweepStoreError, OSError) as e:
+    except (SweepStoreError, RayUnavailable, OSError) as e:
         _fail(str(e), debug, e)
         return
     print_leaderboard(result.sets, plan.objective, plan.swept, console)

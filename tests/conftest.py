@@ -33,6 +33,7 @@ def pytest_unconfigure(config) -> None:  # type: ignore[no-untyped-def]
 class RayCluster:
     address: str
     env: dict[str, str]  # what a process needs to join it (the cluster's auth token)
+    client_address: str  # the same cluster through Ray Client (ray://)
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +55,6 @@ def ray_cluster(tmp_path_factory) -> Iterator[RayCluster]:
     head = Node(env, directory / "head.log", cpus=2)
     try:
         wait_for_nodes(head.address, 1, env, [head])
-        yield RayCluster(head.address, env)
+        yield RayCluster(head.address, env, f"ray://127.0.0.1:{head.client_port}")
     finally:
         head.stop()

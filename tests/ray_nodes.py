@@ -41,7 +41,9 @@ class Node:
         self.address = address or f"127.0.0.1:{self.port}"
         command = [RAY, "start", "--block", f"--num-cpus={cpus}", "--node-ip-address=127.0.0.1",
                    "--disable-usage-stats"]
+        self.client_port = free_port() if address is None else None  # Ray Client: ray://127.0.0.1:PORT
         command += [f"--address={address}"] if address else ["--head", f"--port={self.port}",
+                                                             f"--ray-client-server-port={self.client_port}",
                                                              "--include-dashboard=false"]
         self.log = log
         self.process = subprocess.Popen(command, env={**os.environ, **env}, stdout=log.open("wb"),

@@ -195,6 +195,18 @@ def test_resume_runs_only_what_is_missing(dataset, ray_cluster, tmp_path):
     assert without_run_figures(table(out / "results.parquet")) == without_run_figures(first)
 
 
+def test_a_driver_on_another_machine_uses_ray_client(dataset, ray_cluster, tmp_path):
+    """--address ray://HOST:PORT (Ray Client): the same rows as a driver on the head node."""
+    data, dates = dataset
+    args = ["--date", dates[2], "--symbols", SYMBOLS, *GRID]
+    by_client = run("replay", "sweep", "--data", str(data), "--address", ray_cluster.client_address,
+                    "--no-progress", "--out", str(tmp_path / "client"), *args, env=ray_cluster.env)
+    assert by_client.returncode == 0, by_client.stderr
+    assert sweep(data, ray_cluster, *args, out=tmp_path / "head").returncode == 0
+    assert without_run_figures(table(tmp_path / "client" / "results.parquet")) == \
+        without_run_figures(table(tmp_path / "head" / "results.parquet"))
+
+
 def test_a_failing_task_is_recorded_and_the_sweep_goes_on(dataset, ray_cluster, tmp_path):
     """ETHUSDT's depth file on one day is damaged: its tasks fail with the reason, all others succeed, exit 1."""
     data, dates = dataset

@@ -27,6 +27,10 @@ INLINE_BYTES = 100 * 1024
 _started = False  # whether `connect` started or joined Ray in this process
 
 
+class RayUnavailable(RuntimeError):
+    """Ray could not be started or reached (a wrong address, no auth token, a cluster that is down)."""
+
+
 class RayMissing(RuntimeError):
     """Ray is not installed."""
 
@@ -55,7 +59,12 @@ def connect(address: str | None = None, cpus: int | None = None) -> str:
         # every worker of this job loads the numba kernel as it starts (~0.3 s after numba's import), while the
         # prepare and calibrate stages run, not inside its first backtest
         options["runtime_env"] = {"worker_process_setup_hook": "replay.sweep.cluster.load_kernel"}
-        ray.init(address=address, **options)
+        try:
+            ray.init(address=address, **options)
+        except Exception as exc:  # noqa: BLE001 - a refused connection, a timeout, no token: one line for the user
+            _started = False
+            where = "a local Ray" if address == "local" else f"the Ray cluster at {address}"
+            raise RayUnavailable(f"cannot start or reach {where}: {str(exc).strip().splitlines()[0]}") from None
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     cpus_total = int(ray.cluster_resources().get("CPU", 0))
     return f"Ray: {len(nodes)} node{'s' if len(nodes) != 1 else ''}, {cpus_total} CPUs"
