@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 INSTALL_HINT = "replay sweep needs Ray: pip install 'avellaneda-mm[sweep]' (or: pip install 'ray[tune]' optuna)"
+CLIENT_ATTEMPTS = 3  # connections to a Ray Client server (ray://)
 IN_FLIGHT_PER_CPU = 4  # submitted ahead per CPU: workers never wait, memory stays bounded on huge sweeps
 # A shared argument smaller than this travels inside each task, as Ray inlines small arguments (its
 # max_direct_call_object_size); a bigger one is put in the object store once. An object-store argument costs
@@ -59,12 +60,20 @@ def connect(address: str | None = None, cpus: int | None = None) -> str:
         # every worker of this job loads the numba kernel as it starts (~0.3 s after numba's import), while the
         # prepare and calibrate stages run, not inside its first backtest
         options["runtime_env"] = {"worker_process_setup_hook": "replay.sweep.cluster.load_kernel"}
-        try:
-            ray.init(address=address, **options)
-        except Exception as exc:  # noqa: BLE001 - a refused connection, a timeout, no token: one line for the user
-            _started = False
-            where = "a local Ray" if address == "local" else f"the Ray cluster at {address}"
-            raise RayUnavailable(f"cannot start or reach {where}: {str(exc).strip().splitlines()[0]}") from None
+        # Ray Client's server starts a process per driver, and that start sometimes fails at once ("Initialization
+        # failure from server": seen about one connection in three on a loaded 2-core machine): try again
+        attempts = CLIENT_ATTEMPTS if address.startswith("ray://") else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                ray.init(address=address, **options)
+                break
+            except Exception as exc:  # noqa: BLE001 - a refused connection, a timeout, no token: one line
+                if attempt < attempts and "Initialization failure" in str(exc):
+                    time.sleep(1.0)
+                    continue
+                _started = False
+                where = "a local Ray" if address == "local" else f"the Ray cluster at {address}"
+                raise RayUnavailable(f"cannot start or reach {where}: {str(exc).strip().splitlines()[0]}") from None
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     cpus_total = int(ray.cluster_resources().get("CPU", 0))
     return f"Ray: {len(nodes)} node{'s' if len(nodes) != 1 else ''}, {cpus_total} CPUs"
