@@ -1,5 +1,5 @@
 """`replay sweep` on a local Ray: tasks/s on 1 CPU and on every CPU, Ray's overhead per task, time to the first
-result, and the same tasks in a plain for-loop (no Ray).
+result, and the same tasks in a plain for-loop and on a multiprocessing.Pool (no Ray: the peers' way).
 
 Usage: python benchmarks/bench_sweep.py [--realdata DIR] [--market spot|usdm] [--grid NAME=VALUES ...] [--runs 3]
                                         [--json PATH]
@@ -148,6 +148,25 @@ def serial(root: Path, market: str, grid: list[str], out: Path) -> dict:
             "task_s": sum(r["runtime_s"] for r in rows), **task_times(rows)}
 
 
+def pool(root: Path, market: str, grid: list[str], out: Path, processes: int) -> dict:
+    """The peers' way (hftbacktest's grid-search example): the same `run_task` calls mapped over a
+    `multiprocessing.Pool`, its processes started and the kernel loaded in each before the clock starts (as
+    the sweep's warm workers)."""
+    import multiprocessing
+
+    from replay.sim.fast import load_kernel
+
+    plan = sweep_plan(root, market, grid, out)
+    with multiprocessing.get_context("spawn").Pool(processes, initializer=load_kernel) as workers:
+        workers.map(abs, range(processes * 4))  # every process started and through its initializer
+        started = time.perf_counter()
+        rows = workers.starmap(run_task, [(plan.spec, task) for task in plan.tasks], chunksize=1)
+        seconds = time.perf_counter() - started
+    checked(rows, len(plan.tasks), "multiprocessing.Pool")
+    return {"tasks": len(rows), "seconds": seconds, "tasks_per_s": len(rows) / seconds,
+            "task_s": sum(r["runtime_s"] for r in rows), **task_times(rows)}
+
+
 def best(runs: list[dict]) -> dict:
     return max(runs, key=lambda r: r["tasks_per_s"])
 
@@ -181,7 +200,7 @@ def main() -> None:
         serial(root, args.market, grid, next(outs))  # this process's imports and numba cache
         fresh: dict[int, list[dict]] = {n: [] for n in sizes}
         warm: dict[int, list[dict]] = {n: [] for n in sizes}
-        cli, loop = [], []
+        cli, loop, pools = [], [], []
         for _ in range(args.runs):  # interleaved, so a slow spell of the shared machine hits every figure
             for n in sizes:
                 on_fresh, on_warm = timed_sweep(root, args.market, grid, n, outs)
@@ -189,15 +208,17 @@ def main() -> None:
                 warm[n].append(on_warm)
             cli.append(cli_sweep(root, args.market, grid, next(outs)))
             loop.append(serial(root, args.market, grid, next(outs)))
+            pools.append(pool(root, args.market, grid, next(outs), cpus))
     figures = {"market": args.market, "day": DAY.isoformat(), "grid": grid, "cpus": cpus, "runs": args.runs,
                "fresh": {n: best(fresh[n]) for n in sizes}, "warm": {n: best(warm[n]) for n in sizes},
-               "serial": best(loop), "cli": min(cli, key=lambda r: r["start_to_first_s"]),
+               "serial": best(loop), "pool": best(pools), "cli": min(cli, key=lambda r: r["start_to_first_s"]),
                "first_result_s": min(r["first_result_s"] for r in fresh[cpus]),
                "start_to_first_s": min(r["start_to_first_s"] for r in fresh[cpus])}
     for kind in ("fresh", "warm"):
         figures[f"speedup_{kind}"] = figures[kind][cpus]["tasks_per_s"] / figures[kind][1]["tasks_per_s"]
     for kind in ("fresh", "warm"):
         figures[f"over_loop_{kind}"] = figures[kind][cpus]["tasks_per_s"] / figures["serial"]["tasks_per_s"]
+    figures["over_pool_warm"] = figures["warm"][cpus]["tasks_per_s"] / figures["pool"]["tasks_per_s"]
     report(figures)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
@@ -215,6 +236,9 @@ def report(f: dict) -> None:
     loop = f["serial"]
     print(f"{'for-loop of run_task, no Ray':34s}{loop['tasks_per_s']:8.1f}{loop['seconds']:9.3f}{loop['task_s']:10.3f}"
           f"{'':19s}{loop['median_task_ms']:11.1f}{loop['slowest_task_ms']:12.1f}")
+    peer = f["pool"]
+    print(f"{f'multiprocessing.Pool, {cpus} processes':34s}{peer['tasks_per_s']:8.1f}{peer['seconds']:9.3f}"
+          f"{peer['task_s']:10.3f}{'':19s}{peer['median_task_ms']:11.1f}{peer['slowest_task_ms']:12.1f}")
     one, every = f["fresh"][1], f["fresh"][cpus]
     print(f"speed-up {cpus} CPUs / 1 CPU: {f['speedup_fresh']:.2f}x on a new Ray (target >= {SPEEDUP_TARGET}x on 2 "
           f"cores: {met[f['speedup_fresh'] >= SPEEDUP_TARGET]}), {f['speedup_warm']:.2f}x on warm workers")
@@ -227,7 +251,8 @@ def report(f: dict) -> None:
           f"included), {f['cli']['start_to_first_s']:.2f} s after `replay sweep` starts (the command: "
           f"{f['cli']['command_s']:.2f} s)")
     print(f"sweep on {cpus} CPUs over the for-loop: {f['over_loop_fresh']:.2f}x on a new Ray, {f['over_loop_warm']:.2f}x "
-          f"on warm workers")
+          f"on warm workers; over a multiprocessing.Pool of {cpus} warm processes (the peers' grid search): "
+          f"{f['over_pool_warm']:.2f}x")
 
 
 if __name__ == "__main__":
