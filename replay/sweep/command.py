@@ -12,7 +12,6 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
 from rich.console import Console
 
 from replay.sim.params import SimParams
@@ -20,6 +19,7 @@ from replay.sweep.results import OBJECTIVES, aggregate, set_table, sort_tasks, t
 from replay.sweep.space import (
     Axis,
     Task,
+    digest,
     expand,
     load_sweep_config,
     parse_axis,
@@ -153,18 +153,12 @@ def make_plan(*, data: Path, market, days: list[dt.date], recorded: list[dt.date
         "walk_forward": walk_forward, "search": search, "trials": trials if search else None,
         "calibration": calibration,
     }
-    sweep_id = _digest(definition)
+    sweep_id = digest(definition, 8)
     definition = {"id": sweep_id, **definition, "objective": objective, "data": str(data)}
     spec = SweepSpec(str(data.resolve()), market.name, base)
     out = (out or data / "reports" / market.exchange / f"sweep-{sweep_id}").resolve()
     return SweepPlan(spec, axes, days, symbols_by_day, fit_days, tasks, objective, search, trials, calibration,
                      definition, out, notes)
-
-
-def _digest(value: dict) -> str:
-    import hashlib
-
-    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:8]
 
 
 @dataclass

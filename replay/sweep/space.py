@@ -162,13 +162,14 @@ def set_params(base: SimParams, values: dict[str, Any]) -> SimParams:
         raise SweepSpaceError(f"parameter set {shown}: {exc}") from None
 
 
-def _digest(value: object, length: int) -> str:
+def digest(value: object, length: int) -> str:
+    """`length` hex digits of the SHA-256 of `value` as sorted-key JSON: the ids of sets, tasks and sweeps."""
     return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:length]
 
 
 def set_id(params: SimParams) -> str:
     """8 hex digits naming a parameter set by every parameter that decides its results (the seed aside)."""
-    return _digest({k: v for k, v in dataclasses.asdict(params).items() if k != "seed"}, 8)
+    return digest({k: v for k, v in dataclasses.asdict(params).items() if k != "seed"}, 8)
 
 
 @dataclass(frozen=True)
@@ -194,8 +195,8 @@ def make_task(base: SimParams, values: dict[str, Any], market: str, day: str, sy
     made, and its row carries the error when it runs."""
     params = set_params(base, values) if check else dataclasses.replace(base, **values)
     sid = set_id(params)
-    task_id = _digest([sid, market, day, symbol, fit_day], 16)
-    seed = int(_digest([params.seed, sid, market, day, symbol], 8), 16) % 2**31
+    task_id = digest([sid, market, day, symbol, fit_day], 16)
+    seed = int(digest([params.seed, sid, market, day, symbol], 8), 16) % 2**31
     return Task(task_id, sid, day, symbol, tuple(values.items()), seed, fit_day)
 
 
