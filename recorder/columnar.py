@@ -1,39 +1,86 @@
-"""Row buffers that keep depth diffs as received frames and decode them column-wise at flush.
+"""Row buffers that keep stream events as received frames and decode them column-wise at flush.
 
-The hot path appends `(recv_ts, seq, frame bytes)` per depth diff (trades and tickers, a few scalars
-each, stay rows of the values `recorder.narrow` decoded); at flush the frames of one symbol are read at
-once by Arrow's NDJSON reader into columns, prices and quantities kept as the exact strings Binance sent,
-then built by the same column builder as the row path (`recorder.sink.depth_columns`): decimal128 cast
-from strings, levels exploded with Arrow. No float ever.
+The hot path appends `(recv_ts, seq, frame bytes)` per depth diff, trade, aggTrade and bookTicker; at
+flush the frames of one (table, symbol) are read at once by Arrow's NDJSON reader into columns, prices and
+quantities kept as the exact strings Binance sent, then built by the same column builders as the row path
+(`recorder.sink.depth_columns`, `trades_columns`, ...): decimal128 cast from strings, levels exploded with
+Arrow. No float ever.
 
-Anything the reader refuses (a level that is not two strings, a number too large for int64, duplicate
-keys, a frame spanning lines) sends that group through the row path instead: each frame parsed by
-`parse_frame` and built alone where it fails, so a bad frame is set aside as `Rejected` with its seq
-and the rest of the segment is written, exactly as the row buffers do.
+The reader is strict where `parse_frame` is: a field of another JSON type, a number too large for int64,
+duplicate keys, a frame spanning lines, a missing required field, an event type or symbol other than the
+group's all refuse the group, which then goes through the row path instead: each frame parsed by
+`parse_frame` and built alone where it fails, so a bad frame is set aside as `Rejected` with its seq and
+the rest of the segment is written, exactly as the row buffers do.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from recorder.protocol import DepthUpdate, parse_frame
-from recorder.sink import Rejected, TableBuffers, build_isolated, depth_columns
+from recorder.protocol import AggTrade, BookTicker, DepthUpdate, Trade, parse_frame
+from recorder.sink import (
+    Rejected,
+    TableBuffers,
+    agg_trades_columns,
+    book_ticker_columns,
+    build_isolated,
+    depth_columns,
+    trades_columns,
+)
 
 _BLOCK = 1 << 20  # NDJSON bytes per reader block: blocks are parsed in parallel, rows stay in order
 _INT = pa.int64()
 _STR = pa.string()
+_BOOL = pa.bool_()
 _LEVELS = pa.list_(pa.list_(pa.string()))
 
-# The fields a depth diff gives the depth table (Binance names, by the type Binance sends), in the order of
-# the row path's builder `depth_columns` after recv_ts and seq.
-_FIELDS = [("E", _INT), ("T", _INT), ("U", _INT), ("u", _INT), ("pu", _INT), ("b", _LEVELS), ("a", _LEVELS)]
-_PARSE_OPTIONS = pj.ParseOptions(
-    explicit_schema=pa.schema([("stream", _STR), ("data", pa.struct(_FIELDS)), *_FIELDS]),
-    unexpected_field_behavior="ignore")
+
+@dataclass(frozen=True)
+class StreamTable:
+    """How the frames of one dataset table read as columns.
+
+    `fields`: the Binance fields the table keeps, by the JSON type Binance sends, in the order of the
+    table's column builder after recv_ts and seq; `required`: those `parse_frame` insists on; `event`: the
+    `e` a frame must carry (None also accepted where Binance omits it: spot bookTicker)."""
+
+    fields: tuple[tuple[str, pa.DataType], ...]
+    required: tuple[str, ...]
+    event: str
+    event_optional: bool
+    message: type
+    build: Callable[..., pa.Table]
+    add_row: Callable[..., None]
+
+    def parse_options(self) -> pj.ParseOptions:
+        event_fields = [("e", _STR), ("s", _STR), *self.fields]
+        return pj.ParseOptions(
+            explicit_schema=pa.schema([("stream", _STR), ("data", pa.struct(event_fields)), *event_fields]),
+            unexpected_field_behavior="ignore")
+
+
+STREAM_TABLES = {
+    "depth": StreamTable(
+        (("E", _INT), ("T", _INT), ("U", _INT), ("u", _INT), ("pu", _INT), ("b", _LEVELS), ("a", _LEVELS)),
+        ("E", "U", "u", "b", "a"), "depthUpdate", False, DepthUpdate, depth_columns, TableBuffers.depth),
+    "trades": StreamTable(
+        (("E", _INT), ("T", _INT), ("t", _INT), ("p", _STR), ("q", _STR), ("m", _BOOL), ("M", _BOOL), ("X", _STR)),
+        ("E", "T", "t", "p", "q", "m"), "trade", False, Trade, trades_columns, TableBuffers.trade),
+    "agg_trades": StreamTable(
+        (("E", _INT), ("T", _INT), ("a", _INT), ("p", _STR), ("q", _STR), ("f", _INT), ("l", _INT), ("m", _BOOL),
+         ("M", _BOOL)),
+        ("E", "T", "a", "p", "q", "f", "l", "m"), "aggTrade", False, AggTrade, agg_trades_columns,
+        TableBuffers.agg_trade),
+    "book_ticker": StreamTable(
+        (("u", _INT), ("E", _INT), ("T", _INT), ("b", _STR), ("B", _STR), ("a", _STR), ("A", _STR)),
+        ("u", "b", "B", "a", "A"), "bookTicker", True, BookTicker, book_ticker_columns, TableBuffers.book_ticker),
+}
+_PARSE_OPTIONS = {table: spec.parse_options() for table, spec in STREAM_TABLES.items()}
 
 
 def _column(parsed: pa.Table, name: str) -> pa.Array:
@@ -43,27 +90,43 @@ def _column(parsed: pa.Table, name: str) -> pa.Array:
     return pc.if_else(enveloped, pc.struct_field(data, name), parsed.column(name)).combine_chunks()
 
 
-def depth_frames_table(rows: list[tuple]) -> pa.Table:
-    """The depth table of `(recv_ts, seq, frame)` rows, decoded column-wise; raises if any frame does not read."""
+def frames_table(table: str, symbol: str | None, rows: list[tuple]) -> pa.Table:
+    """The `table` rows of `(recv_ts, seq, frame)` rows of one symbol, decoded column-wise; raises
+    (ValueError, TypeError or an ArrowException) if any frame does not read exactly as `parse_frame` reads it."""
+    spec = STREAM_TABLES[table]
     recv_ts, seq, frames = zip(*rows)
     text = b"\n".join(frames)
     if text.count(b"\n") != len(frames) - 1:
         raise ValueError("a frame spans lines")
     parsed = pj.read_json(io.BytesIO(text), read_options=pj.ReadOptions(block_size=_BLOCK),
-                          parse_options=_PARSE_OPTIONS)
+                          parse_options=_PARSE_OPTIONS[table])
     if parsed.num_rows != len(frames):
         raise ValueError("frames and rows differ")
     if pc.any(pc.and_(pc.is_valid(parsed.column("data")), pc.is_null(parsed.column("stream")))).as_py():
         raise ValueError("an envelope without stream")  # parse_frame reads such a frame's top level
-    return depth_columns(pa.array(recv_ts, _INT), pa.array(seq, _INT), *(_column(parsed, name) for name, _ in _FIELDS))
+    columns = {name: _column(parsed, name) for name in ("e", "s", *(name for name, _ in spec.fields))}
+    event = columns["e"]
+    wrong_event = pc.not_equal(event, pa.scalar(spec.event))
+    if spec.event_optional:
+        wrong_event = pc.fill_null(wrong_event, False)
+    elif event.null_count:
+        raise ValueError("a frame without event type")
+    if pc.any(wrong_event).as_py():
+        raise ValueError(f"a frame that is not a {spec.event}")
+    if columns["s"].null_count or not pc.all(pc.equal(columns["s"], pa.scalar(symbol, _STR))).as_py():
+        raise ValueError(f"a frame of another symbol than {symbol}")
+    for name in spec.required:
+        if columns[name].null_count:
+            raise ValueError(f"a frame without {name}")
+    return spec.build(pa.array(recv_ts, _INT), pa.array(seq, _INT), *(columns[name] for name, _ in spec.fields))
 
 
 class FrameBuffers(TableBuffers):
-    """`TableBuffers` whose depth rows are the raw frames, decoded at flush.
+    """`TableBuffers` whose stream-event rows are the raw frames, decoded at flush.
 
     Arrow's reader costs about 1.5 ms per call whatever the size, the row path about 7 µs per frame
-    (measured 2026-12-02): a symbol with fewer frames in a segment than `column_min_frames` (the long tail
-    of a whole-market recording) takes the row path, which writes the same rows.
+    (measured 2026-12-02): a (table, symbol) with fewer frames in a segment than `column_min_frames` (the
+    long tail of a whole-market recording) takes the row path, which writes the same rows.
     """
 
     column_min_frames = 200
@@ -72,24 +135,42 @@ class FrameBuffers(TableBuffers):
         self.rows[("depth", m.symbol)].append((recv_ts, seq, raw))
         self.count += 1
 
+    def trade(self, seq: int, recv_ts: int, m: Trade, raw: bytes) -> None:
+        self.rows[("trades", m.symbol)].append((recv_ts, seq, raw))
+        self.count += 1
+
+    def agg_trade(self, seq: int, recv_ts: int, m: AggTrade, raw: bytes) -> None:
+        self.rows[("agg_trades", m.symbol)].append((recv_ts, seq, raw))
+        self.count += 1
+
+    def book_ticker(self, seq: int, recv_ts: int, m: BookTicker, raw: bytes) -> None:
+        self.rows[("book_ticker", m.symbol)].append((recv_ts, seq, raw))
+        self.count += 1
+
     def build(self, table: str, symbol: str | None, rows: list[tuple], rejected: list[Rejected]) -> pa.Table | None:
-        if table != "depth":
+        if table not in STREAM_TABLES:
             return build_isolated(table, symbol, rows, rejected)
         if len(rows) < self.column_min_frames:
-            return self._build_by_rows(symbol, rows, rejected)
+            return self._build_by_rows(table, symbol, rows, rejected)
         try:
-            return depth_frames_table(rows)
+            return frames_table(table, symbol, rows)
         except (pa.ArrowException, TypeError, ValueError):
-            return self._build_by_rows(symbol, rows, rejected)
+            return self._build_by_rows(table, symbol, rows, rejected)
 
-    def _build_by_rows(self, symbol: str | None, rows: list[tuple], rejected: list[Rejected]) -> pa.Table | None:
+    def _build_by_rows(self, table: str, symbol: str | None, rows: list[tuple],
+                       rejected: list[Rejected]) -> pa.Table | None:
         """The row path for frames the column reader refused: each frame parsed in full, bad ones set aside."""
+        spec = STREAM_TABLES[table]
         as_rows = TableBuffers()
         for recv_ts, seq, raw in rows:
             message = parse_frame(raw)
-            if type(message) is DepthUpdate:
-                as_rows.depth(seq, recv_ts, message, raw)
+            if type(message) is not spec.message:
+                reason = getattr(message, "reason", f"not a {spec.event}")
+            elif message.symbol != symbol:
+                reason = f"a frame of {message.symbol} among {symbol}'s"
             else:
-                rejected.append(Rejected("depth", symbol, seq, recv_ts, getattr(message, "reason", "not a depth diff")))
+                spec.add_row(as_rows, seq, recv_ts, message, raw)
+                continue
+            rejected.append(Rejected(table, symbol, seq, recv_ts, reason))
         row_list = next(iter(as_rows.rows.values()), [])
-        return build_isolated("depth", symbol, row_list, rejected) if row_list else None
+        return build_isolated(table, symbol, row_list, rejected) if row_list else None

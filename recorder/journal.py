@@ -8,6 +8,10 @@ between writing a segment and deleting its journal, only rewrites identical file
 
 Record: header `<qqBiHII` (seq, recv_ts, kind, limit, symbol length, payload length, crc32), symbol,
 payload. A torn record at the tail (the process died mid-write) ends the replay there.
+
+A batch of frames (`Pipeline.frames`) is one `FRAMES` record: its header's `limit` is the frame count n,
+its payload n int64 seqs, n int64 receive times, n uint32 lengths, then the frames back to back, all under
+one crc32. `read_journal` hands it out as the n `FRAME` records it stands for, so readers never see it.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from collections.abc import Sequence
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 HEADER = struct.Struct("<qqBiHII")
 
@@ -25,6 +32,7 @@ FRAME = 1  # a WebSocket frame, raw
 SNAPSHOT = 2  # a REST depth response body, with symbol and requested limit
 EVENT = 3  # a recorder event: JSON {"kind":..,"detail":..}, symbol in the symbol field
 INSTRUMENTS = 4  # an exchangeInfo response body
+FRAMES = 5  # a batch of WebSocket frames, read back as FRAME records (never yielded as itself)
 
 
 @dataclass(slots=True)
@@ -57,6 +65,16 @@ class Journal:
         sym = symbol.encode() if symbol else b""
         self._pending += HEADER.pack(seq, recv_ts, kind, limit, len(sym), len(payload), zlib.crc32(payload))
         self._pending += sym
+        self._pending += payload
+
+    def append_frames(self, seqs: Sequence[int], recv_ts: Sequence[int], frames: list[bytes]) -> None:
+        """A batch of frames as one record: one header, one crc, no per-frame packing."""
+        n = len(frames)
+        if not n:
+            return
+        payload = b"".join((np.asarray(seqs, np.int64).tobytes(), np.asarray(recv_ts, np.int64).tobytes(),
+                            np.fromiter(map(len, frames), np.uint32, n).tobytes(), *frames))
+        self._pending += HEADER.pack(seqs[0], recv_ts[0], FRAMES, n, 0, len(payload), zlib.crc32(payload))
         self._pending += payload
 
     @property
@@ -116,8 +134,22 @@ def read_journal(path: Path) -> Iterator[JournalRecord]:
         if zlib.crc32(payload) != crc:
             return
         symbol = data[start : start + sym_len].decode() if sym_len else None
-        yield JournalRecord(seq, recv_ts, kind, limit, symbol, payload)
+        if kind == FRAMES:
+            yield from _batch_records(payload, limit)
+        else:
+            yield JournalRecord(seq, recv_ts, kind, limit, symbol, payload)
         offset = end
+
+
+def _batch_records(payload: bytes, n: int) -> Iterator[JournalRecord]:
+    seqs = np.frombuffer(payload, np.int64, n).tolist()
+    recv_ts = np.frombuffer(payload, np.int64, n, 8 * n).tolist()
+    lengths = np.frombuffer(payload, np.uint32, n, 16 * n)
+    ends = (np.cumsum(lengths, dtype=np.int64) + 20 * n).tolist()
+    start = 20 * n
+    for seq, ts, end in zip(seqs, recv_ts, ends):
+        yield JournalRecord(seq, ts, FRAME, 0, None, payload[start:end])
+        start = end
 
 
 def leftover_journals(directory: Path) -> list[Path]:

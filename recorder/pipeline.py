@@ -143,11 +143,11 @@ class Pipeline:
                 if engine.events:
                     self._drain(engine, message.symbol, recv_ts)
         elif kind is Trade:
-            self._buffers_for(recv_ts).trade(seq, recv_ts, message)
+            self._buffers_for(recv_ts).trade(seq, recv_ts, message, raw)
         elif kind is BookTicker:
-            self._buffers_for(recv_ts).book_ticker(seq, recv_ts, message)
+            self._buffers_for(recv_ts).book_ticker(seq, recv_ts, message, raw)
         elif kind is AggTrade:
-            self._buffers_for(recv_ts).agg_trade(seq, recv_ts, message)
+            self._buffers_for(recv_ts).agg_trade(seq, recv_ts, message, raw)
         elif self.use_engine:
             self._other(recv_ts, message)
         return message

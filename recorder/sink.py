@@ -117,7 +117,11 @@ def snapshots_table(rows: list[tuple]) -> pa.Table:
 
 
 def trades_table(rows: list[tuple]) -> pa.Table:
-    recv_ts, seq, event_ts, trade_ts, trade_id, price, qty, maker, best, order_type = zip(*rows)
+    return trades_columns(*zip(*rows))
+
+
+def trades_columns(recv_ts, seq, event_ts, trade_ts, trade_id, price, qty, maker, best, order_type) -> pa.Table:
+    """The trades table from its columns (Python sequences or Arrow arrays), as `depth_columns`."""
     return table_from_columns(
         "trades",
         {"recv_ts": recv_ts, "seq": seq, "event_ts": _ms_to_ns(event_ts), "trade_ts": _ms_to_ns(trade_ts),
@@ -127,7 +131,10 @@ def trades_table(rows: list[tuple]) -> pa.Table:
 
 
 def agg_trades_table(rows: list[tuple]) -> pa.Table:
-    recv_ts, seq, event_ts, trade_ts, agg_id, price, qty, first, last, maker, best = zip(*rows)
+    return agg_trades_columns(*zip(*rows))
+
+
+def agg_trades_columns(recv_ts, seq, event_ts, trade_ts, agg_id, price, qty, first, last, maker, best) -> pa.Table:
     return table_from_columns(
         "agg_trades",
         {"recv_ts": recv_ts, "seq": seq, "event_ts": _ms_to_ns(event_ts), "trade_ts": _ms_to_ns(trade_ts),
@@ -137,7 +144,10 @@ def agg_trades_table(rows: list[tuple]) -> pa.Table:
 
 
 def book_ticker_table(rows: list[tuple]) -> pa.Table:
-    recv_ts, seq, update_id, event_ts, transact_ts, bid_p, bid_q, ask_p, ask_q = zip(*rows)
+    return book_ticker_columns(*zip(*rows))
+
+
+def book_ticker_columns(recv_ts, seq, update_id, event_ts, transact_ts, bid_p, bid_q, ask_p, ask_q) -> pa.Table:
     return table_from_columns(
         "book_ticker",
         {"recv_ts": recv_ts, "seq": seq, "update_id": update_id, "event_ts": _ms_to_ns(event_ts),
@@ -201,21 +211,21 @@ class TableBuffers:
         )
         self.count += 1
 
-    def trade(self, seq: int, recv_ts: int, m: Trade) -> None:
+    def trade(self, seq: int, recv_ts: int, m: Trade, raw: bytes) -> None:
         self.rows[("trades", m.symbol)].append(
             (recv_ts, seq, m.event_ts, m.trade_ts, m.trade_id, m.price, m.qty, m.buyer_is_maker, m.best_match,
              m.order_type)
         )
         self.count += 1
 
-    def agg_trade(self, seq: int, recv_ts: int, m: AggTrade) -> None:
+    def agg_trade(self, seq: int, recv_ts: int, m: AggTrade, raw: bytes) -> None:
         self.rows[("agg_trades", m.symbol)].append(
             (recv_ts, seq, m.event_ts, m.trade_ts, m.agg_trade_id, m.price, m.qty, m.first_trade_id,
              m.last_trade_id, m.buyer_is_maker, m.best_match)
         )
         self.count += 1
 
-    def book_ticker(self, seq: int, recv_ts: int, m: BookTicker) -> None:
+    def book_ticker(self, seq: int, recv_ts: int, m: BookTicker, raw: bytes) -> None:
         self.rows[("book_ticker", m.symbol)].append(
             (recv_ts, seq, m.update_id, m.event_ts, m.transact_ts, m.bid_price, m.bid_qty, m.ask_price, m.ask_qty)
         )
