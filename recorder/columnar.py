@@ -57,11 +57,11 @@ class StreamTable:
     build: Callable[..., pa.Table]
     add_row: Callable[..., None]
 
-    def parse_options(self) -> pj.ParseOptions:
+    def parse_options(self, top_level: bool) -> pj.ParseOptions:
+        """Fields in a combined-stream envelope's `data` and, if `top_level`, at the top (raw streams)."""
         event_fields = [("e", _STR), ("s", _STR), *self.fields]
-        return pj.ParseOptions(
-            explicit_schema=pa.schema([("stream", _STR), ("data", pa.struct(event_fields)), *event_fields]),
-            unexpected_field_behavior="ignore")
+        schema = [("stream", _STR), ("data", pa.struct(event_fields)), *(event_fields if top_level else [])]
+        return pj.ParseOptions(explicit_schema=pa.schema(schema), unexpected_field_behavior="ignore")
 
 
 STREAM_TABLES = {
@@ -80,7 +80,8 @@ STREAM_TABLES = {
         (("u", _INT), ("E", _INT), ("T", _INT), ("b", _STR), ("B", _STR), ("a", _STR), ("A", _STR)),
         ("u", "b", "B", "a", "A"), "bookTicker", True, BookTicker, book_ticker_columns, TableBuffers.book_ticker),
 }
-_PARSE_OPTIONS = {table: spec.parse_options() for table, spec in STREAM_TABLES.items()}
+_PARSE_OPTIONS = {table: spec.parse_options(top_level=True) for table, spec in STREAM_TABLES.items()}
+_ENVELOPE_OPTIONS = {table: spec.parse_options(top_level=False) for table, spec in STREAM_TABLES.items()}
 
 
 def _column(parsed: pa.Table, name: str) -> pa.Array:
@@ -90,21 +91,32 @@ def _column(parsed: pa.Table, name: str) -> pa.Array:
     return pc.if_else(enveloped, pc.struct_field(data, name), parsed.column(name)).combine_chunks()
 
 
-def frames_table(table: str, symbol: str | None, rows: list[tuple]) -> pa.Table:
-    """The `table` rows of `(recv_ts, seq, frame)` rows of one symbol, decoded column-wise; raises
-    (ValueError, TypeError or an ArrowException) if any frame does not read exactly as `parse_frame` reads it."""
+def _read(text: bytes, options: pj.ParseOptions, n: int) -> pa.Table:
+    parsed = pj.read_json(io.BytesIO(text), read_options=pj.ReadOptions(block_size=_BLOCK), parse_options=options)
+    if parsed.num_rows != n:
+        raise ValueError("frames and rows differ")
+    return parsed
+
+
+def frames_table(table: str, symbol: str | None, rows: FrameColumns) -> pa.Table:
+    """The `table` rows of one symbol's frames, decoded column-wise; raises (ValueError, TypeError or an
+    ArrowException) if any frame does not read exactly as `parse_frame` reads it."""
     spec = STREAM_TABLES[table]
-    recv_ts, seq, frames = zip(*rows)
+    frames = rows.frames
     text = b"\n".join(frames)
     if text.count(b"\n") != len(frames) - 1:
         raise ValueError("a frame spans lines")
-    parsed = pj.read_json(io.BytesIO(text), read_options=pj.ReadOptions(block_size=_BLOCK),
-                          parse_options=_PARSE_OPTIONS[table])
-    if parsed.num_rows != len(frames):
-        raise ValueError("frames and rows differ")
-    if pc.any(pc.and_(pc.is_valid(parsed.column("data")), pc.is_null(parsed.column("stream")))).as_py():
-        raise ValueError("an envelope without stream")  # parse_frame reads such a frame's top level
-    columns = {name: _column(parsed, name) for name in ("e", "s", *(name for name, _ in spec.fields))}
+    names = ("e", "s", *(name for name, _ in spec.fields))
+    # combined-stream envelopes (all the recorder subscribes to) read faster without the top-level fields
+    parsed = _read(text, _ENVELOPE_OPTIONS[table], len(frames))
+    data = parsed.column("data")
+    if not data.null_count and not parsed.column("stream").null_count:
+        columns = {name: pc.struct_field(data, name).combine_chunks() for name in names}
+    else:
+        parsed = _read(text, _PARSE_OPTIONS[table], len(frames))
+        if pc.any(pc.and_(pc.is_valid(parsed.column("data")), pc.is_null(parsed.column("stream")))).as_py():
+            raise ValueError("an envelope without stream")  # parse_frame reads such a frame's top level
+        columns = {name: _column(parsed, name) for name in names}
     event = columns["e"]
     wrong_event = pc.not_equal(event, pa.scalar(spec.event))
     if spec.event_optional:
@@ -118,11 +130,31 @@ def frames_table(table: str, symbol: str | None, rows: list[tuple]) -> pa.Table:
     for name in spec.required:
         if columns[name].null_count:
             raise ValueError(f"a frame without {name}")
-    return spec.build(pa.array(recv_ts, _INT), pa.array(seq, _INT), *(columns[name] for name, _ in spec.fields))
+    return spec.build(pa.array(rows.recv_ts, _INT), pa.array(rows.seq, _INT),
+                      *(columns[name] for name, _ in spec.fields))
+
+
+class FrameColumns:
+    """The frames of one (table, symbol) as three lists: receive times, seqs, frame bytes."""
+
+    __slots__ = ("recv_ts", "seq", "frames")
+
+    def __init__(self) -> None:
+        self.recv_ts: list[int] = []
+        self.seq: list[int] = []
+        self.frames: list[bytes] = []
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def add(self, recv_ts: int, seq: int, raw: bytes) -> None:
+        self.recv_ts.append(recv_ts)
+        self.seq.append(seq)
+        self.frames.append(raw)
 
 
 class FrameBuffers(TableBuffers):
-    """`TableBuffers` whose stream-event rows are the raw frames, decoded at flush.
+    """`TableBuffers` whose stream-event rows are the raw frames (`FrameColumns`), decoded at flush.
 
     Arrow's reader costs about 1.5 ms per call whatever the size, the row path about 7 µs per frame
     (measured 2026-12-02): a (table, symbol) with fewer frames in a segment than `column_min_frames` (the
@@ -131,20 +163,26 @@ class FrameBuffers(TableBuffers):
 
     column_min_frames = 200
 
+    def frame_columns(self, table: str, symbol: str) -> FrameColumns:
+        columns = self.rows.get((table, symbol))
+        if columns is None:
+            columns = self.rows[(table, symbol)] = FrameColumns()
+        return columns
+
     def depth(self, seq: int, recv_ts: int, m: DepthUpdate, raw: bytes) -> None:
-        self.rows[("depth", m.symbol)].append((recv_ts, seq, raw))
+        self.frame_columns("depth", m.symbol).add(recv_ts, seq, raw)
         self.count += 1
 
     def trade(self, seq: int, recv_ts: int, m: Trade, raw: bytes) -> None:
-        self.rows[("trades", m.symbol)].append((recv_ts, seq, raw))
+        self.frame_columns("trades", m.symbol).add(recv_ts, seq, raw)
         self.count += 1
 
     def agg_trade(self, seq: int, recv_ts: int, m: AggTrade, raw: bytes) -> None:
-        self.rows[("agg_trades", m.symbol)].append((recv_ts, seq, raw))
+        self.frame_columns("agg_trades", m.symbol).add(recv_ts, seq, raw)
         self.count += 1
 
     def book_ticker(self, seq: int, recv_ts: int, m: BookTicker, raw: bytes) -> None:
-        self.rows[("book_ticker", m.symbol)].append((recv_ts, seq, raw))
+        self.frame_columns("book_ticker", m.symbol).add(recv_ts, seq, raw)
         self.count += 1
 
     def build(self, table: str, symbol: str | None, rows: list[tuple], rejected: list[Rejected]) -> pa.Table | None:
@@ -157,12 +195,12 @@ class FrameBuffers(TableBuffers):
         except (pa.ArrowException, TypeError, ValueError):
             return self._build_by_rows(table, symbol, rows, rejected)
 
-    def _build_by_rows(self, table: str, symbol: str | None, rows: list[tuple],
+    def _build_by_rows(self, table: str, symbol: str | None, rows: FrameColumns,
                        rejected: list[Rejected]) -> pa.Table | None:
         """The row path for frames the column reader refused: each frame parsed in full, bad ones set aside."""
         spec = STREAM_TABLES[table]
         as_rows = TableBuffers()
-        for recv_ts, seq, raw in rows:
+        for recv_ts, seq, raw in zip(rows.recv_ts, rows.seq, rows.frames):
             message = parse_frame(raw)
             if type(message) is not spec.message:
                 reason = getattr(message, "reason", f"not a {spec.event}")

@@ -245,7 +245,16 @@ class _Importer:
 
     def read(self) -> None:
         pipeline, result = self.pipeline, self.result
-        frame, snapshot = pipeline.frame, pipeline.snapshot
+        snapshot = pipeline.snapshot
+        batch_ts: list[int] = []
+        batch: list[bytes] = []  # consecutive frames, handed to the pipeline as one batch
+
+        def hand_over() -> None:
+            if batch:
+                pipeline.frames(batch_ts, batch)
+                batch_ts.clear()
+                batch.clear()
+
         skipped = result.skipped
         sessions = result.sessions
         session: ImportSession | None = None
@@ -273,8 +282,12 @@ class _Importer:
                         continue
                 if record.payload[-1:] != b"}" and _cut_mid_json(record.payload):
                     result.cut_lines.append(record.source)
-                frame(ts, record.payload)
-            elif kind == KIND_REST:
+                batch_ts.append(ts)
+                batch.append(record.payload)
+                if len(batch) < _CHECK_EVERY:
+                    continue
+            hand_over()
+            if kind == KIND_REST:
                 if record.symbol is None:
                     raise CaptureError(*_where(record.source), "depth snapshot without a symbol")
                 snapshot(ts, record.symbol, record.payload, record.limit or 0)
@@ -289,8 +302,9 @@ class _Importer:
                 session.connects += 1
                 pipeline.event(ts, None, "connect", {"url": record.payload.decode("utf-8", "replace")})
             count += 1
-            if count % _CHECK_EVERY == 0 and pipeline.pending_rows >= self.flush_rows:
+            if (kind == KIND_WS or count % _CHECK_EVERY == 0) and pipeline.pending_rows >= self.flush_rows:
                 self.flush()
+        hand_over()
         result.records = sum(s.records for s in sessions)
         if session is None:
             return
