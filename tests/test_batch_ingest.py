@@ -1,0 +1,178 @@
+"""`Pipeline.frames` (a batch: trades, aggTrades and bookTickers undecoded until flush, one journal record)
+gives what `Pipeline.frame` called frame by frame gives: seqs, rows, events, counts, journal contents and
+what journal recovery writes. `frame()` is the reference; real captures of every market are compared
+through `recorder import` in test_columnar.py."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+
+from recorder import journal as jr
+from recorder.columnar import FrameBuffers
+from recorder.markets import get_market
+from recorder.pipeline import Pipeline, undecoded_route
+from recorder.runtime import recover_journals
+from tests.test_columnar import T0, _depth, _wrap, assert_same_dataset, dataset, synthetic_frames
+
+
+def _snapshot(last_update_id: int) -> bytes:
+    return orjson.dumps({"lastUpdateId": last_update_id, "E": 1723161255200, "T": 1723161255199,
+                         "bids": [["61700.1", "2"]], "asks": [["61900", "1"]]})
+
+
+def traffic(seed: int) -> list[tuple]:
+    """Frames of every kind in a random order, with a snapshot that syncs SOLUSDT (futures ids) and a
+    gap later, so the sync engine emits events in the middle of batches."""
+    rng = random.Random(seed)
+    frames = synthetic_frames()
+    rng.shuffle(frames)
+    depth, ids = [], []
+    u = 5000
+    for i in range(60):
+        first = u + 1
+        u += rng.randint(1, 4)
+        if i == 40:
+            first, u = u + 10, u + 12  # a gap: pu is no longer the previous u
+        event = {"e": "depthUpdate", "E": 1723161255300 + i, "T": 1723161255299 + i, "s": "SOLUSDT", "U": first,
+                 "u": u, "pu": first - 1 if i != 40 else first - 7, "b": [["161.5", str(i)]], "a": []}
+        depth.append(_wrap(event, "solusdt@depth@100ms", True))
+        ids.append(u)
+    items: list[tuple] = [("frame", f) for f in frames]
+    at = sorted(rng.randint(0, len(items)) for _ in depth)
+    for n, (position, frame) in reversed(list(enumerate(zip(at, depth)))):  # the diffs stay in order
+        items.insert(position, ("frame", frame))
+        if n == 5:
+            items.insert(position + 1, ("snapshot", _snapshot(ids[2])))
+    return items
+
+
+def feed(items: list[tuple], out: Path, *, batched: bool, seed: int = 0, journal: jr.Journal | None = None,
+         flush_every: int = 150) -> Pipeline:
+    pipeline = Pipeline(get_market("usdm"), journal=journal)
+    rng = random.Random(seed)
+    batch_ts, batch = [], []
+
+    def hand_over():
+        if batch:
+            pipeline.frames(list(batch_ts), list(batch))
+            batch_ts.clear()
+            batch.clear()
+
+    for n, (kind, payload) in enumerate(items):
+        ts = T0 + n * 1_000_000
+        if kind == "snapshot":
+            hand_over()
+            pipeline.snapshot(ts, "SOLUSDT", payload, 1000)
+        elif batched:
+            batch_ts.append(ts)
+            batch.append(payload)
+            if rng.random() < 0.05:
+                hand_over()
+        else:
+            pipeline.frame(ts, payload)
+        if n % flush_every == flush_every - 1:
+            hand_over()
+            pipeline.flush(out, f"seg-{n:08d}")
+    hand_over()
+    pipeline.flush(out, "seg-last")
+    return pipeline
+
+
+def journal_records(path: Path) -> list[tuple]:
+    return sorted((r.seq, r.recv_ts, r.kind, r.limit, r.symbol, r.payload) for r in jr.read_journal(path))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batches_give_what_frame_by_frame_gives(seed, tmp_path, monkeypatch):
+    monkeypatch.setattr(FrameBuffers, "column_min_frames", 1)  # every group through the column reader
+    items = traffic(seed)
+    journals = {}
+    pipelines = {}
+    for name, batched in (("reference", False), ("batched", True)):
+        journal = jr.Journal(tmp_path / f"journal-{name}")
+        journal.open("seg")
+        pipelines[name] = feed(items, tmp_path / name, batched=batched, seed=seed, journal=journal)
+        journal.close()
+        journals[name] = journal_records(tmp_path / f"journal-{name}" / "seg.jnl")
+    reference, batched = pipelines["reference"], pipelines["batched"]
+    assert_same_dataset(tmp_path / "reference", tmp_path / "batched")
+    assert (batched.seq, batched.counts, batched.gaps, batched.depth_counts) == (
+        reference.seq, reference.counts, reference.gaps, reference.depth_counts)
+    assert journals["batched"] == journals["reference"]
+    events = [e["kind"] for p in (tmp_path / "batched").rglob("events/**/*.parquet") for e in pq.read_table(p).to_pylist()]
+    assert {"synced", "gap"} <= set(events)  # the engine decided inside batches
+    assert sum(1 for r in jr.read_journal(tmp_path / "journal-batched" / "seg.jnl") if r.kind == jr.FRAME) == \
+        sum(1 for kind, _ in items if kind == "frame")
+
+
+def test_a_journal_of_batches_recovers_the_segments_it_stands_for(tmp_path, monkeypatch):
+    """kill -9 before the flush: recovery from the batch records writes what the flush would have."""
+    monkeypatch.setattr(FrameBuffers, "column_min_frames", 1)
+    items = traffic(7)
+    journal = jr.Journal(tmp_path / "journal")
+    journal.open("00000000000000000001-0of1")
+    feed(items, tmp_path / "live", batched=True, journal=journal, flush_every=10**9)
+    journal.close()
+    recover_journals(tmp_path / "journal", tmp_path / "recovered", get_market("usdm"))
+    live = {name.rsplit("/", 1)[0]: table for name, table in dataset(tmp_path / "live").items()}
+    recovered = {name.rsplit("/", 1)[0]: table for name, table in dataset(tmp_path / "recovered").items()}
+    assert sorted(recovered) == sorted(live)
+    for name, table in live.items():
+        assert recovered[name].equals(table), name
+
+
+def test_a_torn_batch_record_ends_the_replay_there(tmp_path):
+    journal = jr.Journal(tmp_path)
+    journal.open("seg")
+    journal.append(1, T0, jr.EVENT, b'{"kind":"connect","detail":{}}')
+    journal.append_frames([2, 3, 5], [T0 + 1, T0 + 2, T0 + 3], [b"a", b"bb", b"ccc"])
+    journal.append_frames([6], [T0 + 4], [b"dddd"])
+    journal.close()
+    records = list(jr.read_journal(tmp_path / "seg.jnl"))
+    assert [(r.seq, r.recv_ts, r.kind, r.payload) for r in records] == [
+        (1, T0, jr.EVENT, b'{"kind":"connect","detail":{}}'), (2, T0 + 1, jr.FRAME, b"a"),
+        (3, T0 + 2, jr.FRAME, b"bb"), (5, T0 + 3, jr.FRAME, b"ccc"), (6, T0 + 4, jr.FRAME, b"dddd")]
+    data = (tmp_path / "seg.jnl").read_bytes()
+    (tmp_path / "seg.jnl").write_bytes(data[:-2])  # the process died while writing the last batch
+    assert [r.seq for r in jr.read_journal(tmp_path / "seg.jnl")] == [1, 2, 3, 5]
+
+
+def test_routes_of_stream_names():
+    assert undecoded_route(b"btcusdt@bookTicker") == ("book_ticker", "BTCUSDT")
+    assert undecoded_route(b"btcusd_perp@aggTrade") == ("agg_trades", "BTCUSD_PERP")
+    assert undecoded_route(b"1000shibusdt@trade") == ("trades", "1000SHIBUSDT")
+    for stream in (b"btcusdt@depth@100ms", b"btcusdt@depth5@100ms", b"btcusdt@kline_1m", b"btcusdt",
+                   b"BTCUSDT@trade", b"btc usdt@trade", b"@trade", b"btcusdt@markPrice@1s"):
+        assert undecoded_route(stream) is None, stream
+
+
+def test_bad_undecoded_frames_are_set_aside_at_flush_with_their_seq(tmp_path, monkeypatch):
+    """Frames routed by their stream name alone are checked when read at flush: a malformed one, a price
+    that is a number, one whose symbol is not its stream's are set aside with their seq; the rest of the
+    segment is written and every frame stays in the journal."""
+    monkeypatch.setattr(FrameBuffers, "column_min_frames", 1)
+    good = [_wrap({"e": "trade", "E": 1 + i, "T": 1 + i, "s": "BTCUSDT", "t": 100 + i, "p": "61837.63",
+                   "q": "0.5", "m": True, "M": True}, "btcusdt@trade", True) for i in range(6)]
+    bad = [
+        good[0][:-9],  # truncated
+        good[1].replace(b'"p":"61837.63"', b'"p":61837.63'),
+        good[2].replace(b'"s":"BTCUSDT"', b'"s":"ETHUSDT"'),
+        good[3].replace(b'"e":"trade"', b'"e":"aggTrade"'),
+    ]
+    frames = [good[0], bad[0], good[1], bad[1], bad[2], good[4], bad[3], good[5]]
+    journal = jr.Journal(tmp_path / "journal")
+    journal.open("seg")
+    pipeline = Pipeline(get_market("spot"), journal=journal)
+    pipeline.frames([T0 + i for i in range(len(frames))], frames)
+    journal.close()
+    written, rejected = pipeline.flush(tmp_path / "out", "seg-1")
+    assert [(r.table, r.symbol, r.seq) for r in rejected] == [("trades", "BTCUSDT", s) for s in (2, 4, 5, 7)]
+    assert "ETHUSDT" in rejected[2].reason
+    trades = pq.read_table(next((tmp_path / "out").rglob("trades/**/*.parquet")))
+    assert trades.column("seq").to_pylist() == [1, 3, 6, 8]
+    assert [r.payload for r in jr.read_journal(tmp_path / "journal" / "seg.jnl")] == frames
