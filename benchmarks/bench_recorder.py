@@ -59,6 +59,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -66,20 +67,22 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recorder import sink
+
 from recorder.captures import iter_capture
 from recorder.journal import Journal
 from recorder.markets import get_market
-from recorder.pipeline import Pipeline
+from recorder.pipeline import Pipeline, write_buffers
 from recorder.protocol import parse_frame
 
 DEFAULT_REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 SPOT_FILES = ["hftbacktest/spot_btcusdt_20240808.gz", "hftbacktest/spot_btcusdt_20240809.gz"]
 SPOT_SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "DOGEUSDT", "PEPEUSDT"]  # the venue's catalogue
 FLUSH_EVERY = 50_000
+BATCH = 256  # frames per Pipeline.frames call in the batched path
 JOURNAL_SYNC_S = 0.2
 SHARD_TAG = "0of1"
 TARGET_INGEST_RATIO = 0.5
+RECORDER_GC = (100_000, 50, 100)  # recorder.pipeline.tune_gc's thresholds
 TARGET_PEER_RATIO = 3.0
 PEER_PYTHON = "/tmp/cf-venv/bin/python"
 PEER_VENV_COMMAND = "python3 -m venv /tmp/cf-venv && /tmp/cf-venv/bin/pip install 'cryptofeed==2.4.*'"
@@ -135,42 +138,48 @@ def parse_only(records: list[Record]) -> None:
             parse_frame(payload)
 
 
-def parse_append(records: list[Record]) -> Pipeline:
-    """The hot path without I/O: journal append + parse + sync + buffer (no fsync, no flush)."""
-    with tempfile.TemporaryDirectory(prefix="bench-rec-") as tmp:
-        journal = Journal(Path(tmp) / "journal")
-        pipeline = Pipeline(get_market("spot"), journal=journal)
-        frame, snapshot = pipeline.frame, pipeline.snapshot
-        for recv_ts, kind, payload, symbol, limit in records:
-            if kind == "ws":
-                frame(recv_ts, payload)
-            else:
-                snapshot(recv_ts, symbol, payload, limit)
-        return pipeline
+def ingest(records: list[Record], out: Path | None = None, keep: bool = False, batch: int = BATCH) -> dict:
+    """The recorder's whole in-process path; returns timings of its parts and the pipeline's counters.
 
-
-def ingest(records: list[Record], out: Path | None = None, keep: bool = False) -> dict:
-    """The recorder's whole in-process path; returns timings of its parts and the pipeline's counters."""
+    As `recorder run` does it: the journal fsynced every 200 ms, and every FLUSH_EVERY frames the buffers
+    detached and written by a writer thread (Arrow, zstd and the JSON reader release the GIL) while frames
+    keep coming; a flush waits for the previous one. `batch` frames a `Pipeline.frames` call (1: `frame()`
+    per frame, as the live connection loop calls it)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-rec-")) if out is None else out
-    timings = {"flush_s": 0.0, "sync_s": 0.0, "flushes": 0, "syncs": 0}
+    timings = {"flush_s": 0.0, "flush_wait_s": 0.0, "sync_s": 0.0, "flushes": 0, "syncs": 0}
     dates = set()
+    writer = ThreadPoolExecutor(1)
     try:
         journal = Journal(tmp / ".journal")
         journal.open("bench")
         pipeline = Pipeline(get_market("spot"), journal=journal)
-        frame, snapshot = pipeline.frame, pipeline.snapshot
+        frame, frames, snapshot = pipeline.frame, pipeline.frames, pipeline.snapshot
         clock = time.perf_counter
         last_sync = clock()
         segment = 0
+        pending = None
+
+        def written() -> None:
+            nonlocal pending
+            if pending is not None:
+                start = clock()
+                _, rejected, seconds = pending.result()
+                timings["flush_wait_s"] += clock() - start
+                timings["flush_s"] += seconds
+                assert not rejected, rejected[:3]
+                pending = None
+
+        def write(buffers, stem):
+            start = clock()
+            files, rejected = write_buffers(buffers, tmp, pipeline.market.exchange, stem)
+            return files, rejected, clock() - start
 
         def flush() -> None:
-            nonlocal segment
+            nonlocal segment, pending
+            written()
             dates.update(d for d, rows in pipeline.buffers.items() if rows.count)
-            start = clock()
-            _, rejected = pipeline.flush(tmp, f"seg-{segment:020d}-{SHARD_TAG}")
-            timings["flush_s"] += clock() - start
+            pending = writer.submit(write, pipeline.detach(), f"seg-{segment:020d}-{SHARD_TAG}")
             timings["flushes"] += 1
-            assert not rejected, rejected[:3]
             segment += 1
 
         def sync() -> None:
@@ -181,48 +190,48 @@ def ingest(records: list[Record], out: Path | None = None, keep: bool = False) -
             timings["sync_s"] += last_sync - start
             timings["syncs"] += 1
 
-        for n, (recv_ts, kind, payload, symbol, limit) in enumerate(records, 1):
+        batch_ts: list[int] = []
+        batch_raw: list[bytes] = []
+        n = 0
+        next_check, next_flush = 1024, FLUSH_EVERY
+        for recv_ts, kind, payload, symbol, limit in records:
+            n += 1
             if kind == "ws":
-                frame(recv_ts, payload)
+                if batch == 1:
+                    frame(recv_ts, payload)
+                else:
+                    batch_ts.append(recv_ts)
+                    batch_raw.append(payload)
+                    if len(batch_raw) < batch:
+                        continue
+                    frames(batch_ts, batch_raw)
+                    batch_ts, batch_raw = [], []
             else:
+                if batch_raw:
+                    frames(batch_ts, batch_raw)
+                    batch_ts, batch_raw = [], []
                 snapshot(recv_ts, symbol, payload, limit)
-            if not n & 1023 and clock() - last_sync >= JOURNAL_SYNC_S:
+            if n < next_check:
+                continue
+            next_check = n + 1024
+            if clock() - last_sync >= JOURNAL_SYNC_S:
                 sync()
-            if not n % FLUSH_EVERY:
+            if n >= next_flush:
+                next_flush += FLUSH_EVERY
                 flush()
+        if batch_raw:
+            frames(batch_ts, batch_raw)
         sync()
         flush()
+        written()
         journal.close()
         timings.update(gaps=sum(pipeline.gaps.values()), synced=all(e.synced for e in pipeline.engines.values()),
                        dates=sorted(dates), counts=dict(pipeline.counts))
         return timings
     finally:
+        writer.shutdown()
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextmanager
-def flush_split(acc: dict):
-    """Time the table builders (Python/Arrow conversion) and the Parquet writes inside `flush` per table."""
-    builders, write_partition = dict(sink.TABLE_BUILDERS), sink.write_partition
-
-    def timed(name, fn):
-        def wrapper(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                acc[name] = acc.get(name, 0.0) + time.perf_counter() - start
-        return wrapper
-
-    for table, fn in builders.items():
-        sink.TABLE_BUILDERS[table] = timed(f"build {table}", fn)
-    sink.write_partition = timed("write parquet (all tables)", write_partition)
-    try:
-        yield acc
-    finally:
-        sink.TABLE_BUILDERS.update(builders)
-        sink.write_partition = write_partition
 
 
 def cpu_timed(records: list[Record]) -> tuple[float, dict]:
@@ -259,62 +268,60 @@ def figure_ingest(records: list[Record], repeat: int, profile: bool, peer_python
     ws = sum(1 for r in records if r[1] == "ws")
     bare_s, _ = best_of(repeat, bare_parse, records)
     parse_s, _ = best_of(repeat, parse_only, records)
-    append_s, _ = best_of(repeat, parse_append, records)
-    full_s, parts = best_of(repeat, ingest, records)
-    cpu_s = min(cpu_timed(records)[0] for _ in range(repeat))
+    with gc_thresholds(RECORDER_GC):  # as `recorder run` and `recorder import` run (tune_gc)
+        full_s, parts = best_of(repeat, ingest, records)
+        single_s, _ = best_of(repeat, ingest, records, None, False, 1)
+        cpu_s = min(cpu_timed(records)[0] for _ in range(repeat))
+    default_gc_s, _ = best_of(repeat, ingest, records)
     peer = cryptofeed_peer(records, peer_python, repeat, realdata)
-    with gc_thresholds((100_000, 50, 100)):
-        gc_s, gc_parts = best_of(repeat, ingest, records)
-    split: dict[str, float] = {}
-    with flush_split(split):
-        ingest(records)
+    hot_s = full_s - parts["flush_wait_s"] - parts["sync_s"]
     result = {
-        "frames": n, "ws_frames": ws, "repeat": repeat,
+        "frames": n, "ws_frames": ws, "repeat": repeat, "batch": BATCH,
         "bare_orjson_msg_s": n / bare_s,
         "parse_frame_msg_s": ws / parse_s,
-        "parse_append_msg_s": n / append_s,
         "full_msg_s": n / full_s,
         "ratio_to_bare": bare_s / full_s,
-        "full_s": full_s, "flush_s": parts["flush_s"], "fsync_s": parts["sync_s"],
-        "hot_path_s": full_s - parts["flush_s"] - parts["sync_s"],
+        "frame_by_frame_msg_s": n / single_s,
+        "frame_by_frame_ratio_to_bare": bare_s / single_s,
+        "default_gc_msg_s": n / default_gc_s,
+        "full_s": full_s, "hot_path_s": hot_s, "flush_thread_s": parts["flush_s"],
+        "flush_wait_s": parts["flush_wait_s"], "fsync_s": parts["sync_s"],
         "flushes": parts["flushes"], "syncs": parts["syncs"],
         "gaps_in_data": parts["gaps"], "synced": parts["synced"],
-        "what_if_gc_threshold_100k_msg_s": n / gc_s,
-        "what_if_gc_threshold_100k_ratio": bare_s / gc_s,
-        "what_if_gc_flush_s": gc_parts["flush_s"],
-        "flush_split_s": split,
         "target_ratio": TARGET_INGEST_RATIO,
         "meets_target": bare_s / full_s >= TARGET_INGEST_RATIO,
         "cpu_s_per_million": cpu_s / n * 1e6,
         "peer": peer,
         "ratio_to_peer": None if peer is None else (n / full_s) / peer["msg_s"],
     }
-    print(f"\n1. In-process ingest, spot BTCUSDT capture ({n:,} frames in memory, best of {repeat})")
+    print(f"\n1. In-process ingest, spot BTCUSDT capture ({n:,} frames in memory, best of {repeat}; "
+          "GC as the recorder runs it)")
     rows = [
         ("bare orjson.loads", n / bare_s, bare_s, ""),
         ("parse_frame only", ws / parse_s, parse_s, ""),
-        ("parse+append (journal, engine, buffer)", n / append_s, append_s, "no fsync, no flush"),
-        ("full: + fsync/200ms + flush/50k, default GC", n / full_s, full_s, f"ratio to bare {bare_s / full_s:.3f}"),
-        ("  of which hot path", None, result["hot_path_s"], f"{result['hot_path_s'] / full_s:4.0%}"),
-        ("  of which flush to Parquet", None, parts["flush_s"], f"{parts['flush_s'] / full_s:4.0%} ({parts['flushes']} flushes)"),
+        (f"full, batches of {BATCH} (Pipeline.frames)", n / full_s, full_s, f"ratio to bare {bare_s / full_s:.3f}"),
+        ("  of which ingest (main thread)", None, hot_s, f"{hot_s / full_s:4.0%}"),
+        ("  of which waiting for the writer", None, parts["flush_wait_s"],
+         f"{parts['flush_wait_s'] / full_s:4.0%} (writer busy {parts['flush_s']:.3f} s, {parts['flushes']} flushes)"),
         ("  of which journal fsync", None, parts["sync_s"], f"{parts['sync_s'] / full_s:4.0%} ({parts['syncs']} syncs)"),
-        ("full, GC tuned as the recorder runs (tune_gc)", n / gc_s, gc_s, f"ratio to bare {bare_s / gc_s:.3f}"),
+        ("full, frame by frame (live loop: frame())", n / single_s, single_s, f"ratio to bare {bare_s / single_s:.3f}"),
+        (f"full, batches of {BATCH}, default GC", n / default_gc_s, default_gc_s,
+         f"ratio to bare {bare_s / default_gc_s:.3f}"),
     ]
     print(f"   {'path':46s} {'msg/s':>11s} {'seconds':>8s}  note")
     for name, rate, seconds, note in rows:
         print(f"   {name:46s} {'' if rate is None else f'{rate:11,.0f}':>11s} {seconds:8.3f}  {note}")
-    print("   flush split (one instrumented run): " + ", ".join(
-        f"{k} {v:.3f}s" for k, v in sorted(split.items(), key=lambda kv: -kv[1]) if v >= 0.001))
     verdict = "MET" if result["meets_target"] else "MISSED"
     print(f"   target >= {TARGET_INGEST_RATIO:.0%} of bare parse: {verdict} ({bare_s / full_s:.1%}); "
           f"gaps in the data: {parts['gaps']}, books synced: {parts['synced']}")
-    print(f"   CPU per million messages (full path, all threads): {result['cpu_s_per_million']:.2f} s")
+    print(f"   CPU per million messages (batches, all threads): {result['cpu_s_per_million']:.2f} s")
     if peer is not None:
         ratio = result["ratio_to_peer"]
         verdict = "MET" if ratio >= TARGET_PEER_RATIO else "MISSED"
         print(f"   cryptofeed {peer['version']} (Binance handler, no-op callbacks, snapshot from the capture): "
               f"{peer['msg_s']:,.0f} msg/s = {bare_s / peer['seconds']:.3f} x bare; recorder / cryptofeed "
-              f"{ratio:.2f}x, target >= {TARGET_PEER_RATIO:.0f}x: {verdict}")
+              f"{ratio:.2f}x (frame by frame {(n / single_s) / peer['msg_s']:.2f}x), "
+              f"target >= {TARGET_PEER_RATIO:.0f}x: {verdict}")
     print(f"   summary: recorder {n / full_s:,.0f} msg/s, {bare_s / full_s:.3f} x bare orjson.loads, "
           + (f"{result['ratio_to_peer']:.2f} x cryptofeed, " if peer is not None else "")
           + f"{result['cpu_s_per_million']:.2f} CPU s per million messages")

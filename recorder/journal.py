@@ -19,8 +19,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections.abc import Sequence
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 

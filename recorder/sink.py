@@ -8,7 +8,9 @@ numpy, decimal strings are cast to decimal128 by Arrow, never by a Python loop o
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,6 +193,19 @@ TABLE_BUILDERS = {
 }
 
 
+_WRITERS: ThreadPoolExecutor | None = None
+WRITE_THREADS = min(4, os.cpu_count() or 1)
+
+
+def _writers() -> ThreadPoolExecutor:
+    """Threads that build and write a segment's files side by side: Arrow, zstd and fsync release the GIL,
+    and a whole-market segment is thousands of small files."""
+    global _WRITERS
+    if _WRITERS is None:
+        _WRITERS = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="segment-writer")
+    return _WRITERS
+
+
 @dataclass
 class TableBuffers:
     """Pending rows per (table, symbol) for one Berlin date: what the next segment will hold."""
@@ -245,16 +260,22 @@ class TableBuffers:
         A message whose values do not convert (a malformed level from a faulty server) cannot poison the
         segment: it is set aside and returned, so the caller can record it and resync that symbol.
         """
-        written, rejected = [], []
-        for (table, symbol), rows in sorted(self.rows.items(), key=lambda item: (item[0][0], item[0][1] or "")):
-            if not rows:
-                continue
+        def write_one(table: str, symbol: str | None, rows) -> tuple[Path | None, list[Rejected]]:
+            rejected: list[Rejected] = []
             arrow_table = self.build(table, symbol, rows, rejected)
-            if arrow_table is not None:
-                written.append(write_partition(root, exchange, table, date, symbol, arrow_table, file_stem))
+            if arrow_table is None:
+                return None, rejected
+            return write_partition(root, exchange, table, date, symbol, arrow_table, file_stem), rejected
+
+        jobs = [(table, symbol, rows) for (table, symbol), rows in
+                sorted(self.rows.items(), key=lambda item: (item[0][0], item[0][1] or "")) if rows]
+        if len(jobs) > 1:
+            results = list(_writers().map(lambda job: write_one(*job), jobs))
+        else:
+            results = [write_one(*job) for job in jobs]
         self.rows.clear()
         self.count = 0
-        return written, rejected
+        return [path for path, _ in results if path is not None], [bad for _, rejected in results for bad in rejected]
 
     def build(self, table: str, symbol: str | None, rows: list[tuple], rejected: list[Rejected]) -> pa.Table | None:
         return build_isolated(table, symbol, rows, rejected)

@@ -17,7 +17,7 @@ from recorder.columnar import FrameBuffers
 from recorder.markets import get_market
 from recorder.pipeline import Pipeline, undecoded_route
 from recorder.runtime import recover_journals
-from tests.test_columnar import T0, _depth, _wrap, assert_same_dataset, dataset, synthetic_frames
+from tests.test_columnar import T0, _wrap, assert_same_dataset, dataset, synthetic_frames
 
 
 def _snapshot(last_update_id: int) -> bytes:
@@ -170,7 +170,7 @@ def test_bad_undecoded_frames_are_set_aside_at_flush_with_their_seq(tmp_path, mo
     pipeline = Pipeline(get_market("spot"), journal=journal)
     pipeline.frames([T0 + i for i in range(len(frames))], frames)
     journal.close()
-    written, rejected = pipeline.flush(tmp_path / "out", "seg-1")
+    _, rejected = pipeline.flush(tmp_path / "out", "seg-1")
     assert [(r.table, r.symbol, r.seq) for r in rejected] == [("trades", "BTCUSDT", s) for s in (2, 4, 5, 7)]
     assert "ETHUSDT" in rejected[2].reason
     trades = pq.read_table(next((tmp_path / "out").rglob("trades/**/*.parquet")))
