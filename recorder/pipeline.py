@@ -46,6 +46,7 @@ from schemas import berlin_date, berlin_day_bounds
 _ENVELOPE = b'{"stream":"'
 _ENVELOPE_LEN = len(_ENVELOPE)
 # stream channel -> table of the frames `frames()` buffers undecoded (no sync decision rides on them)
+_MAX_ROUTES = 1 << 16  # stream names remembered; a faulty server's garbage names must not grow it without end
 _UNDECODED_CHANNELS = {"trade": "trades", "aggTrade": "agg_trades", "bookTicker": "book_ticker"}
 
 
@@ -95,7 +96,8 @@ class Pipeline:
         self._day_start = self._day_end = 0
         self._rows: TableBuffers | None = None
         self.columnar = columnar
-        self._routes: dict[bytes, tuple[str, str]] = {}  # stream name -> (table, symbol), for frames()
+        # stream name -> (table, symbol), or None for streams whose frames need `frame()` (depth): for frames()
+        self._routes: dict[bytes, tuple[str, str] | None] = {}
 
     # ---- routing helpers --------------------------------------------------------------------------
 
@@ -189,9 +191,11 @@ class Pipeline:
             route = None
             if raw.startswith(_ENVELOPE):
                 stream = raw[_ENVELOPE_LEN:raw.find(b'"', _ENVELOPE_LEN)]
-                route = routes.get(stream)
-                if route is None and (route := route_of(stream)) is not None:
-                    routes[stream] = route
+                route = routes.get(stream, False)
+                if route is False:
+                    route = route_of(stream)
+                    if len(routes) < _MAX_ROUTES:
+                        routes[stream] = route
             seq += 1
             seqs.append(seq)
             if route is None:  # depth (a sync decision), or anything unusual: the frame-by-frame path
