@@ -9,8 +9,9 @@ Arrow. No float ever.
 The reader is strict where `parse_frame` is: a field of another JSON type, a number too large for int64,
 duplicate keys, a frame spanning lines, a missing required field, an event type or symbol other than the
 group's all refuse the group, which then goes through the row path instead: each frame parsed by
-`parse_frame` and built alone where it fails, so a bad frame is set aside as `Rejected` with its seq and
-the rest of the segment is written, exactly as the row buffers do.
+`parse_frame` (trades and tickers by the narrow decode, which falls back to it) and built alone where it
+fails, so a bad frame is set aside as `Rejected` with its seq and the rest of the segment is written,
+exactly as the row buffers do.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from recorder.narrow import decode_frame
 from recorder.protocol import AggTrade, BookTicker, DepthUpdate, Trade, parse_frame
 from recorder.sink import (
     Rejected,
@@ -198,8 +200,9 @@ class FrameBuffers(TableBuffers):
         """The row path for frames the column reader refused: each frame parsed in full, bad ones set aside."""
         spec = STREAM_TABLES[table]
         as_rows = TableBuffers()
+        decode = parse_frame if table == "depth" else decode_frame  # the narrow decode has all but levels
         for recv_ts, seq, raw in zip(rows.recv_ts, rows.seq, rows.frames):
-            message = parse_frame(raw)
+            message = decode(raw)
             if type(message) is not spec.message:
                 reason = getattr(message, "reason", f"not a {spec.event}")
             elif message.symbol != symbol:

@@ -193,8 +193,12 @@ def write_parquet(
     exchange: str,
     compression: str = "zstd",
     row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+    conformed: bool = False,
 ) -> Path:
     """Conform `table` to `table_name`'s schema, tag it with the contract metadata and write it atomically.
+
+    `conformed`: the table comes from `table_from_columns` or `conform` already (its values were checked
+    there), so only its schema is compared, not every column cast and checked again.
 
     Writes a hidden temp file in the target directory, fsyncs it, renames it over `path` and fsyncs the
     directory: readers see either no file or the complete file, even across a crash. Returns `path`.
@@ -207,7 +211,9 @@ def write_parquet(
         META_TABLE: table_name,
         META_EXCHANGE: check_exchange(exchange),
     }
-    tagged = conform(table, table_name).replace_schema_metadata(metadata)
+    if not (conformed and table.schema.equals(schema_of(table_name))):
+        table = conform(table, table_name)
+    tagged = table.replace_schema_metadata(metadata)
     return _write_atomically(path, lambda sink: pq.write_table(
         tagged, sink, compression=compression, row_group_size=row_group_size, **encoding_options(tagged.schema)))
 

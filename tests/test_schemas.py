@@ -359,3 +359,18 @@ def test_parse_date_accepts_both_spellings():
     assert schemas.parse_date("20240501") == schemas.parse_date("2024-05-01") == DAY
     with pytest.raises(ValueError):
         schemas.parse_date("01.05.2024")
+
+
+def test_a_table_said_to_be_conformed_is_still_cast_when_its_schema_differs(tmp_path):
+    """`conformed=True` skips only the second check of a table `table_from_columns` built; a table of
+    other types is conformed as ever, so the file always has the contract's schema."""
+    built = schemas.table_from_columns("events", {"ts": [1], "seq": [1], "symbol": ["BTCUSDT"], "kind": ["gap"],
+                                                   "detail": ["{}"]})
+    loose = pa.table({"ts": pa.array([1], pa.int32()), "seq": pa.array([1], pa.int32()),
+                      "symbol": ["BTCUSDT"], "kind": ["gap"], "detail": ["{}"]})
+    for name, table in (("built", built), ("loose", loose)):
+        path = schemas.write_parquet(table, tmp_path / f"{name}.parquet", table_name="events", exchange=SPOT,
+                                     conformed=True)
+        written = pq.read_table(path)
+        assert written.schema.remove_metadata() == schemas.schema_of("events"), name
+        assert written.column("seq").to_pylist() == [1]
