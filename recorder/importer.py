@@ -236,10 +236,7 @@ class _Importer:
             self.result.rejected += 1
             key = (bad.table, berlin_date(bad.recv_ts), bad.symbol or CONNECTION_WIDE_SYMBOL)
             self.result.messages[key] -= 1
-            self.pipeline.event(bad.recv_ts, bad.symbol, "parse_error",
-                                {"table": bad.table, "seq": bad.seq, "reason": bad.reason})
-            if bad.table == "depth" and bad.symbol:
-                self.pipeline.reset(bad.symbol, bad.recv_ts, "bad_levels")
+            self.pipeline.set_aside(bad, bad.recv_ts)
 
     # ---- records -> pipeline
 

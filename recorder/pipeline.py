@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
@@ -46,6 +47,7 @@ from schemas import berlin_date, berlin_day_bounds
 _ENVELOPE = b'{"stream":"'
 _ENVELOPE_LEN = len(_ENVELOPE)
 # stream channel -> table of the frames `frames()` buffers undecoded (no sync decision rides on them)
+_MESSAGE_OF_TABLE = {"trades": Trade, "agg_trades": AggTrade, "book_ticker": BookTicker}
 _MAX_ROUTES = 1 << 16  # stream names remembered; a faulty server's garbage names must not grow it without end
 _UNDECODED_CHANNELS = {"trade": "trades", "aggTrade": "agg_trades", "bookTicker": "book_ticker"}
 
@@ -57,6 +59,15 @@ def undecoded_route(stream: bytes) -> tuple[str, str] | None:
     if not at or table is None or not name.replace(b"_", b"").isalnum() or not name.islower():
         return None
     return table, name.decode().upper()
+
+
+class Batch(NamedTuple):
+    """What `Pipeline.frames` tells its caller: the messages of the frames it decoded on arrival (depth
+    diffs, acks, errors, notices), each with its receive time, and the latest receive time per
+    (message type, symbol) of the frames it kept undecoded (for the stream watchdog)."""
+
+    decoded: list[tuple[int, object]]
+    latest: dict[tuple[type, str], int]
 
 
 class Pipeline:
@@ -174,14 +185,16 @@ class Pipeline:
             self._other(recv_ts, message)
         return message
 
-    def frames(self, recv_ts: list[int], raws: list[bytes]) -> None:
+    def frames(self, recv_ts: list[int], raws: list[bytes]) -> Batch:
         """A batch of WebSocket frames, in arrival order: the same seqs, rows and events as `frame()` on
         each, with less work per frame (see the module docstring). The journal gets one record."""
+        decoded: list[tuple[int, object]] = []
         if not self.columnar or not self.use_engine:
             for ts, raw in zip(recv_ts, raws):
-                self.frame(ts, raw)
-            return
+                decoded.append((ts, self.frame(ts, raw)))
+            return Batch(decoded, {})
         routes, route_of = self._routes, undecoded_route
+        latest: dict[tuple[str, str], int] = {}
         seq = self.seq
         seqs: list[int] = []
         day_start, day_end, rows = self._day_start, self._day_end, self._rows
@@ -200,7 +213,7 @@ class Pipeline:
             seqs.append(seq)
             if route is None:  # depth (a sync decision), or anything unusual: the frame-by-frame path
                 self.seq = seq - 1
-                self.frame(ts, raw, seq)
+                decoded.append((ts, self.frame(ts, raw, seq)))
                 seq = self.seq
                 if self._rows is not rows:
                     day_start, day_end, rows = self._day_start, self._day_end, self._rows
@@ -216,12 +229,23 @@ class Pipeline:
             columns.recv_ts.append(ts)
             columns.seq.append(seq)
             columns.frames.append(raw)
+            latest[route] = ts
             rows.count += 1
             undecoded += 1
         self.seq = seq
         self.counts["frames"] += undecoded
         if self.journal is not None:
             self.journal.append_frames(seqs, recv_ts, raws)
+        return Batch(decoded, {(_MESSAGE_OF_TABLE[table], symbol): ts for (table, symbol), ts in latest.items()})
+
+    def set_aside(self, bad: Rejected, ts: int) -> None:
+        """A message a flush could not convert (its rows are not written): a `parse_error` event naming its
+        seq, counted and logged as a parse error, and a resync of the symbol's book if it was a depth diff."""
+        self.counts["parse_errors"] += 1
+        self.latest_problem["parse_errors"] = f"{bad.table} seq {bad.seq}: {bad.reason}"
+        self.event(ts, bad.symbol, "parse_error", {"table": bad.table, "seq": bad.seq, "reason": bad.reason})
+        if bad.table == "depth" and bad.symbol:
+            self.reset(bad.symbol, ts, "bad_levels")
 
     def _other(self, recv_ts: int, message: object) -> None:
         if isinstance(message, ParseError):

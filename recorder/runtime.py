@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Sized
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,16 @@ class Connection:
     retiring: bool = False
     successor: Connection | None = None  # the connection taking over during a rollover
     last_ids: dict[tuple[str, type], int] = field(default_factory=dict)  # without depth: last trade id recorded
+
+
+MAX_BATCH = 512  # frames handed to Pipeline.frames at once by a connection
+
+
+def received_frames(ws: websockets.ClientConnection) -> Sized | None:
+    """The frames websockets has received and not yet handed out (its `recv_messages.frames` queue, as of
+    websockets 17), or None where that is not there: then every frame goes to the pipeline on its own."""
+    frames = getattr(getattr(ws, "recv_messages", None), "frames", None)
+    return frames if isinstance(frames, Sized) else None
 
 
 def trade_id(message: object) -> int | None:
@@ -602,20 +613,7 @@ class Recorder:
                     backoff = 0.25
                     rollover = loop.call_later(self.config.connection.lifetime_s, self._rollover, conn, "lifetime")
                     try:
-                        recv = ws.recv
-                        seen = self.watchdog.seen
-                        while True:  # the hot loop: receive, time-stamp, hand to the pipeline
-                            raw = await recv(decode=False)
-                            recv_ts = time.time_ns()
-                            if len(conn.owned) == len(conn.symbols):
-                                message = pipeline.frame(recv_ts, raw)
-                                if not conn.plan.carries_depth:
-                                    remember_trade_id(conn, message)
-                            else:
-                                message = self._overlap_frame(conn, recv_ts, raw)
-                            seen(message, recv_ts)
-                            if type(message) is ServerShutdown:
-                                self._rollover(conn, "server_shutdown")
+                        await self._receive(conn, ws)
                     finally:
                         rollover.cancel()
             except (OSError, websockets.ConnectionClosed, websockets.InvalidHandshake, TimeoutError) as exc:
@@ -629,6 +627,44 @@ class Recorder:
                     pipeline.reset(symbol, now_ns, "disconnect")
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
                 backoff = min(backoff * 2, self.config.connection.reconnect_max_backoff_s)
+
+    async def _receive(self, conn: Connection, ws: websockets.ClientConnection) -> None:
+        """The hot loop: receive, time-stamp, hand to the pipeline, until the connection fails.
+
+        Frames that arrived together (websockets has read them off the socket already) go to the pipeline
+        as one batch (`Pipeline.frames`) when nothing needs them one by one: no rollover in progress, and
+        a connection carrying depth (a connection without depth remembers each trade id for its rollover)."""
+        pipeline = self.pipeline
+        recv = ws.recv
+        seen = self.watchdog.seen
+        waiting = received_frames(ws)
+        batching = conn.plan.carries_depth and waiting is not None
+        while True:
+            raw = await recv(decode=False)
+            recv_ts = time.time_ns()
+            if len(conn.owned) != len(conn.symbols):
+                message = self._overlap_frame(conn, recv_ts, raw)
+            elif batching and waiting:
+                stamps, batch = [recv_ts], [raw]
+                try:
+                    while waiting and len(batch) < MAX_BATCH:  # received already: no wait
+                        batch.append(await recv(decode=False))
+                        stamps.append(time.time_ns())
+                finally:
+                    decoded, latest = pipeline.frames(stamps, batch)
+                self.watchdog.seen_latest(latest)
+                for recv_ts, message in decoded:
+                    seen(message, recv_ts)
+                    if type(message) is ServerShutdown:
+                        self._rollover(conn, "server_shutdown")
+                continue
+            else:
+                message = pipeline.frame(recv_ts, raw)
+                if not conn.plan.carries_depth:
+                    remember_trade_id(conn, message)
+            seen(message, recv_ts)
+            if type(message) is ServerShutdown:
+                self._rollover(conn, "server_shutdown")
 
     def _rollover(self, old: Connection, reason: str) -> None:
         """Open a fresh connection for the same streams; it takes each symbol over without a gap."""
@@ -888,10 +924,7 @@ class Recorder:
         self.metrics.last_write_timestamp.set(self.last_write)
         now_ns = time.time_ns()
         for bad in rejected:
-            self.pipeline.event(now_ns, bad.symbol, "parse_error",
-                                {"table": bad.table, "seq": bad.seq, "reason": bad.reason})
-            if bad.table == "depth" and bad.symbol:
-                self.pipeline.reset(bad.symbol, now_ns, "bad_levels")
+            self.pipeline.set_aside(bad, now_ns)
 
     def _retry_failed_journals(self) -> None:
         still_failed = []

@@ -122,6 +122,10 @@ class StreamWatchdog:
         except AttributeError:  # not a stream message: ParseError, SubscribeAck, ...
             pass
 
+    def seen_latest(self, latest: dict[tuple[type, str], int]) -> None:
+        """Receive times of a batch of frames, the latest per (message type, symbol)."""
+        self._last.update(latest)
+
     def opened(self, connection: int, streams: Iterable[str], now: int) -> None:
         """A connection carrying `streams` is open: their clocks (re)start now."""
         carried = []
