@@ -175,4 +175,11 @@ def test_bad_undecoded_frames_are_set_aside_at_flush_with_their_seq(tmp_path, mo
     assert "ETHUSDT" in rejected[2].reason
     trades = pq.read_table(next((tmp_path / "out").rglob("trades/**/*.parquet")))
     assert trades.column("seq").to_pylist() == [1, 3, 6, 8]
-    assert [r.payload for r in jr.read_journal(tmp_path / "journal" / "seg.jnl")] == frames
+    assert [r.payload for r in jr.read_journal(tmp_path / "journal" / "seg.jnl") if r.kind == jr.FRAME] == frames
+    for bad in rejected:  # as `recorder run` and `recorder import` do: counted, logged, an event naming the seq
+        pipeline.set_aside(bad, T0 + 100)
+    assert pipeline.counts["parse_errors"] == 4
+    assert "seq 7" in pipeline.latest_problem["parse_errors"]
+    pipeline.flush(tmp_path / "out", "seg-2")
+    events = pq.read_table(next((tmp_path / "out").rglob("events/**/seg-2.parquet"))).to_pylist()
+    assert [(e["kind"], orjson.loads(e["detail"])["seq"]) for e in events] == [("parse_error", s) for s in (2, 4, 5, 7)]
