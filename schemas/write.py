@@ -194,11 +194,13 @@ def write_parquet(
     compression: str = "zstd",
     row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
     conformed: bool = False,
+    dictionary: bool = True,
 ) -> Path:
     """Conform `table` to `table_name`'s schema, tag it with the contract metadata and write it atomically.
 
     `conformed`: the table comes from `table_from_columns` or `conform` already (its values were checked
-    there), so only its schema is compared, not every column cast and checked again.
+    there), so only its schema is compared, not every column cast and checked again. `dictionary=False`
+    writes no dictionary pages (for small files, whose dictionaries cost more than they save).
 
     Writes a hidden temp file in the target directory, fsyncs it, renames it over `path` and fsyncs the
     directory: readers see either no file or the complete file, even across a crash. Returns `path`.
@@ -214,8 +216,11 @@ def write_parquet(
     if not (conformed and table.schema.equals(schema_of(table_name))):
         table = conform(table, table_name)
     tagged = table.replace_schema_metadata(metadata)
+    options = encoding_options(tagged.schema)
+    if not dictionary:
+        options["use_dictionary"] = False
     return _write_atomically(path, lambda sink: pq.write_table(
-        tagged, sink, compression=compression, row_group_size=row_group_size, **encoding_options(tagged.schema)))
+        tagged, sink, compression=compression, row_group_size=row_group_size, **options))
 
 
 def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> Path:
