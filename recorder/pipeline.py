@@ -47,9 +47,9 @@ from schemas import berlin_date, berlin_day_bounds
 _ENVELOPE = b'{"stream":"'
 _ENVELOPE_LEN = len(_ENVELOPE)
 # stream channel -> table of the frames `frames()` buffers undecoded (no sync decision rides on them)
-_MESSAGE_OF_TABLE = {"trades": Trade, "agg_trades": AggTrade, "book_ticker": BookTicker}
-_MAX_ROUTES = 1 << 16  # stream names remembered; a faulty server's garbage names must not grow it without end
 _UNDECODED_CHANNELS = {"trade": "trades", "aggTrade": "agg_trades", "bookTicker": "book_ticker"}
+_MESSAGE_OF_TABLE = {"trades": Trade, "agg_trades": AggTrade, "book_ticker": BookTicker}  # for the watchdog
+_MAX_ROUTES = 1 << 16  # stream names remembered; a faulty server's garbage names must not grow it without end
 
 
 def undecoded_route(stream: bytes) -> tuple[str, str] | None:
