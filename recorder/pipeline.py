@@ -23,7 +23,7 @@ from typing import NamedTuple
 import orjson
 
 from recorder import journal as jr
-from recorder.columnar import FrameBuffers, FrameColumns
+from recorder.columnar import STREAM_TABLES, FrameBuffers, FrameColumns
 from recorder.markets import Market
 from recorder.narrow import decode_frame
 from recorder.protocol import (
@@ -48,7 +48,6 @@ _ENVELOPE = b'{"stream":"'
 _ENVELOPE_LEN = len(_ENVELOPE)
 # stream channel -> table of the frames `frames()` buffers undecoded (no sync decision rides on them)
 _UNDECODED_CHANNELS = {"trade": "trades", "aggTrade": "agg_trades", "bookTicker": "book_ticker"}
-_MESSAGE_OF_TABLE = {"trades": Trade, "agg_trades": AggTrade, "book_ticker": BookTicker}  # for the watchdog
 _MAX_ROUTES = 1 << 16  # stream names remembered; a faulty server's garbage names must not grow it without end
 
 
@@ -199,7 +198,6 @@ class Pipeline:
         seqs: list[int] = []
         day_start, day_end, rows = self._day_start, self._day_end, self._rows
         groups: dict[tuple[str, str], FrameColumns] = {}  # of the current day's buffers
-        undecoded = 0
         for ts, raw in zip(recv_ts, raws):
             route = None
             if raw.startswith(_ENVELOPE):
@@ -231,12 +229,11 @@ class Pipeline:
             columns.frames.append(raw)
             latest[route] = ts
             rows.count += 1
-            undecoded += 1
         self.seq = seq
-        self.counts["frames"] += undecoded
+        self.counts["frames"] += len(raws) - len(decoded)  # `frame()` counted the decoded ones
         if self.journal is not None:
             self.journal.append_frames(seqs, recv_ts, raws)
-        return Batch(decoded, {(_MESSAGE_OF_TABLE[table], symbol): ts for (table, symbol), ts in latest.items()})
+        return Batch(decoded, {(STREAM_TABLES[table].message, symbol): ts for (table, symbol), ts in latest.items()})
 
     def set_aside(self, bad: Rejected, ts: int) -> None:
         """A message a flush could not convert (its rows are not written): a `parse_error` event naming its

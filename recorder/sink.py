@@ -280,11 +280,10 @@ class TableBuffers:
 
         jobs = [(table, symbol, rows) for (table, symbol), rows in
                 sorted(self.rows.items(), key=lambda item: (item[0][0], item[0][1] or "")) if rows]
-        large = [len(rows) >= PARALLEL_MIN_ROWS for _, _, rows in jobs]
-        futures = [_writers().submit(write_one, *job) if big else None for job, big in zip(jobs, large)
-                   ] if sum(large) > 1 else [None] * len(jobs)
-        results = [write_one(*job) if future is None else None for job, future in zip(jobs, futures)]
-        results = [future.result() if future is not None else result for future, result in zip(futures, results)]
+        large = [i for i, (_, _, rows) in enumerate(jobs) if len(rows) >= PARALLEL_MIN_ROWS]
+        in_pool = {i: _writers().submit(write_one, *jobs[i]) for i in large} if len(large) > 1 else {}
+        written_here = {i: write_one(*job) for i, job in enumerate(jobs) if i not in in_pool}  # meanwhile
+        results = [in_pool[i].result() if i in in_pool else written_here[i] for i in range(len(jobs))]
         self.rows.clear()
         self.count = 0
         return [path for path, _ in results if path is not None], [bad for _, rejected in results for bad in rejected]
