@@ -20,10 +20,12 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from recorder import framescan
 from recorder.narrow import decode_frame
 from recorder.protocol import AggTrade, BookTicker, DepthUpdate, Trade, parse_frame
 from recorder.sink import (
@@ -33,6 +35,7 @@ from recorder.sink import (
     book_ticker_columns,
     build_isolated,
     depth_columns,
+    depth_levels_table,
     trades_columns,
 )
 
@@ -58,6 +61,7 @@ class StreamTable:
     message: type
     build: Callable[..., pa.Table]
     add_row: Callable[..., None]
+    text: tuple[str, ...] = ()  # string fields kept as text; the others are prices and quantities
 
     def parse_options(self, top_level: bool) -> pj.ParseOptions:
         """Fields in a combined-stream envelope's `data` and, if `top_level`, at the top (raw streams)."""
@@ -72,7 +76,7 @@ STREAM_TABLES = {
         ("E", "U", "u", "b", "a"), "depthUpdate", False, DepthUpdate, depth_columns, TableBuffers.depth),
     "trades": StreamTable(
         (("E", _INT), ("T", _INT), ("t", _INT), ("p", _STR), ("q", _STR), ("m", _BOOL), ("M", _BOOL), ("X", _STR)),
-        ("E", "T", "t", "p", "q", "m"), "trade", False, Trade, trades_columns, TableBuffers.trade),
+        ("E", "T", "t", "p", "q", "m"), "trade", False, Trade, trades_columns, TableBuffers.trade, ("X",)),
     "agg_trades": StreamTable(
         (("E", _INT), ("T", _INT), ("a", _INT), ("p", _STR), ("q", _STR), ("f", _INT), ("l", _INT), ("m", _BOOL),
          ("M", _BOOL)),
@@ -84,6 +88,84 @@ STREAM_TABLES = {
 }
 _PARSE_OPTIONS = {table: spec.parse_options(top_level=True) for table, spec in STREAM_TABLES.items()}
 _ENVELOPE_OPTIONS = {table: spec.parse_options(top_level=False) for table, spec in STREAM_TABLES.items()}
+_SIDE_CODES = pa.array(["bid", "ask", None])
+
+
+@dataclass(frozen=True)
+class ScanLayout:
+    """A table's fields as `framescan.scan` takes them: e and s first, then the table's fields in order."""
+
+    keys: np.ndarray  # (n, 2) uint8: the field names, second byte 0 for one-letter names
+    kinds: np.ndarray  # framescan value kind per field
+    required: np.ndarray  # bool per field (e and s are checked against the group's event and symbol)
+    event: np.ndarray  # uint8 bytes of the event type
+    levels: bool
+
+    @classmethod
+    def of(cls, spec: StreamTable) -> ScanLayout:
+        kinds = [framescan.STR, framescan.STR]
+        for name, type_ in spec.fields:
+            if type_ == _LEVELS:
+                kinds.append(framescan.LEVELS)
+            elif type_ == _INT:
+                kinds.append(framescan.INT)
+            elif type_ == _BOOL:
+                kinds.append(framescan.BOOL)
+            else:
+                kinds.append(framescan.STR if name in spec.text else framescan.DEC)
+        names = ["e", "s", *(name for name, _ in spec.fields)]
+        keys = np.zeros((len(names), 2), np.uint8)
+        for k, name in enumerate(names):
+            keys[k, :len(name)] = list(name.encode())
+        return cls(keys, np.array(kinds, np.int64), np.array([name in spec.required for name in names]),
+                   np.frombuffer(spec.event.encode(), np.uint8), framescan.LEVELS in kinds)
+
+
+_SCAN_LAYOUTS = {table: ScanLayout.of(spec) for table, spec in STREAM_TABLES.items()}
+
+
+def scanned_table(table: str, symbol: str, rows: FrameColumns) -> pa.Table | None:
+    """The `table` rows of one symbol's frames decoded by the compiled kernel (`recorder.framescan`), or
+    None if any frame is not in the compact layout it reads (then `frames_table` reads them)."""
+    spec, layout = STREAM_TABLES[table], _SCAN_LAYOUTS[table]
+    frames = rows.frames
+    n = len(frames)
+    lengths = np.fromiter(map(len, frames), np.int64, n)
+    ends = np.cumsum(lengths)
+    buf = np.frombuffer(b"".join(frames), np.uint8)
+    values = np.zeros((len(layout.kinds), n), np.int64)
+    present = np.zeros((len(layout.kinds), n), np.bool_)
+    capacity = len(buf) // 9 + n if layout.levels else 0  # a level is at least 10 bytes: ["1","1"],
+    lv_message, lv_side = np.empty(capacity, np.int64), np.empty(capacity, np.int8)
+    lv_price, lv_qty = np.empty(capacity, np.int64), np.empty(capacity, np.int64)
+    bad, n_levels = framescan.scan(buf, ends - lengths, ends, layout.keys, layout.kinds, layout.required,
+                                   layout.event, 0, spec.event_optional, np.frombuffer(symbol.encode(), np.uint8),
+                                   1, values, present, lv_message, lv_side, lv_price, lv_qty)
+    if bad != framescan.OK:
+        return None
+    columns = [_scanned_column(kind, values[k], present[k], buf)
+               for k, kind in enumerate(layout.kinds) if k >= 2 and kind != framescan.LEVELS]
+    recv_ts, seq = pa.array(rows.recv_ts, _INT), pa.array(rows.seq, _INT)
+    if not layout.levels:
+        return spec.build(recv_ts, seq, *columns)
+    side = lv_side[:n_levels]
+    no_level = side == 2
+    return depth_levels_table(lv_message[:n_levels], _SIDE_CODES.take(pa.array(side)),
+                              pa.array(lv_price[:n_levels], _INT, mask=no_level),
+                              pa.array(lv_qty[:n_levels], _INT, mask=no_level), recv_ts, seq, *columns)
+
+
+def _scanned_column(kind: int, values: np.ndarray, present: np.ndarray, buf: np.ndarray) -> pa.Array:
+    """One field's Arrow column from the kernel's values (decimals as int64 1e-8 units)."""
+    mask = None if present.all() else ~present
+    if kind == framescan.BOOL:
+        return pa.array(values.astype(np.bool_), _BOOL, mask=mask)
+    if kind != framescan.STR:
+        return pa.array(values, _INT, mask=mask)
+    offsets, data = framescan.gather_strings(buf, values, present)
+    validity = None if mask is None else pa.array(present).buffers()[1]
+    return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(data), validity,
+                                       int(len(values) - present.sum()))
 
 
 def _column(parsed: pa.Table, name: str) -> pa.Array:
@@ -101,8 +183,15 @@ def _read(text: bytes, options: pj.ParseOptions, n: int) -> pa.Table:
 
 
 def frames_table(table: str, symbol: str | None, rows: FrameColumns) -> pa.Table:
-    """The `table` rows of one symbol's frames, decoded column-wise; raises (ValueError, TypeError or an
-    ArrowException) if any frame does not read exactly as `parse_frame` reads it."""
+    """The `table` rows of one symbol's frames, decoded column-wise: by the compiled kernel when every
+    frame is in its layout, else by Arrow's reader; raises (ValueError, TypeError or an ArrowException)
+    if any frame does not read exactly as `parse_frame` reads it."""
+    fast = scanned_table(table, symbol, rows)
+    return fast if fast is not None else arrow_frames_table(table, symbol, rows)
+
+
+def arrow_frames_table(table: str, symbol: str | None, rows: FrameColumns) -> pa.Table:
+    """`frames_table` by Arrow's NDJSON reader: any JSON layout; the reference for the kernel."""
     spec = STREAM_TABLES[table]
     frames = rows.frames
     text = b"\n".join(frames)  # a frame with a line break in it reads as more rows (or fails): `_read` refuses

@@ -78,17 +78,24 @@ def depth_table(rows: list[tuple]) -> pa.Table:
 def depth_columns(recv_ts, seq, event_ts, transact_ts, first, final, prev, bids, asks) -> pa.Table:
     """The depth table from its columns (Python sequences or Arrow arrays): one builder for both paths."""
     message, side, price, qty, _ = explode_levels(bids, asks)
-    transact = _array(transact_ts, pa.int64())
+    return depth_levels_table(message, side, price, qty, recv_ts, seq, event_ts, transact_ts, first, final, prev)
+
+
+def depth_levels_table(message: np.ndarray, side: pa.Array, price, qty, recv_ts, seq, event_ts, transact_ts,
+                       first, final, prev) -> pa.Table:
+    """The depth table from levels already exploded (`message`: each row's message index) and the
+    per-message columns; price and qty as decimal strings or int64 1e-8 units (`to_decimal_array`)."""
+    rows = pa.array(message)
     return table_from_columns(
         "depth",
         {
-            "recv_ts": _repeat(recv_ts, message, pa.int64()),
-            "seq": _repeat(seq, message, pa.int64()),
-            "event_ts": _ms_to_ns(event_ts).take(pa.array(message)),
-            "transact_ts": pc.multiply(transact, pa.scalar(MS, pa.int64())).take(pa.array(message)),
-            "first_update_id": _repeat(first, message, pa.int64()),
-            "final_update_id": _repeat(final, message, pa.int64()),
-            "prev_final_update_id": _repeat(prev, message, pa.int64()),
+            "recv_ts": _array(recv_ts, pa.int64()).take(rows),
+            "seq": _array(seq, pa.int64()).take(rows),
+            "event_ts": _ms_to_ns(event_ts).take(rows),
+            "transact_ts": _ms_to_ns(transact_ts).take(rows),
+            "first_update_id": _array(first, pa.int64()).take(rows),
+            "final_update_id": _array(final, pa.int64()).take(rows),
+            "prev_final_update_id": _array(prev, pa.int64()).take(rows),
             "side": side,
             "price": price,
             "qty": qty,
