@@ -155,6 +155,25 @@ def scanned_table(table: str, symbol: str, rows: FrameColumns) -> pa.Table | Non
                               pa.array(lv_qty[:n_levels], _INT, mask=no_level), recv_ts, seq, *columns)
 
 
+_WARM_FRAMES = {  # one compact frame per table: what `warm_decoders` compiles the kernel on
+    "depth": b'{"stream":"x@depth","data":{"e":"depthUpdate","E":1,"s":"X","U":1,"u":1,"b":[["1","1"]],"a":[]}}',
+    "trades": b'{"stream":"x@trade","data":{"e":"trade","E":1,"s":"X","t":1,"p":"1","q":"1","T":1,"m":true,"X":"x"}}',
+    "agg_trades": b'{"stream":"x@aggTrade","data":{"e":"aggTrade","E":1,"s":"X","a":1,"p":"1","q":"1","f":1,"l":1,'
+                  b'"T":1,"m":true}}',
+    "book_ticker": b'{"stream":"x@bookTicker","data":{"u":1,"s":"X","b":"1","B":"1","a":"1","A":"1"}}',
+}
+
+
+def warm_decoders() -> None:
+    """Compile (or load from numba's cache) the kernel as the flush calls it. A first compile takes seconds
+    and holds the GIL: the recorder does it before it connects, not in its first flush."""
+    for table, frame in _WARM_FRAMES.items():
+        rows = FrameColumns()
+        rows.add(0, 0, frame)
+        if scanned_table(table, "X", rows) is None:
+            raise RuntimeError(f"the frame decoder refuses its own {table} example")
+
+
 def _scanned_column(kind: int, values: np.ndarray, present: np.ndarray, buf: np.ndarray) -> pa.Array:
     """One field's Arrow column from the kernel's values (decimals as int64 1e-8 units)."""
     mask = None if present.all() else ~present

@@ -28,6 +28,7 @@ import websockets
 
 from recorder import journal as jr
 from recorder.client import RestError, RestLimiter, SnapshotFetcher, send_paced
+from recorder.columnar import warm_decoders
 from recorder.compaction import clean_day, compact_day, finish_compactions
 from recorder.config import RecorderConfig
 from recorder.health import SYNC_GRACE_S, publish, recording_health, waiting
@@ -407,6 +408,7 @@ class Recorder:
                                  seq_start=seq_start, bridge_max_diffs=self.config.snapshot.bridge_max_diffs,
                                  bridge_max_ns=int(self.config.snapshot.bridge_timeout_s * 1e9))
         tune_gc()
+        warm_decoders()  # before connecting: a first compile would stall the receiving loop for seconds
         self.started = time.monotonic()
         # also stop after the planned span of monotonic time: an injected clock that does not move on its
         # own (FakeClock) still ends the run, and a wall-clock step cannot stretch it

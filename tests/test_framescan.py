@@ -1,0 +1,202 @@
+"""The compiled frame decoder (`recorder.framescan`, via `columnar.scanned_table`) gives exactly the table
+Arrow's reader gives (`columnar.arrow_frames_table`, the reference), or declines: never another table.
+
+Real captures of every market (skipped cleanly when ../shared/realdata is absent) must all be read by the
+kernel; generated frames, canonical and mutated (whitespace, escapes, key order, unknown and duplicate
+keys, out-of-range numbers, odd decimals, missing or wrong fields), must be read identically or declined.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recorder.captures import iter_capture
+from recorder.columnar import (
+    STREAM_TABLES,
+    FrameBuffers,
+    FrameColumns,
+    arrow_frames_table,
+    frames_table,
+    scanned_table,
+)
+from recorder.markets import get_market
+from recorder.pipeline import Pipeline
+
+REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+CAPTURES = sorted((REALDATA / "hftbacktest").glob("*.gz")) if REALDATA.is_dir() else []
+MARKETS = {"spot": "spot", "usdm": "usdm", "cm": "coinm"}
+SYMBOL = "BTCUSDT"
+
+
+def columns_of(frames: list[bytes]) -> FrameColumns:
+    rows = FrameColumns()
+    for i, frame in enumerate(frames):
+        rows.add(1_723_161_255_000_000_000 + i, 10 + i, frame)
+    return rows
+
+
+def reference(table: str, rows: FrameColumns) -> pa.Table | None:
+    try:
+        return arrow_frames_table(table, SYMBOL, rows)
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+
+
+def assert_same_or_declined(table: str, frames: list[bytes]) -> pa.Table | None:
+    rows = columns_of(frames)
+    fast = scanned_table(table, SYMBOL, rows)
+    if fast is not None:
+        expected = reference(table, rows)
+        assert expected is not None, f"the kernel read frames Arrow's reader refuses: {frames[:2]}"
+        assert fast.schema.equals(expected.schema)
+        assert fast.equals(expected), frames[:2]
+    return fast
+
+
+@pytest.mark.skipif(not CAPTURES, reason="../shared/realdata is absent")
+@pytest.mark.parametrize("path", CAPTURES, ids=[p.name for p in CAPTURES])
+def test_the_kernel_reads_every_real_capture_as_arrow_does(path):
+    pipeline = Pipeline(get_market(MARKETS[path.name.split("_")[0]]))
+    for record in iter_capture(path):
+        if record.kind == "ws":
+            pipeline.frame(record.recv_ts, record.payload)
+        elif record.kind == "rest":
+            pipeline.snapshot(record.recv_ts, record.symbol, record.payload, record.limit)
+    groups = [(table, symbol, rows) for buffers in pipeline.detach().values()
+              for (table, symbol), rows in buffers.rows.items() if table in STREAM_TABLES]
+    assert {table for table, _, _ in groups} >= {"depth", "trades", "book_ticker"}
+    for table, symbol, rows in groups:
+        fast = scanned_table(table, symbol, rows)
+        assert fast is not None, f"{path.name}: the kernel declined {table} {symbol}"
+        expected = arrow_frames_table(table, symbol, rows)
+        assert fast.schema.equals(expected.schema)
+        assert fast.equals(expected), (path.name, table, symbol)
+
+
+# ---- generated frames ------------------------------------------------------------------------------------
+
+ids = st.integers(0, 10**16)
+millis = st.integers(1_500_000_000_000, 1_900_000_000_000)
+decimals = st.builds(lambda whole, fraction, digits: f"{whole}" + (f".{fraction:0{digits}d}" if digits else ""),
+                     st.integers(0, 9_999_999_999), st.integers(0, 99_999_999), st.sampled_from([0, 1, 2, 3, 8]))
+levels = st.lists(st.tuples(decimals, decimals).map(list), max_size=6)
+
+
+def event_of(table: str):
+    if table == "depth":
+        return st.fixed_dictionaries(
+            {"e": st.just("depthUpdate"), "E": millis, "s": st.just(SYMBOL), "U": ids, "u": ids, "b": levels,
+             "a": levels},
+            optional={"T": millis, "pu": ids, "ps": st.just("BTCUSD")})
+    if table == "trades":
+        return st.fixed_dictionaries(
+            {"e": st.just("trade"), "E": millis, "s": st.just(SYMBOL), "t": ids, "p": decimals, "q": decimals,
+             "T": millis, "m": st.booleans()},
+            optional={"M": st.booleans(), "X": st.sampled_from(["MARKET", "LIMIT", "NA", ""])})
+    if table == "agg_trades":
+        return st.fixed_dictionaries(
+            {"e": st.just("aggTrade"), "E": millis, "s": st.just(SYMBOL), "a": ids, "p": decimals,
+             "q": decimals, "f": ids, "l": ids, "T": millis, "m": st.booleans()},
+            optional={"M": st.booleans()})
+    return st.fixed_dictionaries(
+        {"u": ids, "s": st.just(SYMBOL), "b": decimals, "B": decimals, "a": decimals, "A": decimals},
+        optional={"e": st.just("bookTicker"), "E": millis, "T": millis, "ps": st.just("BTCUSD")})
+
+
+STREAMS = {"depth": "btcusdt@depth@100ms", "trades": "btcusdt@trade", "agg_trades": "btcusdt@aggTrade",
+           "book_ticker": "btcusdt@bookTicker"}
+
+
+ORDER = {"depth": "e E T s ps U u pu b a", "trades": "e E T s t p q X m M", "agg_trades": "e E s a p q f l T m M",
+         "book_ticker": "e u s ps b B a A T E"}  # Binance's key order (the kernel declines asks before bids)
+
+
+def binance_order(table: str, event: dict) -> dict:
+    order = ORDER[table].split()
+    return dict(sorted(event.items(), key=lambda item: order.index(item[0])))
+
+
+def compact(table: str, event: dict) -> bytes:
+    return orjson.dumps({"stream": STREAMS[table], "data": event})
+
+
+# What a server may send instead of the compact layout: each either reads identically or is declined.
+MUTATIONS = {
+    "spaces": lambda t, e: json.dumps({"stream": STREAMS[t], "data": e}).encode(),
+    "escaped symbol": lambda t, e: compact(t, e).replace(b'"BTCUSDT"', b'"\\u0042TCUSDT"'),
+    "keys reversed": lambda t, e: compact(t, dict(reversed(list(e.items())))),
+    "raw stream": lambda t, e: orjson.dumps(e),
+    "unknown scalar": lambda t, e: compact(t, {**e, "zz": 1, "Z": "x", "n": None, "k": True}),
+    "unknown object": lambda t, e: compact(t, {**e, "zz": {"a": 1}}),
+    "duplicate key": lambda t, e: compact(t, e)[:-2] + b',"s":"BTCUSDT"}}',
+    "duplicate unknown key": lambda t, e: compact(t, e)[:-2] + b',"zz":1,"zz":2}}',
+    "huge id": lambda t, e: compact(t, e).replace(b'"E":', b'"E":99999999999999999999', 1),
+    "negative time": lambda t, e: compact(t, {**e, "E": -5}),
+    "19-digit id": lambda t, e: compact(t, {**e, "E": 9_223_372_036_854_775_807}),
+    "float time": lambda t, e: compact(t, e).replace(b'"E":1', b'"E":1.0e0', 1),
+    "9 decimals": lambda t, e: compact(t, {k: ("0.123456789" if k in "pqBA" else v) for k, v in e.items()}),
+    "9 decimals, last 0": lambda t, e: compact(t, {k: ("0.123456780" if k in "pqBA" else v) for k, v in e.items()}),
+    "11 whole digits": lambda t, e: compact(t, {k: ("12345678901.5" if k in "pqBA" else v) for k, v in e.items()}),
+    "decimal as number": lambda t, e: compact(t, {k: (float(v) if k in "pqbBaA" and isinstance(v, str) else v)
+                                                   for k, v in e.items()}),
+    "exponent decimal": lambda t, e: compact(t, {k: ("1e-5" if k in "pqBA" else v) for k, v in e.items()}),
+    "leading zeros": lambda t, e: compact(t, {k: ("007.5" if k in "pqBA" else v) for k, v in e.items()}),
+    "empty decimal": lambda t, e: compact(t, {k: ("" if k in "pqBA" else v) for k, v in e.items()}),
+    "negative decimal": lambda t, e: compact(t, {k: ("-1.5" if k in "pqBA" else v) for k, v in e.items()}),
+    "missing field": lambda t, e: compact(t, dict(list(e.items())[1:])),
+    "null field": lambda t, e: compact(t, {**e, "E": None}),
+    "other symbol": lambda t, e: compact(t, {**e, "s": "ETHUSDT"}),
+    "other event": lambda t, e: compact(t, {**e, "e": "kline"}),
+    "bool as string": lambda t, e: compact(t, {k: ("true" if k == "m" else v) for k, v in e.items()}),
+    "three-part level": lambda t, e: compact(t, {**e, "b": [["1", "2", "3"]]} if t == "depth" else e),
+    "one-part level": lambda t, e: compact(t, {**e, "a": [["1"]]} if t == "depth" else e),
+    "two frames on a line": lambda t, e: compact(t, e) + b"\n" + compact(t, e),
+    "truncated": lambda t, e: compact(t, e)[:-3],
+    "trailing space": lambda t, e: compact(t, e) + b" ",
+    "non-ASCII symbol": lambda t, e: compact(t, {**e, "s": "BTCÜSDT"}),
+}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), table=st.sampled_from(sorted(STREAM_TABLES)))
+def test_canonical_frames_are_read_by_the_kernel_exactly_as_arrow_reads_them(data, table):
+    events = data.draw(st.lists(event_of(table), min_size=1, max_size=12))
+    frames = [compact(table, binance_order(table, event)) for event in events]
+    assert assert_same_or_declined(table, frames) is not None, frames[:2]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), table=st.sampled_from(sorted(STREAM_TABLES)), mutation=st.sampled_from(sorted(MUTATIONS)))
+def test_other_layouts_read_identically_or_are_declined(data, table, mutation):
+    events = [binance_order(table, event) for event in data.draw(st.lists(event_of(table), min_size=1, max_size=6))]
+    mutated = data.draw(st.integers(0, len(events) - 1))
+    frames = [compact(table, event) for event in events]
+    frames[mutated] = MUTATIONS[mutation](table, events[mutated])
+    assert_same_or_declined(table, frames)
+
+
+def test_a_depth_diff_without_levels_is_one_null_row_and_asks_first_are_declined():
+    empty = compact("depth", {"e": "depthUpdate", "E": 1, "s": SYMBOL, "U": 5, "u": 6, "b": [], "a": []})
+    table = assert_same_or_declined("depth", [empty])
+    assert table is not None and table.num_rows == 1 and table.column("price").null_count == 1
+    asks_first = orjson.dumps({"stream": "btcusdt@depth", "data": {"e": "depthUpdate", "E": 1, "s": SYMBOL, "U": 5,
+                                                                   "u": 6, "a": [["2", "1"]], "b": [["1", "1"]]}})
+    assert scanned_table("depth", SYMBOL, columns_of([asks_first])) is None
+    assert frames_table("depth", SYMBOL, columns_of([asks_first])).num_rows == 2  # Arrow's reader takes it
+
+
+def test_a_declined_group_is_still_written_and_a_bad_frame_set_aside_alone():
+    good = [compact("trades", {"e": "trade", "E": 1, "s": SYMBOL, "t": i, "p": "1.5", "q": "2", "T": 1, "m": True})
+            for i in range(300)]
+    bad = good[:150] + [good[150].replace(b'"p":"1.5"', b'"p":"1.5x"')] + good[151:]
+    rejected = []
+    table = FrameBuffers().build("trades", SYMBOL, columns_of(bad), rejected)
+    assert table.num_rows == 299
+    assert [r.seq for r in rejected] == [10 + 150]
