@@ -47,7 +47,9 @@ RUN --mount=type=secret,id=pip_ca,required=false \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
     /opt/venv/bin/pip install --no-deps /src \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
- && /opt/venv/bin/python -c 'import recorder, replay, schemas'
+ && /opt/venv/bin/python -c 'import recorder, replay, schemas' \
+ && NUMBA_CACHE_DIR=/opt/numba-cache /opt/venv/bin/python -c \
+        'from recorder.columnar import warm_decoders; warm_decoders()'
 
 # ---------------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime
@@ -67,11 +69,16 @@ RUN set -eu; \
     chown 10001:10001 /data
 
 COPY --from=build /opt/venv /opt/venv
+# the frame decoder's compiled kernel (recorder/framescan.py), compiled at build time: a container starts
+# recording without a compile; numba needs the directory writable for whichever uid runs the image
+COPY --from=build /opt/numba-cache /opt/numba-cache
+RUN chmod -R a+rwX /opt/numba-cache && chmod +t /opt/numba-cache
 COPY docker/entrypoint.sh /usr/local/bin/recorder-entrypoint
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    NUMBA_CACHE_DIR=/opt/numba-cache \
     CONFIG_PATH=/config/recorder.yaml \
     METRICS_PORT=9100
 
