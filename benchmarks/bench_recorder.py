@@ -86,7 +86,7 @@ RECORDER_GC = (100_000, 50, 100)  # recorder.pipeline.tune_gc's thresholds
 TARGET_PEER_RATIO = 3.0
 PEER_PYTHON = "/tmp/cf-venv/bin/python"
 PEER_VENV_COMMAND = "python3 -m venv /tmp/cf-venv && /tmp/cf-venv/bin/pip install 'cryptofeed==2.4.*'"
-TARGET_E2E = 40_000
+TARGET_E2E = 150_000  # issue 12: end to end over loopback, no gap caused by the recorder
 TARGET_CSV_FACTOR = 8
 
 Record = tuple[int, str, bytes, str | None, int]  # recv_ts, kind, payload, symbol, limit

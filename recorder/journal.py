@@ -82,17 +82,24 @@ class Journal:
         return len(self._pending)
 
     def sync(self) -> None:
-        """Write what was appended and fsync it: after this returns, a crash loses none of it.
+        """Write what was appended and fsync it: after this returns, a crash loses none of it."""
+        fd = self.write()
+        if fd is not None:
+            make_durable(fd)
+
+    def write(self) -> int | None:
+        """Hand what was appended to the OS (not durable yet) and return a new descriptor of the file for
+        `make_durable`, which may run in another thread while appends go on (None when closed).
 
         On a write error (ENOSPC) the bytes not written stay pending and the next call writes them after
         the part that made it, so the file stays a sequence of whole records once the disk takes writes
         again (until then its tail is torn, which `read_journal` stops at)."""
         if self._fd is None:
-            return
+            return None
         while self._pending:
             written = os.write(self._fd, self._pending)
             del self._pending[:written]
-        os.fsync(self._fd)
+        return os.dup(self._fd)
 
     def rotate(self, segment_id: str) -> Path | None:
         """Make the current journal durable, close it and start the next one; returns the closed path.
@@ -117,6 +124,15 @@ class Journal:
                 self._fd = None
         self.path = None
         return old
+
+
+def make_durable(fd: int) -> None:
+    """fsync a descriptor from `Journal.write` and close it: everything written before it is durable. Its
+    own descriptor, so the journal may be rotated or closed meanwhile."""
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_journal(path: Path) -> Iterator[JournalRecord]:

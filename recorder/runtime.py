@@ -878,7 +878,7 @@ class Recorder:
         try:
             while not self._stopping:
                 await asyncio.sleep(flush_every)
-                if not self._sync_journal():
+                if not await self._sync_journal():
                     continue
                 now = time.monotonic()
                 if now - last_segment >= self.config.writer.segment_seconds or \
@@ -943,10 +943,13 @@ class Recorder:
                 still_failed.append(path)
         self.failed_journals = still_failed
 
-    def _sync_journal(self) -> bool:
-        """Write and fsync the journal; while it fails its bytes wait, and a lasting failure stops the run."""
+    async def _sync_journal(self) -> bool:
+        """Write and fsync the journal; while it fails its bytes wait, and a lasting failure stops the run.
+        The fsync (milliseconds to tens of ms) runs in a thread: frames keep being received meanwhile."""
         try:
-            self.journal.sync()
+            fd = self.journal.write()
+            if fd is not None:
+                await asyncio.to_thread(jr.make_durable, fd)
         except OSError as exc:
             self._journal_failed(exc)
             return False

@@ -1085,3 +1085,42 @@ def test_frames_received_together_go_to_the_pipeline_as_batches(tmp_path, monkey
         stats = check_against_truth(out, venue, symbol)
         assert stats["mismatches"] == 0 and stats["books"] > 20, (symbol, stats)
     assert kinds(all_events(out)).get("gap", 0) == 0
+
+
+def test_frames_keep_arriving_while_the_journal_is_fsynced(tmp_path, monkeypatch):
+    """The journal's fsync runs beside the receiving loop, not in it: a slow disk (each fsync 300 ms
+    here) does not stop frames from being received, and what was fsynced is still all there."""
+    out = tmp_path / "data"
+    real_fsync = os.fsync
+    recorder_box = []
+    received_during = []
+
+    def slow_fsync(fd):
+        if recorder_box and recorder_box[0].pipeline is not None:
+            before = recorder_box[0].pipeline.counts["frames"]
+            time.sleep(0.3)
+            received_during.append(recorder_box[0].pipeline.counts["frames"] - before)
+        return real_fsync(fd)
+
+    class SlowJournalDisk:  # the journal module's `os`, with a slow fsync
+        fsync = staticmethod(slow_fsync)
+
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+    monkeypatch.setattr(jr, "os", SlowJournalDisk())
+
+    async def main():
+        async with VenueServer("spot", ["BTCUSDT"], host="127.0.0.1", port=0, speed=5.0, seed=6,
+                               events_per_second=400) as venue:
+            recorder = Recorder(in_process_config(venue, out, ("BTCUSDT",), 3.0))
+            recorder_box.append(recorder)
+            return venue, await recorder.run()
+
+    venue, code = asyncio.run(main())
+    assert code == 0
+    assert len(received_during) >= 3, received_during
+    assert sum(1 for n in received_during if n > 0) >= len(received_during) // 2, received_during
+    assert_seq_unique_per_partition(out)
+    stats = check_against_truth(out, venue, "BTCUSDT")
+    assert stats["mismatches"] == 0 and stats["books"] > 5, stats
