@@ -194,11 +194,13 @@ class Pipeline:
             return Batch(decoded, {})
         routes, route_of = self._routes, undecoded_route
         latest: dict[tuple[str, str], int] = {}
-        seq = self.seq
-        seqs: list[int] = []
+        seq = first = self.seq
+        seqs: list[int] | None = None  # the batch's seqs when events took some in between, else a range
         day_start, day_end, rows = self._day_start, self._day_end, self._rows
         groups: dict[tuple[str, str], FrameColumns] = {}  # of the current day's buffers
+        added = 0  # frames added to `groups`: counted in `rows.count` once per run, not per frame
         for ts, raw in zip(recv_ts, raws):
+            seq += 1
             route = None
             if raw.startswith(_ENVELOPE):
                 stream = raw[_ENVELOPE_LEN:raw.find(b'"', _ENVELOPE_LEN)]
@@ -207,32 +209,38 @@ class Pipeline:
                     route = route_of(stream)
                     if len(routes) < _MAX_ROUTES:
                         routes[stream] = route
-            seq += 1
-            seqs.append(seq)
             if route is None:  # depth (a sync decision), or anything unusual: the frame-by-frame path
                 self.seq = seq - 1
+                if seqs is not None:
+                    seqs.append(seq)
                 decoded.append((ts, self.frame(ts, raw, seq)))
+                if self.seq != seq and seqs is None:  # events took seqs: list the frames' own from here
+                    seqs = list(range(first + 1, seq + 1))
                 seq = self.seq
                 if self._rows is not rows:
+                    _fold(latest, groups, rows, added)
                     day_start, day_end, rows = self._day_start, self._day_end, self._rows
-                    groups = {}
+                    groups, added = {}, 0
                 continue
+            if seqs is not None:
+                seqs.append(seq)
             if not day_start <= ts < day_end:
+                _fold(latest, groups, rows, added)
                 rows = self._buffers_for(ts)
                 day_start, day_end = self._day_start, self._day_end
-                groups = {}
+                groups, added = {}, 0
             columns = groups.get(route)
             if columns is None:
                 columns = groups[route] = rows.frame_columns(*route)
             columns.recv_ts.append(ts)
             columns.seq.append(seq)
             columns.frames.append(raw)
-            latest[route] = ts
-            rows.count += 1
+            added += 1
+        _fold(latest, groups, rows, added)
         self.seq = seq
         self.counts["frames"] += len(raws) - len(decoded)  # `frame()` counted the decoded ones
         if self.journal is not None:
-            self.journal.append_frames(seqs, recv_ts, raws)
+            self.journal.append_frames(range(first + 1, seq + 1) if seqs is None else seqs, recv_ts, raws)
         return Batch(decoded, {(STREAM_TABLES[table].message, symbol): ts for (table, symbol), ts in latest.items()})
 
     def set_aside(self, bad: Rejected, ts: int) -> None:
@@ -352,6 +360,15 @@ class Pipeline:
         buffers: when a write fails (disk full) the rows are in the journal, which is written again under
         the same segment name, so kept here they would be written twice."""
         return write_buffers(self.detach(), root, self.market.exchange, file_stem)
+
+
+def _fold(latest: dict, groups: dict[tuple[str, str], FrameColumns], rows: TableBuffers | None, added: int) -> None:
+    """At the end of a run of `frames()` into one day's `groups`: each route's latest receive time, and the
+    `added` frames counted in `rows.count`."""
+    for route, columns in groups.items():
+        latest[route] = columns.recv_ts[-1]
+    if added:
+        rows.count += added
 
 
 def write_buffers(buffers: dict[dt.date, TableBuffers], root: Path, exchange: str, file_stem: str

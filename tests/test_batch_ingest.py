@@ -52,7 +52,9 @@ def traffic(seed: int) -> list[tuple]:
 
 
 def feed(items: list[tuple], out: Path, *, batched: bool, seed: int = 0, journal: jr.Journal | None = None,
-         flush_every: int = 150) -> Pipeline:
+         flush_every: int = 150, t0: int = T0, pending: list | None = None) -> Pipeline:
+    """Feed `items` (1 ms apart from `t0`), flushing every `flush_every`; `pending` gets the buffered
+    message count per day before each flush."""
     pipeline = Pipeline(get_market("usdm"), journal=journal)
     rng = random.Random(seed)
     batch_ts, batch = [], []
@@ -64,7 +66,7 @@ def feed(items: list[tuple], out: Path, *, batched: bool, seed: int = 0, journal
             batch.clear()
 
     for n, (kind, payload) in enumerate(items):
-        ts = T0 + n * 1_000_000
+        ts = t0 + n * 1_000_000
         if kind == "snapshot":
             hand_over()
             pipeline.snapshot(ts, "SOLUSDT", payload, 1000)
@@ -77,6 +79,8 @@ def feed(items: list[tuple], out: Path, *, batched: bool, seed: int = 0, journal
             pipeline.frame(ts, payload)
         if n % flush_every == flush_every - 1:
             hand_over()
+            if pending is not None:
+                pending.append({day: rows.count for day, rows in pipeline.buffers.items()})
             pipeline.flush(out, f"seg-{n:08d}")
     hand_over()
     pipeline.flush(out, "seg-last")
@@ -108,6 +112,24 @@ def test_batches_give_what_frame_by_frame_gives(seed, tmp_path, monkeypatch):
     assert {"synced", "gap"} <= set(events)  # the engine decided inside batches
     assert sum(1 for r in jr.read_journal(tmp_path / "journal-batched" / "seg.jnl") if r.kind == jr.FRAME) == \
         sum(1 for kind, _ in items if kind == "frame")
+
+
+def test_batches_across_berlin_midnight_give_what_frame_by_frame_gives(tmp_path, monkeypatch):
+    """Batches whose frames fall on two Berlin dates: each date's rows, counts and latest times as frame by
+    frame gives them."""
+    monkeypatch.setattr(FrameBuffers, "column_min_frames", 1)
+    items = traffic(8)
+    midnight = 1_723_154_400_000_000_000  # 2024-08-09 00:00 Berlin (CEST)
+    pending = {}
+    for name, batched in (("reference", False), ("batched", True)):
+        pending[name] = []
+        feed(items, tmp_path / name, batched=batched, seed=8, flush_every=97, t0=midnight - len(items) // 2 * 1_000_000,
+             pending=pending[name])
+    assert_same_dataset(tmp_path / "reference", tmp_path / "batched")
+    assert pending["batched"] == pending["reference"]
+    assert any(len(days) == 2 for days in pending["batched"])  # a flush held rows of both dates
+    dates = {p.parent.parent.name for p in (tmp_path / "batched").rglob("trades/**/*.parquet")}
+    assert dates == {"date=2024-08-08", "date=2024-08-09"}
 
 
 def test_a_journal_of_batches_recovers_the_segments_it_stands_for(tmp_path, monkeypatch):
