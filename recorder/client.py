@@ -31,6 +31,7 @@ from recorder.protocol import (
 )
 from recorder.routing import PlannedConnection, plan_connections, subscribe_interval_s
 from recorder.sync import Action, LocalBook
+from recorder.wsconnection import WebSocketConnection
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,8 @@ class SnapshotFetcher:
         raise RestError(f"depth {symbol}: no usable snapshot after {self.max_attempts} attempts")
 
 
-async def send_paced(ws: websockets.ClientConnection, messages: list[str], interval_s: float) -> None:
+async def send_paced(ws: websockets.ClientConnection | WebSocketConnection, messages: list[str],
+                     interval_s: float) -> None:
     """Send control messages (SUBSCRIBE) one every `interval_s`, within Binance's incoming-message limit."""
     for i, message in enumerate(messages):
         if i:

@@ -15,7 +15,6 @@ import logging
 import os
 import random
 import time
-from collections.abc import Sized
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,6 @@ from zoneinfo import ZoneInfo
 import httpx
 import orjson
 import pyarrow.parquet as pq
-import websockets
 
 from recorder import journal as jr
 from recorder.client import RestError, RestLimiter, SnapshotFetcher, send_paced
@@ -48,6 +46,8 @@ from recorder.watchdog import (
     stream_channel,
 )
 from recorder.window import Clock, SystemClock, TradingWindow, plan_run, sleep_until
+from recorder.wsconnection import WebSocketConnection, connect
+from recorder.wsframes import ConnectionClosed, HandshakeError
 from schemas import berlin_date
 
 log = logging.getLogger("recorder")
@@ -105,13 +105,6 @@ class Connection:
 
 
 MAX_BATCH = 512  # frames handed to Pipeline.frames at once by a connection
-
-
-def received_frames(ws: websockets.ClientConnection) -> Sized | None:
-    """The frames websockets has received and not yet handed out (its `recv_messages.frames` queue, as of
-    websockets 17), or None where that is not there: then every frame goes to the pipeline on its own."""
-    frames = getattr(getattr(ws, "recv_messages", None), "frames", None)
-    return frames if isinstance(frames, Sized) else None
 
 
 def trade_id(message: object) -> int | None:
@@ -606,8 +599,7 @@ class Recorder:
         while not conn.retiring:
             try:
                 await asyncio.sleep(self.connect_limiter.reserve(time.monotonic()))
-                async with websockets.connect(url, max_size=None, ping_interval=None, open_timeout=10,
-                                              close_timeout=1) as ws:
+                async with connect(url, open_timeout=10, close_timeout=1) as ws:
                     await send_paced(ws, subscriptions, subscribe_interval_s(self.market))
                     conn.opened_at = time.monotonic()
                     self.watchdog.opened(conn.cid, conn.streams, time.time_ns())
@@ -618,7 +610,7 @@ class Recorder:
                         await self._receive(conn, ws)
                     finally:
                         rollover.cancel()
-            except (OSError, websockets.ConnectionClosed, websockets.InvalidHandshake, TimeoutError) as exc:
+            except (OSError, ConnectionClosed, HandshakeError, TimeoutError) as exc:
                 self.watchdog.closed(conn.cid)
                 if conn.retiring:
                     return
@@ -630,43 +622,33 @@ class Recorder:
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
                 backoff = min(backoff * 2, self.config.connection.reconnect_max_backoff_s)
 
-    async def _receive(self, conn: Connection, ws: websockets.ClientConnection) -> None:
-        """The hot loop: receive, time-stamp, hand to the pipeline, until the connection fails.
+    async def _receive(self, conn: Connection, ws: WebSocketConnection) -> None:
+        """The hot loop: take what the connection received, hand it to the pipeline, until it fails.
 
-        Frames that arrived together (websockets has read them off the socket already) go to the pipeline
-        as one batch (`Pipeline.frames`) when nothing needs them one by one: no rollover in progress, and
-        a connection carrying depth (a connection without depth remembers each trade id for its rollover)."""
+        Frames that arrived together go to the pipeline as one batch (`Pipeline.frames`) when nothing needs
+        them one by one: no rollover in progress, and a connection carrying depth (a connection without
+        depth remembers each trade id for its rollover)."""
         pipeline = self.pipeline
-        recv = ws.recv
         seen = self.watchdog.seen
-        waiting = received_frames(ws)
-        batching = conn.plan.carries_depth and waiting is not None
         while True:
-            raw = await recv(decode=False)
-            recv_ts = time.time_ns()
-            if len(conn.owned) != len(conn.symbols):
-                message = self._overlap_frame(conn, recv_ts, raw)
-            elif batching and waiting:
-                stamps, batch = [recv_ts], [raw]
-                try:
-                    while waiting and len(batch) < MAX_BATCH:  # received already: no wait
-                        batch.append(await recv(decode=False))
-                        stamps.append(time.time_ns())
-                finally:
-                    decoded, latest = pipeline.frames(stamps, batch)
+            stamps, batch = await ws.batch(MAX_BATCH)
+            if len(conn.owned) == len(conn.symbols) and conn.plan.carries_depth:
+                decoded, latest = pipeline.frames(stamps, batch)
                 self.watchdog.seen_latest(latest)
-                for recv_ts, message in decoded:
-                    seen(message, recv_ts)
-                    if type(message) is ServerShutdown:
-                        self._rollover(conn, "server_shutdown")
-                continue
             else:
-                message = pipeline.frame(recv_ts, raw)
-                if not conn.plan.carries_depth:
-                    remember_trade_id(conn, message)
-            seen(message, recv_ts)
-            if type(message) is ServerShutdown:
-                self._rollover(conn, "server_shutdown")
+                decoded = []
+                for recv_ts, raw in zip(stamps, batch):
+                    if len(conn.owned) != len(conn.symbols):
+                        message = self._overlap_frame(conn, recv_ts, raw)
+                    else:
+                        message = pipeline.frame(recv_ts, raw)
+                        if not conn.plan.carries_depth:
+                            remember_trade_id(conn, message)
+                    decoded.append((recv_ts, message))
+            for recv_ts, message in decoded:
+                seen(message, recv_ts)
+                if type(message) is ServerShutdown:
+                    self._rollover(conn, "server_shutdown")
 
     def _rollover(self, old: Connection, reason: str) -> None:
         """Open a fresh connection for the same streams; it takes each symbol over without a gap."""
