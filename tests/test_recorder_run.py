@@ -1113,7 +1113,7 @@ def test_frames_keep_arriving_while_the_journal_is_fsynced(tmp_path, monkeypatch
     async def main():
         async with VenueServer("spot", ["BTCUSDT"], host="127.0.0.1", port=0, speed=5.0, seed=6,
                                events_per_second=400) as venue:
-            recorder = Recorder(in_process_config(venue, out, ("BTCUSDT",), 3.0))
+            recorder = Recorder(in_process_config(venue, out, ("BTCUSDT",), 2.0))
             recorder_box.append(recorder)
             return venue, await recorder.run()
 
