@@ -5,8 +5,11 @@ Usage: python benchmarks/bench_recorder.py [--realdata DIR] [--repeat N] [--seco
                                            [--market-symbols N] [--max-streams N|default]
 
 1. In-process ingest of the real BTCUSDT spot capture (../shared/realdata/hftbacktest/spot_btcusdt_2024080{8,9}.gz,
-   held in memory): `Pipeline` with a real `Journal` (append per frame, fsync every 200 ms in a thread as the recorder
-   does), `frame()`/`snapshot()` per record, `flush()` to Parquet every 50k frames and at the end; msg/s
+   99,574 frames) once per symbol of six liquid ones (INGEST_SYMBOLS), renamed and interleaved as figure 2's
+   sender sends them (597,444 frames, held in memory; one copy alone is a row of its own): `Pipeline` with a real
+   `Journal` (append per batch, fsync every 200 ms in a thread as the recorder does), batches of 256
+   frames (`Pipeline.frames`) and frame by frame (`frame()`), `snapshot()` per REST record, `flush()` to
+   Parquet in a writer thread every 50k frames and at the end; msg/s
    and the ratio to bare `orjson.loads` of the same frames (best of N each). Target: >= 50 % of bare.
    Breakdown: parse only, parse+append (journal on, no flush), flush and fsync time; `--profile` prints
    the top of a cProfile of one full run. CPU seconds per million messages (process time of the full run,
@@ -78,6 +81,8 @@ from recorder.protocol import parse_frame
 DEFAULT_REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 SPOT_FILES = ["hftbacktest/spot_btcusdt_20240808.gz", "hftbacktest/spot_btcusdt_20240809.gz"]
 SPOT_SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "DOGEUSDT", "PEPEUSDT"]  # the venue's catalogue
+# figure 1's copies: symbols the peer's exchangeInfo capture (../shared/realdata/cryptofeed) knows
+INGEST_SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "DOGEUSDT", "XRPUSDT"]
 FLUSH_EVERY = 50_000
 BATCH = 256  # frames per Pipeline.frames call in the batched path
 JOURNAL_SYNC_S = 0.2
@@ -96,6 +101,13 @@ Record = tuple[int, str, bytes, str | None, int]  # recv_ts, kind, payload, symb
 def load(root: Path) -> list[Record]:
     return [(r.recv_ts, r.kind, r.payload, r.symbol, r.limit or 0)
             for r in iter_capture([root / f for f in SPOT_FILES]) if r.kind in ("ws", "rest")]
+
+
+def market_copies(records: list[Record], symbols: list[str]) -> list[Record]:
+    """The capture once per symbol (renamed, as figure 2's sender sends it), interleaved record by record:
+    a multi-symbol stream of real frames, long enough that the last segment's write is a small part of it."""
+    return [(recv_ts, kind, _rename(payload, s) if kind == "ws" else payload, s if kind == "rest" else symbol, limit)
+            for recv_ts, kind, payload, symbol, limit in records for s in symbols]
 
 
 def best_of(repeat: int, fn, *args):
@@ -271,8 +283,9 @@ def cryptofeed_peer(records: list[Record], peer_python: str, repeat: int, realda
     return json.loads(done.stdout)
 
 
-def figure_ingest(records: list[Record], repeat: int, profile: bool, peer_python: str = PEER_PYTHON,
+def figure_ingest(capture: list[Record], repeat: int, profile: bool, peer_python: str = PEER_PYTHON,
                   realdata: Path = DEFAULT_REALDATA) -> dict:
+    records = market_copies(capture, INGEST_SYMBOLS)
     n = len(records)
     ws = sum(1 for r in records if r[1] == "ws")
     bare_s, _ = best_of(repeat, bare_parse, records)
@@ -281,6 +294,8 @@ def figure_ingest(records: list[Record], repeat: int, profile: bool, peer_python
         full_s, parts = best_of(repeat, ingest, records)
         single_s, _ = best_of(repeat, ingest, records, None, False, 1)
         cpu_s = min(cpu_timed(records)[0] for _ in range(repeat))
+        one_bare_s, _ = best_of(repeat, bare_parse, capture)
+        one_s, _ = best_of(repeat, ingest, capture)
     default_gc_s, _ = best_of(repeat, ingest, records)
     peer = cryptofeed_peer(records, peer_python, repeat, realdata)
     hot_s = full_s - parts["flush_wait_s"] - parts["sync_s"]
@@ -293,6 +308,7 @@ def figure_ingest(records: list[Record], repeat: int, profile: bool, peer_python
         "frame_by_frame_msg_s": n / single_s,
         "frame_by_frame_ratio_to_bare": bare_s / single_s,
         "default_gc_msg_s": n / default_gc_s,
+        "one_symbol_msg_s": len(capture) / one_s, "one_symbol_ratio_to_bare": one_bare_s / one_s,
         "full_s": full_s, "hot_path_s": hot_s, "flush_thread_s": parts["flush_s"],
         "flush_wait_s": parts["flush_wait_s"], "fsync_s": parts["sync_s"],
         "flushes": parts["flushes"], "syncs": parts["syncs"],
@@ -303,8 +319,8 @@ def figure_ingest(records: list[Record], repeat: int, profile: bool, peer_python
         "peer": peer,
         "ratio_to_peer": None if peer is None else (n / full_s) / peer["msg_s"],
     }
-    print(f"\n1. In-process ingest, spot BTCUSDT capture ({n:,} frames in memory, best of {repeat}; "
-          "GC as the recorder runs it)")
+    print(f"\n1. In-process ingest, spot BTCUSDT capture x {len(INGEST_SYMBOLS)} symbols ({n:,} frames in memory, "
+          f"best of {repeat}; GC as the recorder runs it)")
     rows = [
         ("bare orjson.loads", n / bare_s, bare_s, ""),
         ("parse_frame only", ws / parse_s, parse_s, ""),
@@ -316,6 +332,8 @@ def figure_ingest(records: list[Record], repeat: int, profile: bool, peer_python
         ("full, frame by frame (live loop: frame())", n / single_s, single_s, f"ratio to bare {bare_s / single_s:.3f}"),
         (f"full, batches of {BATCH}, default GC", n / default_gc_s, default_gc_s,
          f"ratio to bare {bare_s / default_gc_s:.3f}"),
+        (f"full, batches, one symbol ({len(capture):,} frames)", len(capture) / one_s, one_s,
+         f"ratio to bare {one_bare_s / one_s:.3f} (its last segment's write is ~1/3 of the time)"),
     ]
     print(f"   {'path':46s} {'msg/s':>11s} {'seconds':>8s}  note")
     for name, rate, seconds, note in rows:
