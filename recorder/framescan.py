@@ -48,6 +48,16 @@ def _string_end(buf, i, end):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _digits(buf, i, end, value):
+    """value extended by the decimal digits from i on: (value, index after them). Callers bound the digit
+    count, so a wrap-around of a too-long run is refused before its value is used."""
+    while i < end and _ZERO <= buf[i] <= _NINE:
+        value = value * 10 + (buf[i] - _ZERO)
+        i += 1
+    return value, i
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _int_end(buf, i, end, out, slot, row):
     """Parse a JSON integer of at most 18 digits at i into out[slot, row]; the index after it, or -1."""
     negative = False
@@ -55,10 +65,7 @@ def _int_end(buf, i, end, out, slot, row):
         negative = True
         i += 1
     start = i
-    value = 0
-    while i < end and _ZERO <= buf[i] <= _NINE:
-        value = value * 10 + (buf[i] - _ZERO)
-        i += 1
+    value, i = _digits(buf, i, end, 0)
     digits = i - start
     if digits == 0 or digits > 18 or (digits > 1 and buf[start] == _ZERO):
         return -1
@@ -76,10 +83,7 @@ def _decimal(buf, i, end):
         return 0, -1
     i += 1
     start = i
-    units = 0
-    while i < end and _ZERO <= buf[i] <= _NINE:
-        units = units * 10 + (buf[i] - _ZERO)
-        i += 1
+    units, i = _digits(buf, i, end, 0)
     whole = i - start
     if whole == 0 or whole > _MAX_WHOLE_DIGITS or (whole > 1 and buf[start] == _ZERO):
         return 0, -1
@@ -87,9 +91,7 @@ def _decimal(buf, i, end):
     if i < end and buf[i] == _DOT:
         i += 1
         fraction_start = i
-        while i < end and _ZERO <= buf[i] <= _NINE:
-            units = units * 10 + (buf[i] - _ZERO)
-            i += 1
+        units, i = _digits(buf, i, end, units)
         fraction = i - fraction_start
         if fraction == 0 or fraction > UNIT_DIGITS:
             return 0, -1
