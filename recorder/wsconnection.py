@@ -117,6 +117,9 @@ class WebSocketConnection(asyncio.Protocol):
             await asyncio.wait_for(asyncio.shield(self._lost), timeout)
         except TimeoutError:
             self.transport.abort()
+        except asyncio.CancelledError:  # a retired connection's task: the socket must not outlive it
+            self.transport.abort()
+            raise
 
     def _wake(self) -> None:
         if self._wakeup is not None and not self._wakeup.done():
