@@ -36,6 +36,7 @@ from recorder.sink import (
     build_isolated,
     depth_columns,
     depth_levels_table,
+    sides_of,
     trades_columns,
 )
 
@@ -88,7 +89,6 @@ STREAM_TABLES = {
 }
 _PARSE_OPTIONS = {table: spec.parse_options(top_level=True) for table, spec in STREAM_TABLES.items()}
 _ENVELOPE_OPTIONS = {table: spec.parse_options(top_level=False) for table, spec in STREAM_TABLES.items()}
-_SIDE_CODES = pa.array(["bid", "ask", None])
 
 
 @dataclass(frozen=True)
@@ -139,18 +139,18 @@ def scanned_table(table: str, symbol: str, rows: FrameColumns) -> pa.Table | Non
     lv_message, lv_side = np.empty(capacity, np.int64), np.empty(capacity, np.int8)
     lv_price, lv_qty = np.empty(capacity, np.int64), np.empty(capacity, np.int64)
     bad, n_levels = framescan.scan(buf, ends - lengths, ends, layout.keys, layout.kinds, layout.required,
-                                   layout.event, 0, spec.event_optional, np.frombuffer(symbol.encode(), np.uint8),
-                                   1, values, present, lv_message, lv_side, lv_price, lv_qty)
+                                   layout.event, spec.event_optional, np.frombuffer(symbol.encode(), np.uint8),
+                                   values, present, lv_message, lv_side, lv_price, lv_qty)
     if bad != framescan.OK:
         return None
     columns = [_scanned_column(kind, values[k], present[k], buf)
-               for k, kind in enumerate(layout.kinds) if k >= 2 and kind != framescan.LEVELS]
+               for k, kind in enumerate(layout.kinds) if k > framescan.SYMBOL_SLOT and kind != framescan.LEVELS]
     recv_ts, seq = pa.array(rows.recv_ts, _INT), pa.array(rows.seq, _INT)
     if not layout.levels:
         return spec.build(recv_ts, seq, *columns)
     side = lv_side[:n_levels]
     no_level = side == 2
-    return depth_levels_table(lv_message[:n_levels], _SIDE_CODES.take(pa.array(side)),
+    return depth_levels_table(lv_message[:n_levels], sides_of(side),
                               pa.array(lv_price[:n_levels], _INT, mask=no_level),
                               pa.array(lv_qty[:n_levels], _INT, mask=no_level), recv_ts, seq, *columns)
 

@@ -22,6 +22,7 @@ from numba import njit
 
 # value kinds of a field
 INT, DEC, BOOL, STR, LEVELS = 0, 1, 2, 3, 4
+EVENT_SLOT, SYMBOL_SLOT = 0, 1  # `keys` start with e and s, checked against the group's event and symbol
 # frame outcomes
 OK = -1
 UNIT_DIGITS = 8  # 1e-8: the dataset's decimal scale (schemas.tables.DECIMAL)
@@ -168,7 +169,7 @@ def _levels(buf, i, end, row, side, lv_msg, lv_side, lv_price, lv_qty, n_levels)
 
 
 @njit(cache=True, nogil=True)
-def scan(buf, starts, ends, keys, kinds, required, event, event_slot, event_optional, symbol, symbol_slot,
+def scan(buf, starts, ends, keys, kinds, required, event, event_optional, symbol,
          values, present, lv_msg, lv_side, lv_price, lv_qty):
     """Decode frames buf[starts[r]:ends[r]] into values[k, r] / present[k, r] (one row per key; a STR
     value is kept as its position, start << 32 | length) and, for depth, the level arrays.
@@ -284,9 +285,9 @@ def scan(buf, starts, ends, keys, kinds, required, event, event_slot, event_opti
         for k in range(n_keys):
             if required[k] and not present[k, r]:
                 return r, n_levels
-        if not _string_is(buf, values, present, r, event_slot, event, event_optional):
+        if not _string_is(buf, values, present, r, EVENT_SLOT, event, event_optional):
             return r, n_levels
-        if not _string_is(buf, values, present, r, symbol_slot, symbol, False):
+        if not _string_is(buf, values, present, r, SYMBOL_SLOT, symbol, False):
             return r, n_levels
         if n_levels == first_level and with_levels:
             if n_levels >= len(lv_msg):

@@ -54,8 +54,13 @@ def explode_levels(bids: list, asks: list) -> tuple[np.ndarray, pa.Array, pa.Arr
     levels = flat.take(pa.array(take))
     group_start = np.repeat(np.cumsum(counts) - counts, counts)
     level_index = np.arange(len(side_code)) - group_start
-    side = _SIDE_CODES.take(pa.array(side_code))
+    side = sides_of(side_code)
     return message, side, pc.list_element(levels, 0), pc.list_element(levels, 1), level_index
+
+
+def sides_of(codes: np.ndarray) -> pa.Array:
+    """The side column from codes per row: 0 bid, 1 ask, 2 null (the row of a message without levels)."""
+    return _SIDE_CODES.take(pa.array(codes))
 
 
 def _array(values, type_: pa.DataType) -> pa.Array:
