@@ -1060,7 +1060,7 @@ def test_schedule_serves_health_between_windows_and_logs_its_stop(tmp_path):
 def test_frames_received_together_go_to_the_pipeline_as_batches(tmp_path, monkeypatch):
     """A busy venue (4,000 events/s): frames that arrive together are handed over in batches
     (`Pipeline.frames`), and the recording is what frame-by-frame hand-over records: every book matches
-    the venue's true book, seqs unique, no gap. Fails if websockets stops exposing its received frames."""
+    the venue's true book, seqs unique, no gap."""
     out = tmp_path / "data"
     batched = []
     frames = runtime.Pipeline.frames
