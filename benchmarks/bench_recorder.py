@@ -83,7 +83,7 @@ SPOT_FILES = ["hftbacktest/spot_btcusdt_20240808.gz", "hftbacktest/spot_btcusdt_
 SPOT_SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "DOGEUSDT", "PEPEUSDT"]  # the venue's catalogue
 # figure 1's copies: symbols the peer's exchangeInfo capture (../shared/realdata/cryptofeed) knows
 INGEST_SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "DOGEUSDT", "XRPUSDT"]
-FLUSH_EVERY = 50_000
+FLUSH_EVERY = 200_000
 BATCH = 256  # frames per Pipeline.frames call in the batched path
 JOURNAL_SYNC_S = 0.2
 SHARD_TAG = "0of1"

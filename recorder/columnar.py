@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -124,21 +125,17 @@ class ScanLayout:
 _SCAN_LAYOUTS = {table: ScanLayout.of(spec) for table, spec in STREAM_TABLES.items()}
 
 
-def scanned_table(table: str, symbol: str, rows: FrameColumns) -> pa.Table | None:
+def scanned_table(table: str, symbol: str, rows: FrameArrays) -> pa.Table | None:
     """The `table` rows of one symbol's frames decoded by the compiled kernel (`recorder.framescan`), or
     None if any frame is not in the compact layout it reads (then `frames_table` reads them)."""
     spec, layout = STREAM_TABLES[table], _SCAN_LAYOUTS[table]
-    frames = rows.frames
-    n = len(frames)
-    lengths = np.fromiter(map(len, frames), np.int64, n)
-    ends = np.cumsum(lengths)
-    buf = np.frombuffer(b"".join(frames), np.uint8)
+    buf, n = rows.buf, len(rows)
     values = np.zeros((len(layout.kinds), n), np.int64)
     present = np.zeros((len(layout.kinds), n), np.bool_)
-    capacity = len(buf) // 9 + n if layout.levels else 0  # a level is at least 10 bytes: ["1","1"],
+    capacity = int((rows.ends - rows.starts).sum()) // 9 + n if layout.levels else 0  # a level: >= 10 bytes
     lv_message, lv_side = np.empty(capacity, np.int64), np.empty(capacity, np.int8)
     lv_price, lv_qty = np.empty(capacity, np.int64), np.empty(capacity, np.int64)
-    bad, n_levels = framescan.scan(buf, ends - lengths, ends, layout.keys, layout.kinds, layout.required,
+    bad, n_levels = framescan.scan(buf, rows.starts, rows.ends, layout.keys, layout.kinds, layout.required,
                                    layout.event, spec.event_optional, np.frombuffer(symbol.encode(), np.uint8),
                                    values, present, lv_message, lv_side, lv_price, lv_qty)
     if bad != framescan.OK:
@@ -170,7 +167,7 @@ def warm_decoders() -> None:
     for table, frame in _WARM_FRAMES.items():
         rows = FrameColumns()
         rows.add(0, 0, frame)
-        if scanned_table(table, "X", rows) is None:
+        if scanned_table(table, "X", rows.arrays()) is None:
             raise RuntimeError(f"the frame decoder refuses its own {table} example")
 
 
@@ -201,7 +198,7 @@ def _read(text: bytes, options: pj.ParseOptions, n: int) -> pa.Table:
     return parsed
 
 
-def frames_table(table: str, symbol: str | None, rows: FrameColumns) -> pa.Table:
+def frames_table(table: str, symbol: str | None, rows: FrameArrays) -> pa.Table:
     """The `table` rows of one symbol's frames, decoded column-wise: by the compiled kernel when every
     frame is in its layout, else by Arrow's reader; raises (ValueError, TypeError or an ArrowException)
     if any frame does not read exactly as `parse_frame` reads it."""
@@ -209,10 +206,10 @@ def frames_table(table: str, symbol: str | None, rows: FrameColumns) -> pa.Table
     return fast if fast is not None else arrow_frames_table(table, symbol, rows)
 
 
-def arrow_frames_table(table: str, symbol: str | None, rows: FrameColumns) -> pa.Table:
+def arrow_frames_table(table: str, symbol: str | None, rows: FrameArrays) -> pa.Table:
     """`frames_table` by Arrow's NDJSON reader: any JSON layout; the reference for the kernel."""
     spec = STREAM_TABLES[table]
-    frames = rows.frames
+    frames = rows.frames()
     text = b"\n".join(frames)  # a frame with a line break in it reads as more rows (or fails): `_read` refuses
     names = ("e", "s", *(name for name, _ in spec.fields))
     # combined-stream envelopes (all the recorder subscribes to) read faster without the top-level fields
@@ -243,7 +240,7 @@ def arrow_frames_table(table: str, symbol: str | None, rows: FrameColumns) -> pa
 
 
 class FrameColumns:
-    """The frames of one (table, symbol) as three lists: receive times, seqs, frame bytes."""
+    """The frames of one (table, symbol) appended one by one: receive times, seqs, frame bytes."""
 
     __slots__ = ("frames", "recv_ts", "seq")
 
@@ -260,6 +257,54 @@ class FrameColumns:
         self.seq.append(seq)
         self.frames.append(raw)
 
+    def arrays(self) -> FrameArrays:
+        lengths = np.fromiter(map(len, self.frames), np.int64, len(self.frames))
+        ends = np.cumsum(lengths)
+        return FrameArrays(np.frombuffer(b"".join(self.frames), np.uint8), ends - lengths, ends,
+                           np.array(self.recv_ts, np.int64), np.array(self.seq, np.int64))
+
+
+@dataclass(frozen=True)
+class FrameArrays:
+    """The frames of one (table, symbol) as the flush reads them: frame i is buf[starts[i]:ends[i]]."""
+
+    buf: np.ndarray  # uint8, shared by the (table, symbol)s of a segment
+    starts: np.ndarray  # int64
+    ends: np.ndarray
+    recv_ts: np.ndarray
+    seq: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def frames(self) -> list[bytes]:
+        buf = self.buf
+        return [buf[start:end].tobytes() for start, end in zip(self.starts.tolist(), self.ends.tolist())]
+
+    def merged(self, other: FrameArrays) -> FrameArrays:
+        """Both sets of frames in seq order (one buffer)."""
+        offset = len(self.buf)
+        order = np.argsort(np.concatenate([self.seq, other.seq]), kind="stable")
+        return FrameArrays(np.concatenate([self.buf, other.buf]),
+                           np.concatenate([self.starts, other.starts + offset])[order],
+                           np.concatenate([self.ends, other.ends + offset])[order],
+                           np.concatenate([self.recv_ts, other.recv_ts])[order],
+                           np.concatenate([self.seq, other.seq])[order])
+
+
+class FrameBatch(NamedTuple):
+    """Frames handed over together (`Pipeline.frames`), kept as received: frame i is
+    buf[starts[i]:ends[i]], with its receive time, seq and route (an index into `routes`, or negative for
+    a frame buffered by its message instead, through `FrameBuffers.depth` and the like)."""
+
+    buf: bytes
+    starts: np.ndarray
+    ends: np.ndarray
+    recv_ts: np.ndarray
+    seq: np.ndarray
+    route: np.ndarray
+    routes: list[tuple[str, str]]  # route index -> (table, symbol); grows, never changes
+
 
 class FrameBuffers(TableBuffers):
     """`TableBuffers` whose stream-event rows are the raw frames (`FrameColumns`), decoded at flush.
@@ -272,6 +317,47 @@ class FrameBuffers(TableBuffers):
     """
 
     column_min_frames = 32
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[FrameBatch] = []
+
+    def add_batch(self, batch: FrameBatch, routed: int) -> None:
+        """A batch whose `routed` frames with a route are rows of this buffer (the others were added alone)."""
+        self.batches.append(batch)
+        self.count += routed
+
+    def write(self, root, exchange, date, file_stem):
+        self.gather()
+        return super().write(root, exchange, date, file_stem)
+
+    def gather(self) -> None:
+        """The frames of every (table, symbol) as `FrameArrays` over one buffer: the batches' frames split by
+        route, merged in seq order with those added one by one."""
+        groups: dict[tuple[str, str], FrameArrays] = {}
+        if self.batches:
+            batches, self.batches = self.batches, []
+            offsets = np.cumsum([0] + [len(b.buf) for b in batches[:-1]])
+            buf = np.frombuffer(b"".join(b.buf for b in batches), np.uint8)
+            route = np.concatenate([b.route for b in batches])
+            routed = np.flatnonzero(route >= 0)
+            order = routed[np.argsort(route[routed], kind="stable")]
+            starts = np.concatenate([b.starts + offset for b, offset in zip(batches, offsets)])[order]
+            ends = np.concatenate([b.ends + offset for b, offset in zip(batches, offsets)])[order]
+            recv_ts = np.concatenate([b.recv_ts for b in batches])[order]
+            seq = np.concatenate([b.seq for b in batches])[order]
+            sorted_routes = route[order]
+            bounds = [0, *(np.flatnonzero(np.diff(sorted_routes)) + 1).tolist(), len(order)]
+            names = batches[-1].routes
+            for lo, hi in zip(bounds, bounds[1:]):
+                if hi > lo:
+                    groups[names[sorted_routes[lo]]] = FrameArrays(buf, starts[lo:hi], ends[lo:hi], recv_ts[lo:hi],
+                                                                   seq[lo:hi])
+        for key, rows in list(self.rows.items()):
+            if isinstance(rows, FrameColumns):
+                arrays = rows.arrays()
+                self.rows[key] = arrays.merged(groups.pop(key)) if key in groups else arrays
+        self.rows.update(groups)
 
     def frame_columns(self, table: str, symbol: str) -> FrameColumns:
         columns = self.rows.get((table, symbol))
@@ -295,7 +381,7 @@ class FrameBuffers(TableBuffers):
         self.frame_columns("book_ticker", m.symbol).add(recv_ts, seq, raw)
         self.count += 1
 
-    def build(self, table: str, symbol: str | None, rows: list[tuple], rejected: list[Rejected]) -> pa.Table | None:
+    def build(self, table: str, symbol: str | None, rows, rejected: list[Rejected]) -> pa.Table | None:
         if table not in STREAM_TABLES:
             return build_isolated(table, symbol, rows, rejected)
         if len(rows) < self.column_min_frames:
@@ -305,13 +391,13 @@ class FrameBuffers(TableBuffers):
         except (pa.ArrowException, TypeError, ValueError):
             return self._build_by_rows(table, symbol, rows, rejected)
 
-    def _build_by_rows(self, table: str, symbol: str | None, rows: FrameColumns,
+    def _build_by_rows(self, table: str, symbol: str | None, rows: FrameArrays,
                        rejected: list[Rejected]) -> pa.Table | None:
         """The row path for frames the column reader refused: each frame parsed in full, bad ones set aside."""
         spec = STREAM_TABLES[table]
         as_rows = TableBuffers()
         decode = parse_frame if table == "depth" else decode_frame  # the narrow decode has all but levels
-        for recv_ts, seq, raw in zip(rows.recv_ts, rows.seq, rows.frames):
+        for recv_ts, seq, raw in zip(rows.recv_ts.tolist(), rows.seq.tolist(), rows.frames()):
             message = decode(raw)
             if type(message) is not spec.message:
                 reason = getattr(message, "reason", f"not a {spec.event}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,14 +66,16 @@ class Journal:
         self._pending += sym
         self._pending += payload
 
-    def append_frames(self, seqs: Sequence[int], recv_ts: Sequence[int], frames: list[bytes]) -> None:
-        """A batch of frames as one record: one header, one crc, no per-frame packing."""
-        n = len(frames)
+    def append_frames(self, seqs: np.ndarray, recv_ts: np.ndarray, lengths: np.ndarray, joined: bytes) -> None:
+        """A batch of frames as one record: one header, one crc, no per-frame packing. `joined`: the frames
+        back to back, `lengths` their sizes; seqs and receive times as int64 arrays."""
+        n = len(lengths)
         if not n:
             return
-        payload = b"".join((np.asarray(seqs, np.int64).tobytes(), np.asarray(recv_ts, np.int64).tobytes(),
-                            np.fromiter(map(len, frames), np.uint32, n).tobytes(), *frames))
-        self._pending += HEADER.pack(seqs[0], recv_ts[0], FRAMES, n, 0, len(payload), zlib.crc32(payload))
+        payload = b"".join((seqs.astype(np.int64, copy=False).tobytes(),
+                            recv_ts.astype(np.int64, copy=False).tobytes(),
+                            lengths.astype(np.uint32).tobytes(), joined))
+        self._pending += HEADER.pack(int(seqs[0]), int(recv_ts[0]), FRAMES, n, 0, len(payload), zlib.crc32(payload))
         self._pending += payload
 
     @property

@@ -20,10 +20,11 @@ import gc
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import orjson
 
 from recorder import journal as jr
-from recorder.columnar import STREAM_TABLES, FrameBuffers, FrameColumns
+from recorder.columnar import STREAM_TABLES, FrameBatch, FrameBuffers
 from recorder.markets import Market
 from recorder.narrow import decode_frame
 from recorder.protocol import (
@@ -41,24 +42,9 @@ from recorder.protocol import (
     parse_snapshot,
 )
 from recorder.sink import Rejected, TableBuffers
+from recorder.streamroutes import StreamRoutes
 from recorder.sync import DEFAULT_MAX_BUFFER, Action, State, SyncEngine
 from schemas import berlin_date, berlin_day_bounds
-
-_ENVELOPE = b'{"stream":"'
-_ENVELOPE_LEN = len(_ENVELOPE)
-# stream channel -> table of the frames `frames()` buffers undecoded (no sync decision rides on them)
-_UNDECODED_CHANNELS = {"trade": "trades", "aggTrade": "agg_trades", "bookTicker": "book_ticker"}
-_MAX_ROUTES = 1 << 16  # stream names remembered; a faulty server's garbage names must not grow it without end
-
-
-def undecoded_route(stream: bytes) -> tuple[str, str] | None:
-    """(table, symbol) of a combined-stream name whose frames need no decision on arrival, else None."""
-    name, at, channel = stream.partition(b"@")
-    table = _UNDECODED_CHANNELS.get(channel.decode("ascii", "replace"))
-    if not at or table is None or not name.replace(b"_", b"").isalnum() or not name.islower():
-        return None
-    return table, name.decode().upper()
-
 
 class Batch(NamedTuple):
     """What `Pipeline.frames` tells its caller: the messages of the frames it decoded on arrival (depth
@@ -106,8 +92,7 @@ class Pipeline:
         self._day_start = self._day_end = 0
         self._rows: TableBuffers | None = None
         self.columnar = columnar
-        # stream name -> (table, symbol), or None for streams whose frames need `frame()` (depth): for frames()
-        self._routes: dict[bytes, tuple[str, str] | None] = {}
+        self._routes = StreamRoutes()  # stream name -> route, for frames()
 
     # ---- routing helpers --------------------------------------------------------------------------
 
@@ -187,61 +172,48 @@ class Pipeline:
     def frames(self, recv_ts: list[int], raws: list[bytes]) -> Batch:
         """A batch of WebSocket frames, in arrival order: the same seqs, rows and events as `frame()` on
         each, with less work per frame (see the module docstring). The journal gets one record."""
-        decoded: list[tuple[int, object]] = []
         if not self.columnar or not self.use_engine:
-            for ts, raw in zip(recv_ts, raws):
-                decoded.append((ts, self.frame(ts, raw)))
-            return Batch(decoded, {})
-        routes, route_of = self._routes, undecoded_route
-        latest: dict[tuple[str, str], int] = {}
-        seq = first = self.seq
-        seqs: list[int] | None = None  # the batch's seqs when events took some in between, else a range
-        day_start, day_end, rows = self._day_start, self._day_end, self._rows
-        groups: dict[tuple[str, str], FrameColumns] = {}  # of the current day's buffers
-        added = 0  # frames added to `groups`: counted in `rows.count` once per run, not per frame
-        for ts, raw in zip(recv_ts, raws):
-            seq += 1
-            route = None
-            if raw.startswith(_ENVELOPE):
-                stream = raw[_ENVELOPE_LEN:raw.find(b'"', _ENVELOPE_LEN)]
-                route = routes.get(stream, False)
-                if route is False:
-                    route = route_of(stream)
-                    if len(routes) < _MAX_ROUTES:
-                        routes[stream] = route
-            if route is None:  # depth (a sync decision), or anything unusual: the frame-by-frame path
-                self.seq = seq - 1
-                if seqs is not None:
-                    seqs.append(seq)
-                decoded.append((ts, self.frame(ts, raw, seq)))
-                if self.seq != seq and seqs is None:  # events took seqs: list the frames' own from here
-                    seqs = list(range(first + 1, seq + 1))
-                seq = self.seq
-                if self._rows is not rows:
-                    _fold(latest, groups, rows, added)
-                    day_start, day_end, rows = self._day_start, self._day_end, self._rows
-                    groups, added = {}, 0
-                continue
-            if seqs is not None:
-                seqs.append(seq)
-            if not day_start <= ts < day_end:
-                _fold(latest, groups, rows, added)
-                rows = self._buffers_for(ts)
-                day_start, day_end = self._day_start, self._day_end
-                groups, added = {}, 0
-            columns = groups.get(route)
-            if columns is None:
-                columns = groups[route] = rows.frame_columns(*route)
-            columns.recv_ts.append(ts)
-            columns.seq.append(seq)
-            columns.frames.append(raw)
-            added += 1
-        _fold(latest, groups, rows, added)
-        self.seq = seq
-        self.counts["frames"] += len(raws) - len(decoded)  # `frame()` counted the decoded ones
+            return Batch([(ts, self.frame(ts, raw)) for ts, raw in zip(recv_ts, raws)], {})
+        n = len(raws)
+        if not n:
+            return Batch([], {})
+        stamps = np.array(recv_ts, np.int64)
+        rows = self._buffers_for(recv_ts[0])
+        outside = np.flatnonzero((stamps < self._day_start) | (stamps >= self._day_end))
+        if len(outside):  # the batch spans Berlin midnight: each day's run of frames is a batch of its own
+            split = int(outside[0])
+            first = self.frames(recv_ts[:split], raws[:split]) if split else Batch([], {})
+            rest = self.frames(recv_ts[split:], raws[split:])
+            return Batch(first.decoded + rest.decoded, {**first.latest, **rest.latest})
+        lengths = np.fromiter(map(len, raws), np.int64, n)
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        joined = b"".join(raws)
+        route = self._routes.route(np.frombuffer(joined, np.uint8), starts, ends)
+        first = self.seq
+        seqs = np.arange(first + 1, first + n + 1, dtype=np.int64)
+        decoded: list[tuple[int, object]] = []
+        taken = 0  # seqs taken by events in between frames
+        for i in np.flatnonzero(route < 0).tolist():  # depth (a sync decision) or anything unusual
+            seq = first + 1 + i + taken
+            self.seq = seq - 1
+            decoded.append((recv_ts[i], self.frame(recv_ts[i], raws[i], seq)))
+            if self.seq != seq:
+                seqs[i + 1:] += self.seq - seq
+                taken += self.seq - seq
+        self.seq = first + n + taken
+        routed = n - len(decoded)
+        self.counts["frames"] += routed  # `frame()` counted the others
+        latest = {}
+        if routed:
+            rows.add_batch(FrameBatch(joined, starts, ends, stamps, seqs, route, self._routes.routes), routed)
+            names = self._routes.routes
+            present, last = np.unique(route[::-1], return_index=True)
+            latest = {(STREAM_TABLES[names[r][0]].message, names[r][1]): recv_ts[n - 1 - i]
+                      for r, i in zip(present.tolist(), last.tolist()) if r >= 0}
         if self.journal is not None:
-            self.journal.append_frames(range(first + 1, seq + 1) if seqs is None else seqs, recv_ts, raws)
-        return Batch(decoded, {(STREAM_TABLES[table].message, symbol): ts for (table, symbol), ts in latest.items()})
+            self.journal.append_frames(seqs, stamps, lengths, joined)
+        return Batch(decoded, latest)
 
     def set_aside(self, bad: Rejected, ts: int) -> None:
         """A message a flush could not convert (its rows are not written): a `parse_error` event naming its
@@ -360,15 +332,6 @@ class Pipeline:
         buffers: when a write fails (disk full) the rows are in the journal, which is written again under
         the same segment name, so kept here they would be written twice."""
         return write_buffers(self.detach(), root, self.market.exchange, file_stem)
-
-
-def _fold(latest: dict, groups: dict[tuple[str, str], FrameColumns], rows: TableBuffers | None, added: int) -> None:
-    """At the end of a run of `frames()` into one day's `groups`: each route's latest receive time, and the
-    `added` frames counted in `rows.count`."""
-    for route, columns in groups.items():
-        latest[route] = columns.recv_ts[-1]
-    if added:
-        rows.count += added
 
 
 def write_buffers(buffers: dict[dt.date, TableBuffers], root: Path, exchange: str, file_stem: str

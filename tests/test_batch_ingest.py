@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pyarrow.parquet as pq
 import pytest
@@ -15,8 +16,9 @@ import pytest
 from recorder import journal as jr
 from recorder.columnar import FrameBuffers
 from recorder.markets import get_market
-from recorder.pipeline import Pipeline, undecoded_route
+from recorder.pipeline import Pipeline
 from recorder.runtime import recover_journals
+from recorder.streamroutes import undecoded_route
 from tests.test_columnar import T0, _wrap, assert_same_dataset, dataset, synthetic_frames
 
 
@@ -152,8 +154,8 @@ def test_a_torn_batch_record_ends_the_replay_there(tmp_path):
     journal = jr.Journal(tmp_path)
     journal.open("seg")
     journal.append(1, T0, jr.EVENT, b'{"kind":"connect","detail":{}}')
-    journal.append_frames([2, 3, 5], [T0 + 1, T0 + 2, T0 + 3], [b"a", b"bb", b"ccc"])
-    journal.append_frames([6], [T0 + 4], [b"dddd"])
+    for seqs, stamps, frames in (([2, 3, 5], [T0 + 1, T0 + 2, T0 + 3], [b"a", b"bb", b"ccc"]), ([6], [T0 + 4], [b"dddd"])):
+        journal.append_frames(np.array(seqs), np.array(stamps), np.array([len(f) for f in frames]), b"".join(frames))
     journal.close()
     records = list(jr.read_journal(tmp_path / "seg.jnl"))
     assert [(r.seq, r.recv_ts, r.kind, r.payload) for r in records] == [

@@ -21,6 +21,7 @@ from recorder.captures import iter_capture
 from recorder.columnar import (
     STREAM_TABLES,
     FrameBuffers,
+    FrameArrays,
     FrameColumns,
     arrow_frames_table,
     frames_table,
@@ -35,14 +36,14 @@ MARKETS = {"spot": "spot", "usdm": "usdm", "cm": "coinm"}
 SYMBOL = "BTCUSDT"
 
 
-def columns_of(frames: list[bytes]) -> FrameColumns:
+def columns_of(frames: list[bytes]) -> FrameArrays:
     rows = FrameColumns()
     for i, frame in enumerate(frames):
         rows.add(1_723_161_255_000_000_000 + i, 10 + i, frame)
-    return rows
+    return rows.arrays()
 
 
-def reference(table: str, rows: FrameColumns) -> pa.Table | None:
+def reference(table: str, rows: FrameArrays) -> pa.Table | None:
     try:
         return arrow_frames_table(table, SYMBOL, rows)
     except (pa.ArrowException, TypeError, ValueError):
@@ -64,13 +65,23 @@ def assert_same_or_declined(table: str, frames: list[bytes]) -> pa.Table | None:
 @pytest.mark.parametrize("path", CAPTURES, ids=[p.name for p in CAPTURES])
 def test_the_kernel_reads_every_real_capture_as_arrow_does(path):
     pipeline = Pipeline(get_market(MARKETS[path.name.split("_")[0]]))
+    stamps, batch = [], []
     for record in iter_capture(path):
         if record.kind == "ws":
-            pipeline.frame(record.recv_ts, record.payload)
+            stamps.append(record.recv_ts)
+            batch.append(record.payload)
+            if len(batch) == 256:
+                pipeline.frames(stamps, batch)
+                stamps, batch = [], []
         elif record.kind == "rest":
+            pipeline.frames(stamps, batch)
+            stamps, batch = [], []
             pipeline.snapshot(record.recv_ts, record.symbol, record.payload, record.limit)
-    groups = [(table, symbol, rows) for buffers in pipeline.detach().values()
-              for (table, symbol), rows in buffers.rows.items() if table in STREAM_TABLES]
+    pipeline.frames(stamps, batch)
+    groups = []
+    for buffers in pipeline.detach().values():
+        buffers.gather()
+        groups += [(table, symbol, rows) for (table, symbol), rows in buffers.rows.items() if table in STREAM_TABLES]
     assert {table for table, _, _ in groups} >= {"depth", "trades", "book_ticker"}
     for table, symbol, rows in groups:
         fast = scanned_table(table, symbol, rows)
