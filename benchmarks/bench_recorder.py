@@ -9,7 +9,7 @@ Usage: python benchmarks/bench_recorder.py [--realdata DIR] [--repeat N] [--seco
    sender sends them (597,444 frames, held in memory; one copy alone is a row of its own): `Pipeline` with a real
    `Journal` (append per batch, fsync every 200 ms in a thread as the recorder does), batches of 256
    frames (`Pipeline.frames`) and frame by frame (`frame()`), `snapshot()` per REST record, `flush()` to
-   Parquet in a writer thread every 50k frames and at the end; msg/s
+   Parquet in a writer thread every 200k frames (the recorder's `segment_rows`) and at the end; msg/s
    and the ratio to bare `orjson.loads` of the same frames (best of N each). Target: >= 50 % of bare.
    Breakdown: parse only, parse+append (journal on, no flush), flush and fsync time; `--profile` prints
    the top of a cProfile of one full run. CPU seconds per million messages (process time of the full run,
@@ -73,7 +73,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 from recorder.captures import iter_capture
-from recorder.journal import Journal, make_durable
+from recorder.config import WriterConfig
+from recorder.journal import Journal
 from recorder.markets import get_market
 from recorder.pipeline import Pipeline, write_buffers
 from recorder.protocol import parse_frame
@@ -83,7 +84,7 @@ SPOT_FILES = ["hftbacktest/spot_btcusdt_20240808.gz", "hftbacktest/spot_btcusdt_
 SPOT_SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "DOGEUSDT", "PEPEUSDT"]  # the venue's catalogue
 # figure 1's copies: symbols the peer's exchangeInfo capture (../shared/realdata/cryptofeed) knows
 INGEST_SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "DOGEUSDT", "XRPUSDT"]
-FLUSH_EVERY = 200_000
+FLUSH_EVERY = WriterConfig.segment_rows  # the recorder writes a segment at this many buffered rows (or 5 s)
 BATCH = 256  # frames per Pipeline.frames call in the batched path
 JOURNAL_SYNC_S = 0.2
 SHARD_TAG = "0of1"
@@ -151,13 +152,36 @@ def parse_only(records: list[Record]) -> None:
             parse_frame(payload)
 
 
-def ingest(records: list[Record], out: Path | None = None, keep: bool = False, batch: int = BATCH) -> dict:
+def handovers(records: list[Record], batch: int) -> list[tuple]:
+    """The records as a connection hands them to the pipeline: ("ws", receive times, frames) of at most
+    `batch` frames, and ("rest", receive time, symbol, body, limit) between them."""
+    out: list[tuple] = []
+    stamps: list[int] = []
+    frames: list[bytes] = []
+    for recv_ts, kind, payload, symbol, limit in records:
+        if kind == "ws":
+            stamps.append(recv_ts)
+            frames.append(payload)
+            if len(frames) < batch:
+                continue
+        if frames:
+            out.append(("ws", stamps, frames))
+            stamps, frames = [], []
+        if kind != "ws":
+            out.append(("rest", recv_ts, symbol, payload, limit))
+    if frames:
+        out.append(("ws", stamps, frames))
+    return out
+
+
+def ingest(items: list[tuple], out: Path | None = None, keep: bool = False) -> dict:
     """The recorder's whole in-process path; returns timings of its parts and the pipeline's counters.
 
-    As `recorder run` does it: the journal fsynced every 200 ms, and every FLUSH_EVERY frames the buffers
-    detached and written by a writer thread (Arrow, zstd and the JSON reader release the GIL) while frames
-    keep coming; a flush waits for the previous one. `batch` frames a `Pipeline.frames` call (1: `frame()`
-    per frame, as the live connection loop calls it)."""
+    As `recorder run` does it: `items` handed over as a connection reads them (`handovers`, made before
+    the clock starts: that is the socket's part), the journal fsynced every 200 ms, and every FLUSH_EVERY
+    frames the buffers detached and written by a writer thread (Arrow, zstd and the kernel release the GIL)
+    while frames keep coming; a flush waits for the previous one. Batches of one frame go to `frame()`, as
+    the live loop hands them over during a rollover."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-rec-")) if out is None else out
     timings = {"flush_s": 0.0, "flush_wait_s": 0.0, "sync_s": 0.0, "flushes": 0, "syncs": 0}
     dates = set()
@@ -198,39 +222,31 @@ def ingest(records: list[Record], out: Path | None = None, keep: bool = False, b
             segment += 1
 
         def sync(last: bool = False) -> None:
-            """As the recorder's writer loop: write, then fsync in a thread while frames keep coming."""
+            """As the recorder's writer loop: write and fsync in a thread while frames keep coming."""
             nonlocal last_sync, durable
             start = clock()
             if durable is not None:
                 durable.result()
-            durable = syncer.submit(make_durable, journal.write())
+            durable = syncer.submit(journal.run, journal.take())
             if last:
                 durable.result()
             last_sync = clock()
             timings["sync_s"] += last_sync - start
             timings["syncs"] += 1
 
-        batch_ts: list[int] = []
-        batch_raw: list[bytes] = []
         n = 0
         next_check, next_flush = 1024, FLUSH_EVERY
-        for recv_ts, kind, payload, symbol, limit in records:
-            n += 1
-            if kind == "ws":
-                if batch == 1:
-                    frame(recv_ts, payload)
+        for item in items:
+            if item[0] == "ws":
+                if len(item[2]) == 1:
+                    frame(item[1][0], item[2][0])
+                    n += 1
                 else:
-                    batch_ts.append(recv_ts)
-                    batch_raw.append(payload)
-                    if len(batch_raw) < batch:
-                        continue
-                    frames(batch_ts, batch_raw)
-                    batch_ts, batch_raw = [], []
+                    frames(item[1], item[2])
+                    n += len(item[2])
             else:
-                if batch_raw:
-                    frames(batch_ts, batch_raw)
-                    batch_ts, batch_raw = [], []
-                snapshot(recv_ts, symbol, payload, limit)
+                snapshot(*item[1:])
+                n += 1
             if n < next_check:
                 continue
             next_check = n + 1024
@@ -239,8 +255,6 @@ def ingest(records: list[Record], out: Path | None = None, keep: bool = False, b
             if n >= next_flush:
                 next_flush += FLUSH_EVERY
                 flush()
-        if batch_raw:
-            frames(batch_ts, batch_raw)
         sync(last=True)
         flush()
         written()
@@ -255,10 +269,10 @@ def ingest(records: list[Record], out: Path | None = None, keep: bool = False, b
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def cpu_timed(records: list[Record]) -> tuple[float, dict]:
+def cpu_timed(items: list[tuple]) -> tuple[float, dict]:
     """One full ingest: (CPU seconds of the process, all threads, timings)."""
     start = time.process_time()
-    parts = ingest(records)
+    parts = ingest(items)
     return time.process_time() - start, parts
 
 
@@ -290,13 +304,14 @@ def figure_ingest(capture: list[Record], repeat: int, profile: bool, peer_python
     ws = sum(1 for r in records if r[1] == "ws")
     bare_s, _ = best_of(repeat, bare_parse, records)
     parse_s, _ = best_of(repeat, parse_only, records)
+    batches, one_by_one, one_symbol = handovers(records, BATCH), handovers(records, 1), handovers(capture, BATCH)
     with gc_thresholds(RECORDER_GC):  # as `recorder run` and `recorder import` run (tune_gc)
-        full_s, parts = best_of(repeat, ingest, records)
-        single_s, _ = best_of(repeat, ingest, records, None, False, 1)
-        cpu_s = min(cpu_timed(records)[0] for _ in range(repeat))
+        full_s, parts = best_of(repeat, ingest, batches)
+        single_s, _ = best_of(repeat, ingest, one_by_one)
+        cpu_s = min(cpu_timed(batches)[0] for _ in range(repeat))
         one_bare_s, _ = best_of(repeat, bare_parse, capture)
-        one_s, _ = best_of(repeat, ingest, capture)
-    default_gc_s, _ = best_of(repeat, ingest, records)
+        one_s, _ = best_of(repeat, ingest, one_symbol)
+    default_gc_s, _ = best_of(repeat, ingest, batches)
     peer = cryptofeed_peer(records, peer_python, repeat, realdata)
     hot_s = full_s - parts["flush_wait_s"] - parts["sync_s"]
     result = {
@@ -355,7 +370,7 @@ def figure_ingest(capture: list[Record], repeat: int, profile: bool, peer_python
     if profile:
         profiler = cProfile.Profile()
         profiler.enable()
-        ingest(records)
+        ingest(batches)
         profiler.disable()
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(18)
@@ -683,7 +698,7 @@ def figure_storage(records: list[Record], realdata: Path, keep: Path | None) -> 
     exchange = get_market("spot").exchange
     try:
         start = time.perf_counter()
-        parts = ingest(records, out=tmp, keep=True)
+        parts = ingest(handovers(records, BATCH), out=tmp, keep=True)
         ingest_s = time.perf_counter() - start
         start = time.perf_counter()
         for date in parts["dates"]:

@@ -1,8 +1,8 @@
 """Raw-frame journal: what was received but is not yet in a Parquet segment survives `kill -9`.
 
 Every frame, snapshot body and event is appended (with its seq and receive time) to the journal of the
-current segment; the journal is written and fsynced every ~200 ms. When the segment's Parquet files are
-durable, its journal is deleted. On start, any journal left behind is replayed through the same parsing
+current segment; every ~200 ms what was appended is written and fsynced, in a thread (`take`, `run`).
+When the segment's Parquet files are durable, its journal is deleted. On start, any journal left behind is replayed through the same parsing
 and writers into segment files of the same name, so recovery is idempotent: a crash during recovery, or
 between writing a segment and deleting its journal, only rewrites identical files.
 
@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,7 @@ class Journal:
         directory.mkdir(parents=True, exist_ok=True)
         self._pending = bytearray()
         self._fd: int | None = None
+        self._in_flight: PendingWrite | None = None
         self.path: Path | None = None
 
     def open(self, segment_id: str) -> None:
@@ -72,11 +74,15 @@ class Journal:
         n = len(lengths)
         if not n:
             return
-        payload = b"".join((seqs.astype(np.int64, copy=False).tobytes(),
-                            recv_ts.astype(np.int64, copy=False).tobytes(),
-                            lengths.astype(np.uint32).tobytes(), joined))
-        self._pending += HEADER.pack(int(seqs[0]), int(recv_ts[0]), FRAMES, n, 0, len(payload), zlib.crc32(payload))
-        self._pending += payload
+        parts = (seqs.astype(np.int64, copy=False).tobytes(), recv_ts.astype(np.int64, copy=False).tobytes(),
+                 lengths.astype(np.uint32).tobytes(), joined)
+        crc = 0
+        for part in parts:
+            crc = zlib.crc32(part, crc)
+        pending = self._pending
+        pending += HEADER.pack(int(seqs[0]), int(recv_ts[0]), FRAMES, n, 0, sum(map(len, parts)), crc)
+        for part in parts:
+            pending += part
 
     @property
     def backlog(self) -> int:
@@ -85,23 +91,38 @@ class Journal:
 
     def sync(self) -> None:
         """Write what was appended and fsync it: after this returns, a crash loses none of it."""
-        fd = self.write()
-        if fd is not None:
-            make_durable(fd)
+        job = self.take()
+        if job is not None:
+            self.run(job)
 
-    def write(self) -> int | None:
-        """Hand what was appended to the OS (not durable yet) and return a new descriptor of the file for
-        `make_durable`, which may run in another thread while appends go on (None when closed).
-
-        On a write error (ENOSPC) the bytes not written stay pending and the next call writes them after
-        the part that made it, so the file stays a sequence of whole records once the disk takes writes
-        again (until then its tail is torn, which `read_journal` stops at)."""
+    def take(self) -> PendingWrite | None:
+        """What was appended, handed over to be written and fsynced by `run` in another thread while appends
+        go on (None when closed). Waits for the previous one to finish, so the file keeps the order."""
         if self._fd is None:
             return None
-        while self._pending:
-            written = os.write(self._fd, self._pending)
-            del self._pending[:written]
-        return os.dup(self._fd)
+        if self._in_flight is not None:
+            self._in_flight.finished.wait()
+        data, self._pending = self._pending, bytearray()
+        self._in_flight = PendingWrite(os.dup(self._fd), data)
+        return self._in_flight
+
+    def run(self, job: PendingWrite) -> None:
+        """Write `job`'s bytes and fsync them; thread-safe.
+
+        On a write error (ENOSPC) the bytes not written go back in front of those appended since, and the
+        next write writes them after the part that made it, so the file stays a sequence of whole records
+        once the disk takes writes again (until then its tail is torn, which `read_journal` stops at)."""
+        try:
+            view = memoryview(job.data)
+            while job.written < len(job.data):
+                job.written += os.write(job.fd, view[job.written:])
+            os.fsync(job.fd)
+        except BaseException:
+            self._pending[:0] = job.data[job.written:]
+            raise
+        finally:
+            os.close(job.fd)
+            job.finished.set()
 
     def rotate(self, segment_id: str) -> Path | None:
         """Make the current journal durable, close it and start the next one; returns the closed path.
@@ -128,13 +149,15 @@ class Journal:
         return old
 
 
-def make_durable(fd: int) -> None:
-    """fsync a descriptor from `Journal.write` and close it: everything written before it is durable. Its
-    own descriptor, so the journal may be rotated or closed meanwhile."""
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+@dataclass
+class PendingWrite:
+    """Bytes of a journal on their way to the disk (`Journal.take`, `Journal.run`), through a descriptor of
+    their own, so the journal may be rotated or closed meanwhile."""
+
+    fd: int
+    data: bytearray
+    written: int = 0
+    finished: threading.Event = field(default_factory=threading.Event)
 
 
 def read_journal(path: Path) -> Iterator[JournalRecord]:

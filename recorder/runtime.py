@@ -927,11 +927,11 @@ class Recorder:
 
     async def _sync_journal(self) -> bool:
         """Write and fsync the journal; while it fails its bytes wait, and a lasting failure stops the run.
-        The fsync (milliseconds to tens of ms) runs in a thread: frames keep being received meanwhile."""
+        Both run in a thread (tens of ms at high rates): frames keep being received meanwhile."""
         try:
-            fd = self.journal.write()
-            if fd is not None:
-                await asyncio.to_thread(jr.make_durable, fd)
+            job = self.journal.take()
+            if job is not None:
+                await asyncio.to_thread(self.journal.run, job)
         except OSError as exc:
             self._journal_failed(exc)
             return False
