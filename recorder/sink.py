@@ -216,7 +216,10 @@ PARALLEL_MIN_ROWS = 5_000
 # CPU than such a file's rows (measured 2026-12-02: 617 -> 313 µs for 30 trades), and a whole-market segment
 # is thousands of them. Segments are temporary: compaction writes the day files with zstd as ever.
 SMALL_FILE_ROWS = 1_000
-SMALL_FILE_OPTIONS = {"compression": "none", "dictionary": False}
+SMALL_FILE_OPTIONS = {"compression": "none", "dictionary": False, "decimal_extras": False}
+# Larger ones keep zstd and their integer statistics (seq and recv_ts prune reads), not the price and
+# quantity statistics and dictionaries nothing reads from a segment (`schemas.write.write_parquet`).
+SEGMENT_OPTIONS = {"decimal_extras": False}
 
 
 def _writers() -> ThreadPoolExecutor:
@@ -286,7 +289,7 @@ class TableBuffers:
             arrow_table = self.build(table, symbol, rows, rejected)
             if arrow_table is None:
                 return None, rejected
-            options = SMALL_FILE_OPTIONS if arrow_table.num_rows < SMALL_FILE_ROWS else {}
+            options = SMALL_FILE_OPTIONS if arrow_table.num_rows < SMALL_FILE_ROWS else SEGMENT_OPTIONS
             return write_partition(root, exchange, table, date, symbol, arrow_table, file_stem,
                                    conformed=True, **options), rejected
 
