@@ -334,3 +334,148 @@ def gather_strings(buf, packed, present):
             for k in range(offsets[r + 1] - offsets[r]):
                 data[offsets[r] + k] = buf[start + k]
     return offsets, data
+
+
+# depth_ids: the ids of a depth diff, in this order in its rows of `ids`
+ID_E, ID_T, ID_U, ID_u, ID_pu = 0, 1, 2, 3, 4
+_ID_KEYS = np.array([[69, 0], [84, 0], [85, 0], [117, 0], [112, 117]], np.uint8)  # E T U u pu
+_DEPTH_UPDATE = np.frombuffer(b"depthUpdate", np.uint8)
+
+
+@njit(cache=True, nogil=True)
+def _skip_levels(buf, i, end):
+    """The index after levels [["p","q"],...] at i (strings without escapes; values not read), or -1."""
+    if i >= end or buf[i] != _LBRACKET:
+        return -1
+    i += 1
+    if i < end and buf[i] == _RBRACKET:
+        return i + 1
+    while i + 1 < end and buf[i] == _LBRACKET and buf[i + 1] == _QUOTE:
+        close = _string_end(buf, i + 2, end)
+        if close < 0 or close + 2 >= end or buf[close + 1] != _COMMA or buf[close + 2] != _QUOTE:
+            return -1
+        close = _string_end(buf, close + 3, end)
+        if close < 0 or close + 2 >= end or buf[close + 1] != _RBRACKET:
+            return -1
+        i = close + 2
+        if buf[i] == _RBRACKET:
+            return i + 1
+        if buf[i] != _COMMA:
+            return -1
+        i += 1
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def _is_text(buf, i, end, expected, e_start, e_end):
+    """The index after the string at i if it is expected[e_start:e_end], else -1."""
+    if i >= end or buf[i] != _QUOTE:
+        return -1
+    close = _string_end(buf, i + 1, end)
+    if close < 0 or close - i - 1 != e_end - e_start:
+        return -1
+    for k in range(e_end - e_start):
+        if buf[i + 1 + k] != expected[e_start + k]:
+            return -1
+    return close + 1
+
+
+@njit(cache=True, nogil=True)
+def depth_ids(buf, starts, ends, frames, symbol_of, symbols, symbol_starts, symbol_ends, ids, present):
+    """The ids the sync engine decides on, read from the depth diffs frames[j] (buf[starts[f]:ends[f]])
+    without decoding their levels: E, T, U, u, pu into ids[j] (present[j] where the frame has them).
+
+    A frame is read only in the compact layout `scan` reads, with event type depthUpdate, symbol
+    symbols[symbol_starts[r]:symbol_ends[r]] for r = symbol_of[j], integer ids, and well-formed levels
+    (their values are read at flush). Returns a bool per frame: False where it is not such a frame
+    (then the full decode takes it)."""
+    m = len(frames)
+    ok = np.zeros(m, np.bool_)
+    scratch = np.zeros((1, 1), np.int64)
+    for j in range(m):
+        f = frames[j]
+        i, end = starts[f], ends[f]
+        if end - i < len(_ENVELOPE) + len(_DATA) + 2:
+            continue
+        good = True
+        for k in range(len(_ENVELOPE)):
+            if buf[i + k] != _ENVELOPE[k]:
+                good = False
+                break
+        if not good:
+            continue
+        close = _string_end(buf, i + len(_ENVELOPE), end)
+        if close < 0 or close + len(_DATA) + 1 >= end:
+            continue
+        i = close + 1
+        for k in range(len(_DATA)):
+            if buf[i + k] != _DATA[k]:
+                good = False
+                break
+        if not good:
+            continue
+        i += len(_DATA)
+        for k in range(5):
+            present[j, k] = False
+        seen_e = seen_s = seen_b = seen_a = False
+        r = symbol_of[j]
+        while True:
+            if i >= end or buf[i] != _QUOTE:
+                good = False
+                break
+            key_end = _string_end(buf, i + 1, end)
+            if key_end < 0 or key_end + 2 >= end or buf[key_end + 1] != _COLON:
+                good = False
+                break
+            length = key_end - i - 1
+            b0 = buf[i + 1]
+            b1 = buf[i + 2] if length == 2 else 0
+            i = key_end + 2
+            slot = -1
+            if length == 1 or length == 2:
+                for k in range(5):
+                    if _ID_KEYS[k, 0] == b0 and _ID_KEYS[k, 1] == b1:
+                        slot = k
+                        break
+            if slot >= 0:
+                if present[j, slot]:
+                    good = False
+                    break
+                present[j, slot] = True
+                i = _int_end(buf, i, end, ids, j, slot)
+            elif length == 1 and b0 == 101:  # e
+                if seen_e:
+                    good = False
+                    break
+                seen_e = True
+                i = _is_text(buf, i, end, _DEPTH_UPDATE, 0, len(_DEPTH_UPDATE))
+            elif length == 1 and b0 == 115:  # s
+                if seen_s:
+                    good = False
+                    break
+                seen_s = True
+                i = _is_text(buf, i, end, symbols, symbol_starts[r], symbol_ends[r])
+            elif length == 1 and (b0 == 98 or b0 == 97):  # b, a: bids come before asks
+                if (b0 == 98 and (seen_b or seen_a)) or (b0 == 97 and seen_a):
+                    good = False
+                    break
+                seen_b = seen_b or b0 == 98
+                seen_a = seen_a or b0 == 97
+                i = _skip_levels(buf, i, end)
+            else:
+                i = _skip_scalar(buf, i, end, scratch)
+            if i < 0 or i >= end:
+                good = False
+                break
+            if buf[i] == _COMMA:
+                i += 1
+                continue
+            if buf[i] == _RBRACE:
+                break
+            good = False
+            break
+        if not good or i + 2 != end or buf[i + 1] != _RBRACE:
+            continue
+        ok[j] = seen_e and seen_s and seen_b and seen_a and present[j, ID_E] and present[j, ID_U] \
+            and present[j, ID_u]
+    return ok

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 import orjson
 
+from recorder import framescan
 from recorder import journal as jr
 from recorder.columnar import STREAM_TABLES, FrameBatch, FrameBuffers
 from recorder.markets import Market
@@ -42,7 +43,7 @@ from recorder.protocol import (
     parse_snapshot,
 )
 from recorder.sink import Rejected, TableBuffers
-from recorder.streamroutes import StreamRoutes
+from recorder.streamroutes import FRAME_PATH, StreamRoutes
 from recorder.sync import DEFAULT_MAX_BUFFER, Action, State, SyncEngine
 from schemas import berlin_date, berlin_day_bounds
 
@@ -189,15 +190,46 @@ class Pipeline:
         ends = np.cumsum(lengths)
         starts = ends - lengths
         joined = b"".join(raws)
-        route = self._routes.route(np.frombuffer(joined, np.uint8), starts, ends)
+        buf = np.frombuffer(joined, np.uint8)
+        routes = self._routes
+        route = routes.route(buf, starts, ends)
+        diffs = np.flatnonzero(routes.is_depth[route] & (route >= 0))  # route -1 reads the last entry: masked
+        ids = np.empty((len(diffs), 5), np.int64)
+        present = np.empty((len(diffs), 5), np.bool_)
+        if len(diffs):
+            read = framescan.depth_ids(buf, starts, ends, diffs, route[diffs], routes.symbols, routes.symbol_starts,
+                                       routes.symbol_ends, ids, present)
+            route[diffs[~read]] = FRAME_PATH  # not in the layout the kernel reads: the full decode takes them
+            diffs = diffs[read]
+            pu = np.where(present[read, framescan.ID_pu], ids[read, framescan.ID_pu], -1).tolist()
+            depth_ids = dict(zip(diffs.tolist(), zip(ids[read].tolist(), pu)))
+        else:
+            depth_ids = {}
         first = self.seq
         seqs = np.arange(first + 1, first + n + 1, dtype=np.int64)
         decoded: list[tuple[int, object]] = []
         taken = 0  # seqs taken by events in between frames
-        for i in np.flatnonzero(route < 0).tolist():  # depth (a sync decision) or anything unusual
+        names, engines = routes.routes, self.engines
+        for i in np.flatnonzero(route < 0).tolist() if not depth_ids else sorted(
+                [*np.flatnonzero(route < 0).tolist(), *depth_ids]):
             seq = first + 1 + i + taken
-            self.seq = seq - 1
-            decoded.append((recv_ts[i], self.frame(recv_ts[i], raws[i], seq)))
+            ts = recv_ts[i]
+            diff = depth_ids.get(i)
+            if diff is None:  # anything unusual: the frame-by-frame path
+                self.seq = seq - 1
+                decoded.append((ts, self.frame(ts, raws[i], seq)))
+            else:  # a depth diff: as `frame()` does it, from the ids the kernel read
+                self.seq = seq
+                (event_ts, _, first_id, final_id, _), prev_id = diff
+                symbol = names[route[i]][1]
+                self.last_feed_latency_ns[symbol] = ts - event_ts * 1_000_000
+                self.depth_counts[symbol] = self.depth_counts.get(symbol, 0) + 1
+                engine = engines.get(symbol)
+                if engine is None:
+                    engine = self.engine(symbol, ts)
+                action = engine.on_diff(first_id, final_id, None if prev_id < 0 else prev_id)
+                if action is not Action.APPLY and engine.events:
+                    self._drain(engine, symbol, ts)
             if self.seq != seq:
                 seqs[i + 1:] += self.seq - seq
                 taken += self.seq - seq

@@ -1,14 +1,14 @@
 """Where each frame of a batch goes, by its combined-stream name, in one compiled pass.
 
-`Pipeline.frames` keeps trades, aggTrades and bookTickers undecoded until the flush: for them only the
-stream name matters on arrival (`btcusdt@trade` -> the trades of BTCUSDT). `StreamRoutes` remembers every
+`Pipeline.frames` keeps stream events undecoded until the flush: on arrival only the stream name matters
+(`btcusdt@trade` -> the trades of BTCUSDT), and for a depth diff its ids. `StreamRoutes` remembers every
 name it has seen, as a hash table in arrays, and `route_batch` (a numba kernel) reads the names of a
 whole batch held as one buffer and looks them up: no Python work per frame. A name seen for the first
-time is resolved in Python (`undecoded_route`) and added to the table.
+time is resolved in Python (`stream_route`) and added to the table.
 
-Per frame the answer is a route index (into `StreamRoutes.routes`, a (table, symbol)) or FRAME_PATH: a
-depth diff (the sync engine decides on it now), an unrouted stream, or a frame without the envelope
-`{"stream":"<name>",...`, all of which `Pipeline.frame` takes one by one.
+Per frame the answer is a route index (into `StreamRoutes.routes`, a (table, symbol)) or FRAME_PATH: an
+unrouted stream (partial depth, klines, ...) or a frame without the envelope `{"stream":"<name>",...`,
+which `Pipeline.frame` takes one by one.
 """
 
 from __future__ import annotations
@@ -23,14 +23,16 @@ _QUOTE = 34
 _FNV_OFFSET = np.uint64(14695981039346656037)
 _FNV_PRIME = np.uint64(1099511628211)
 
-# stream channel -> table of the frames kept undecoded until the flush (no sync decision rides on them)
-UNDECODED_CHANNELS = {"trade": "trades", "aggTrade": "agg_trades", "bookTicker": "book_ticker"}
+# stream channel -> table of its frames, for the channels `frames()` routes by name (docs 2026-12-02: spot
+# `@depth@100ms`, `@depth`; futures also `@depth@0ms`, `@depth@500ms`; recorder.markets)
+ROUTED_CHANNELS = {"trade": "trades", "aggTrade": "agg_trades", "bookTicker": "book_ticker", "depth": "depth",
+                   "depth@100ms": "depth", "depth@0ms": "depth", "depth@500ms": "depth"}
 
 
-def undecoded_route(stream: bytes) -> tuple[str, str] | None:
-    """(table, symbol) of a combined-stream name whose frames need no decision on arrival, else None."""
+def stream_route(stream: bytes) -> tuple[str, str] | None:
+    """(table, symbol) of a combined-stream name `frames()` routes by name, else None."""
     name, at, channel = stream.partition(b"@")
-    table = UNDECODED_CHANNELS.get(channel.decode("ascii", "replace"))
+    table = ROUTED_CHANNELS.get(channel.decode("ascii", "replace"))
     if not at or table is None or not name.replace(b"_", b"").isalnum() or not name.islower():
         return None
     return table, name.decode().upper()
@@ -121,6 +123,11 @@ class StreamRoutes:
         self.max_names = max_names
         self.routes: list[tuple[str, str]] = []  # route index -> (table, symbol)
         self._route_index: dict[tuple[str, str], int] = {}
+        # per route index, for `framescan.depth_ids`: its symbol as symbols[symbol_starts[r]:symbol_ends[r]]
+        self.is_depth = np.zeros(16, np.bool_)
+        self.symbols = np.empty(256, np.uint8)
+        self.symbol_starts = np.zeros(16, np.int64)
+        self.symbol_ends = np.zeros(16, np.int64)
         self._slots = np.full(1 << (2 * max_names - 1).bit_length(), -1, np.int32)  # a power of two, at most half full
         self._names = np.empty(1 << 12, np.uint8)
         self._name_starts = np.empty(max_names, np.int64)
@@ -148,13 +155,14 @@ class StreamRoutes:
                       self._name_ends)
         if found >= 0:
             return int(self._name_routes[found])
-        route = undecoded_route(name)
+        route = stream_route(name)
         index = FRAME_PATH
         if route is not None:
             index = self._route_index.get(route, -1)
             if index < 0:
                 index = self._route_index[route] = len(self.routes)
                 self.routes.append(route)
+                self._describe(index, *route)
         if self._count < self.max_names:
             n = self._count
             if self._used + len(name) > len(self._names):
@@ -166,3 +174,17 @@ class StreamRoutes:
             self._count += 1
             _insert(self._slots, self._names, self._name_starts, self._name_ends, n)
         return index
+
+    def _describe(self, index: int, table: str, symbol: str) -> None:
+        """Route `index`'s entries in the per-route arrays (grown by doubling)."""
+        if index == len(self.is_depth):
+            self.is_depth = np.concatenate([self.is_depth, np.zeros(index, np.bool_)])
+            self.symbol_starts = np.concatenate([self.symbol_starts, np.zeros(index, np.int64)])
+            self.symbol_ends = np.concatenate([self.symbol_ends, np.zeros(index, np.int64)])
+        name = np.frombuffer(symbol.encode(), np.uint8)
+        start = int(self.symbol_ends[index - 1]) if index else 0
+        if start + len(name) > len(self.symbols):
+            self.symbols = np.concatenate([self.symbols, np.empty(max(len(self.symbols), len(name)), np.uint8)])
+        self.symbols[start:start + len(name)] = name
+        self.symbol_starts[index], self.symbol_ends[index] = start, start + len(name)
+        self.is_depth[index] = table == "depth"

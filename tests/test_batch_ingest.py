@@ -18,7 +18,7 @@ from recorder.columnar import FrameBuffers
 from recorder.markets import get_market
 from recorder.pipeline import Pipeline
 from recorder.runtime import recover_journals
-from recorder.streamroutes import undecoded_route
+from recorder.streamroutes import stream_route
 from tests.test_columnar import T0, _wrap, assert_same_dataset, dataset, synthetic_frames
 
 
@@ -167,12 +167,14 @@ def test_a_torn_batch_record_ends_the_replay_there(tmp_path):
 
 
 def test_routes_of_stream_names():
-    assert undecoded_route(b"btcusdt@bookTicker") == ("book_ticker", "BTCUSDT")
-    assert undecoded_route(b"btcusd_perp@aggTrade") == ("agg_trades", "BTCUSD_PERP")
-    assert undecoded_route(b"1000shibusdt@trade") == ("trades", "1000SHIBUSDT")
-    for stream in (b"btcusdt@depth@100ms", b"btcusdt@depth5@100ms", b"btcusdt@kline_1m", b"btcusdt",
+    assert stream_route(b"btcusdt@bookTicker") == ("book_ticker", "BTCUSDT")
+    assert stream_route(b"btcusd_perp@aggTrade") == ("agg_trades", "BTCUSD_PERP")
+    assert stream_route(b"1000shibusdt@trade") == ("trades", "1000SHIBUSDT")
+    for stream in (b"btcusdt@depth@100ms", b"btcusdt@depth", b"btcusdt@depth@0ms", b"btcusdt@depth@500ms"):
+        assert stream_route(stream) == ("depth", "BTCUSDT"), stream
+    for stream in (b"btcusdt@depth5@100ms", b"btcusdt@depth@250ms", b"btcusdt@kline_1m", b"btcusdt",
                    b"BTCUSDT@trade", b"btc usdt@trade", b"@trade", b"btcusdt@markPrice@1s"):
-        assert undecoded_route(stream) is None, stream
+        assert stream_route(stream) is None, stream
 
 
 def test_bad_undecoded_frames_are_set_aside_at_flush_with_their_seq(tmp_path, monkeypatch):

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from recorder import framescan
 from recorder.captures import iter_capture
 from recorder.columnar import (
     STREAM_TABLES,
@@ -28,6 +30,8 @@ from recorder.columnar import (
     scanned_table,
 )
 from recorder.markets import get_market
+from recorder.narrow import decode_frame
+from recorder.protocol import DepthUpdate
 from recorder.pipeline import Pipeline
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
@@ -211,3 +215,65 @@ def test_a_declined_group_is_still_written_and_a_bad_frame_set_aside_alone():
     table = FrameBuffers().build("trades", SYMBOL, columns_of(bad), rejected)
     assert table.num_rows == 299
     assert [r.seq for r in rejected] == [10 + 150]
+
+
+# ---- the ids of depth diffs on arrival (`framescan.depth_ids`; the narrow decode is the reference) --------
+
+
+def kernel_ids(frames: list[bytes], symbol: str = SYMBOL) -> list[tuple | None]:
+    """What `depth_ids` reads of each frame (routed to `symbol`'s depth): (E, T, U, u, pu) or None."""
+    rows = columns_of(frames)
+    n = len(frames)
+    ids, present = np.zeros((n, 5), np.int64), np.zeros((n, 5), np.bool_)
+    name = np.frombuffer(symbol.encode(), np.uint8)
+    read = framescan.depth_ids(rows.buf, rows.starts, rows.ends, np.arange(n), np.zeros(n, np.int64), name,
+                               np.array([0]), np.array([len(name)]), ids, present)
+    return [tuple(int(v) if p else None for v, p in zip(ids[j], present[j])) if read[j] else None
+            for j in range(n)]
+
+
+def narrow_ids(frame: bytes, symbol: str = SYMBOL) -> tuple | None:
+    message = decode_frame(frame)
+    if type(message) is not DepthUpdate or message.symbol != symbol:
+        return None
+    return (message.event_ts, message.transact_ts, message.first_update_id, message.final_update_id,
+            message.prev_final_update_id)
+
+
+def assert_ids_as_narrow_decode_or_declined(frames: list[bytes]) -> list[tuple | None]:
+    got = kernel_ids(frames)
+    for frame, ids in zip(frames, got):
+        if ids is not None:
+            assert ids == narrow_ids(frame), frame
+    return got
+
+
+@pytest.mark.skipif(not CAPTURES, reason="../shared/realdata is absent")
+@pytest.mark.parametrize("path", CAPTURES, ids=[p.name for p in CAPTURES])
+def test_the_ids_of_every_real_depth_diff_are_read_as_the_narrow_decode_reads_them(path):
+    by_symbol: dict[str, list[bytes]] = {}
+    for record in iter_capture(path):
+        message = decode_frame(record.payload) if record.kind == "ws" else None
+        if type(message) is DepthUpdate:
+            by_symbol.setdefault(message.symbol, []).append(record.payload)
+    assert by_symbol
+    for symbol, frames in by_symbol.items():
+        got = kernel_ids(frames, symbol)
+        assert got == [narrow_ids(frame, symbol) for frame in frames], path.name
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=st.lists(event_of("depth"), min_size=1, max_size=12))
+def test_the_ids_of_canonical_depth_diffs_are_read(events):
+    frames = [compact("depth", binance_order("depth", event)) for event in events]
+    assert None not in assert_ids_as_narrow_decode_or_declined(frames)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), mutation=st.sampled_from(sorted(MUTATIONS)))
+def test_the_ids_of_other_layouts_are_read_identically_or_declined(data, mutation):
+    events = [binance_order("depth", event) for event in data.draw(st.lists(event_of("depth"), min_size=1, max_size=6))]
+    mutated = data.draw(st.integers(0, len(events) - 1))
+    frames = [compact("depth", event) for event in events]
+    frames[mutated] = MUTATIONS[mutation]("depth", events[mutated])
+    assert_ids_as_narrow_decode_or_declined(frames)

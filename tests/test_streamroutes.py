@@ -1,4 +1,4 @@
-"""`StreamRoutes` (the compiled lookup of stream names that routes a batch) answers what `undecoded_route`
+"""`StreamRoutes` (the compiled lookup of stream names that routes a batch) answers what `stream_route`
 answers for the name in each frame's envelope (the reference), however full its table is."""
 
 from __future__ import annotations
@@ -8,17 +8,17 @@ import random
 import numpy as np
 import pytest
 
-from recorder.streamroutes import FRAME_PATH, StreamRoutes, undecoded_route
+from recorder.streamroutes import FRAME_PATH, StreamRoutes, stream_route
 
 CHANNELS = ["trade", "aggTrade", "bookTicker", "depth@100ms", "depth", "kline_1m", "markPrice@1s", "trad", ""]
 
 
 def expected(routes: StreamRoutes, frame: bytes):
-    """The reference: the envelope's name through `undecoded_route` (None: the frame path)."""
+    """The reference: the envelope's name through `stream_route` (None: the frame path)."""
     prefix = b'{"stream":"'
     if not frame.startswith(prefix) or b'"' not in frame[len(prefix):]:
         return None
-    return undecoded_route(frame[len(prefix):frame.index(b'"', len(prefix))])
+    return stream_route(frame[len(prefix):frame.index(b'"', len(prefix))])
 
 
 def routed(routes: StreamRoutes, frames: list[bytes]) -> list:
@@ -57,7 +57,7 @@ def test_routes_are_those_of_the_reference_in_every_batch(max_names):
 
 def test_a_name_new_twice_in_one_batch_gets_one_route():
     routes = StreamRoutes()
-    frames = [b'{"stream":"btcusdt@trade","data":{}}'] * 3 + [b'{"stream":"btcusdt@depth","data":{}}'] * 2
+    frames = [b'{"stream":"btcusdt@trade","data":{}}'] * 3 + [b'{"stream":"btcusdt@kline_1m","data":{}}'] * 2
     assert routed(routes, frames) == [("trades", "BTCUSDT")] * 3 + [None] * 2
     assert routes.routes == [("trades", "BTCUSDT")]
     assert routed(routes, frames[::-1]) == [None] * 2 + [("trades", "BTCUSDT")] * 3  # now from the table
