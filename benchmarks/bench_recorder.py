@@ -75,6 +75,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recorder.captures import iter_capture
 from recorder.config import WriterConfig
 from recorder.journal import Journal
+from recorder.journal import run as run_journal_write
 from recorder.markets import get_market
 from recorder.pipeline import Pipeline, write_buffers
 from recorder.protocol import parse_frame
@@ -227,7 +228,7 @@ def ingest(items: list[tuple], out: Path | None = None, keep: bool = False) -> d
             start = clock()
             if durable is not None:
                 durable.result()
-            durable = syncer.submit(journal.run, journal.take())
+            durable = syncer.submit(run_journal_write, journal.take())
             if last:
                 durable.result()
             last_sync = clock()

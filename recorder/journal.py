@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 HEADER = struct.Struct("<qqBiHII")
+_PAYLOAD_LENGTH = struct.Struct("<I")  # the header's payload length and crc: its last two fields
+_CRC = struct.Struct("<I")
 
 FRAME = 1  # a WebSocket frame, raw
 SNAPSHOT = 2  # a REST depth response body, with symbol and requested limit
@@ -54,6 +56,7 @@ class Journal:
         self._pending = bytearray()
         self._fd: int | None = None
         self._in_flight: PendingWrite | None = None
+        self._unsealed: list[int] = []  # offsets in `_pending` of batch records without their crc yet
         self.path: Path | None = None
 
     def open(self, segment_id: str) -> None:
@@ -69,60 +72,55 @@ class Journal:
         self._pending += payload
 
     def append_frames(self, seqs: np.ndarray, recv_ts: np.ndarray, lengths: np.ndarray, joined: bytes) -> None:
-        """A batch of frames as one record: one header, one crc, no per-frame packing. `joined`: the frames
-        back to back, `lengths` their sizes; seqs and receive times as int64 arrays."""
+        """A batch of frames as one record: one header, no per-frame packing. `joined`: the frames back to
+        back, `lengths` their sizes; seqs and receive times as int64 arrays. Its crc is computed by `run`,
+        in the writing thread."""
         n = len(lengths)
         if not n:
             return
         parts = (seqs.astype(np.int64, copy=False).tobytes(), recv_ts.astype(np.int64, copy=False).tobytes(),
                  lengths.astype(np.uint32).tobytes(), joined)
-        crc = 0
-        for part in parts:
-            crc = zlib.crc32(part, crc)
         pending = self._pending
-        pending += HEADER.pack(int(seqs[0]), int(recv_ts[0]), FRAMES, n, 0, sum(map(len, parts)), crc)
+        self._unsealed.append(len(pending))
+        pending += HEADER.pack(int(seqs[0]), int(recv_ts[0]), FRAMES, n, 0, sum(map(len, parts)), 0)
         for part in parts:
             pending += part
 
     @property
     def backlog(self) -> int:
         """Bytes appended but not yet written: grows only while writing fails (a full disk)."""
-        return len(self._pending)
+        job = self._in_flight
+        return len(self._pending) + (len(job.data) - job.written if job is not None else 0)
 
     def sync(self) -> None:
         """Write what was appended and fsync it: after this returns, a crash loses none of it."""
         job = self.take()
         if job is not None:
-            self.run(job)
+            run(job)
 
     def take(self) -> PendingWrite | None:
         """What was appended, handed over to be written and fsynced by `run` in another thread while appends
-        go on (None when closed). Waits for the previous one to finish, so the file keeps the order."""
+        go on (None when closed). Waits for the previous one to finish, so the file keeps the order.
+
+        Bytes a failed write (ENOSPC) did not write go first, so the file stays a sequence of whole records
+        once the disk takes writes again (until then its tail is torn, which `read_journal` stops at)."""
         if self._fd is None:
             return None
-        if self._in_flight is not None:
-            self._in_flight.finished.wait()
+        job = self._in_flight
+        if job is not None:
+            with job.lock:  # held by `run` while it writes; a job never run is abandoned here
+                job.abandoned = True
+                if not job.closed:
+                    os.close(job.fd)
+                    job.closed = True
+            rest = job.data[job.written:]
+            if rest:  # still unsealed if it never ran (then nothing of it was written)
+                self._pending[:0] = rest
+                self._unsealed = job.unsealed + [offset + len(rest) for offset in self._unsealed]
         data, self._pending = self._pending, bytearray()
-        self._in_flight = PendingWrite(os.dup(self._fd), data)
+        unsealed, self._unsealed = self._unsealed, []
+        self._in_flight = PendingWrite(os.dup(self._fd), data, unsealed)
         return self._in_flight
-
-    def run(self, job: PendingWrite) -> None:
-        """Write `job`'s bytes and fsync them; thread-safe.
-
-        On a write error (ENOSPC) the bytes not written go back in front of those appended since, and the
-        next write writes them after the part that made it, so the file stays a sequence of whole records
-        once the disk takes writes again (until then its tail is torn, which `read_journal` stops at)."""
-        try:
-            view = memoryview(job.data)
-            while job.written < len(job.data):
-                job.written += os.write(job.fd, view[job.written:])
-            os.fsync(job.fd)
-        except BaseException:
-            self._pending[:0] = job.data[job.written:]
-            raise
-        finally:
-            os.close(job.fd)
-            job.finished.set()
 
     def rotate(self, segment_id: str) -> Path | None:
         """Make the current journal durable, close it and start the next one; returns the closed path.
@@ -151,13 +149,39 @@ class Journal:
 
 @dataclass
 class PendingWrite:
-    """Bytes of a journal on their way to the disk (`Journal.take`, `Journal.run`), through a descriptor of
-    their own, so the journal may be rotated or closed meanwhile."""
+    """Bytes of a journal on their way to the disk (`Journal.take`, `run`), through a descriptor of their
+    own, so the journal may be rotated or closed meanwhile. `unsealed`: offsets of the batch records whose
+    crc is still to be computed."""
 
     fd: int
     data: bytearray
+    unsealed: list[int]
     written: int = 0
-    finished: threading.Event = field(default_factory=threading.Event)
+    closed: bool = False
+    abandoned: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def run(job: PendingWrite) -> None:
+    """Seal `job`'s batch records (their crc), write its bytes and fsync them; thread-safe (zlib, the
+    write and the fsync release the GIL). A failure leaves the bytes not written to the next `take`."""
+    with job.lock:
+        if job.abandoned:
+            return
+        try:
+            data = job.data
+            view = memoryview(data)
+            for offset in job.unsealed:
+                start = offset + HEADER.size
+                payload_length = _PAYLOAD_LENGTH.unpack_from(data, start - 8)[0]
+                _CRC.pack_into(data, start - 4, zlib.crc32(view[start:start + payload_length]))
+            job.unsealed = []
+            while job.written < len(data):
+                job.written += os.write(job.fd, view[job.written:])
+            os.fsync(job.fd)
+        finally:
+            os.close(job.fd)
+            job.closed = True
 
 
 def read_journal(path: Path) -> Iterator[JournalRecord]:

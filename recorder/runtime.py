@@ -931,7 +931,7 @@ class Recorder:
         try:
             job = self.journal.take()
             if job is not None:
-                await asyncio.to_thread(self.journal.run, job)
+                await asyncio.to_thread(jr.run, job)
         except OSError as exc:
             self._journal_failed(exc)
             return False

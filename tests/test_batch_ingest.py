@@ -5,6 +5,8 @@ through `recorder import` in test_columnar.py."""
 
 from __future__ import annotations
 
+import errno
+import os
 import random
 from pathlib import Path
 
@@ -209,3 +211,40 @@ def test_bad_undecoded_frames_are_set_aside_at_flush_with_their_seq(tmp_path, mo
     pipeline.flush(tmp_path / "out", "seg-2")
     events = pq.read_table(next((tmp_path / "out").rglob("events/**/seg-2.parquet"))).to_pylist()
     assert [(e["kind"], orjson.loads(e["detail"])["seq"]) for e in events] == [("parse_error", s) for s in (2, 4, 5, 7)]
+
+
+def test_journal_writes_in_order_across_a_failed_and_an_abandoned_write(tmp_path, monkeypatch):
+    """`take` hands the bytes to `run` (another thread in the recorder): a write that fails halfway (ENOSPC)
+    and one never run are both written by the next, before what was appended since, with sealed crcs."""
+    journal = jr.Journal(tmp_path)
+    journal.open("seg")
+    frames = [b'{"n":%d}' % i for i in range(12)]
+
+    def batch(k):
+        chunk = frames[3 * k:3 * k + 3]
+        journal.append_frames(np.arange(3 * k + 1, 3 * k + 4), T0 + np.arange(3 * k, 3 * k + 3),
+                              np.array([len(f) for f in chunk]), b"".join(chunk))
+
+    real_write = os.write
+    calls = []
+
+    def half_then_full(fd, data):  # as a filling disk: a short write, then ENOSPC, then room again
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, data[:len(data) // 2])
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    batch(0)
+    monkeypatch.setattr(jr.os, "write", half_then_full)
+    with pytest.raises(OSError):
+        jr.run(journal.take())
+    assert journal.backlog > 0
+    batch(1)
+    journal.take()  # never run: abandoned by the next take
+    batch(2)
+    jr.run(journal.take())
+    batch(3)
+    journal.close()
+    assert [(r.seq, r.payload) for r in jr.read_journal(tmp_path / "seg.jnl")] == list(zip(range(1, 13), frames))
