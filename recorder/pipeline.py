@@ -43,7 +43,7 @@ from recorder.protocol import (
     parse_snapshot,
 )
 from recorder.sink import Rejected, TableBuffers
-from recorder.streamroutes import FRAME_PATH, StreamRoutes
+from recorder.streamroutes import FRAME_PATH, StreamRoutes, last_of_routes
 from recorder.sync import DEFAULT_MAX_BUFFER, Action, State, SyncEngine
 from schemas import berlin_date, berlin_day_bounds
 
@@ -240,9 +240,9 @@ class Pipeline:
         if routed:
             rows.add_batch(FrameBatch(joined, starts, ends, stamps, seqs, route, self._routes.routes), routed)
             names = self._routes.routes
-            present, last = np.unique(route[::-1], return_index=True)
-            latest = {(STREAM_TABLES[names[r][0]].message, names[r][1]): recv_ts[n - 1 - i]
-                      for r, i in zip(present.tolist(), last.tolist()) if r >= 0}
+            present, last = last_of_routes(route, len(names))
+            latest = {(STREAM_TABLES[names[r][0]].message, names[r][1]): recv_ts[i]
+                      for r, i in zip(present.tolist(), last.tolist())}
         if self.journal is not None:
             self.journal.append_frames(seqs, stamps, lengths, joined)
         return Batch(decoded, latest)

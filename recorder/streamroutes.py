@@ -104,6 +104,23 @@ def route_batch(buf, starts, ends, slots, names, name_starts, name_ends, name_ro
             out[i] = name_routes[n]
 
 
+@njit(cache=True)
+def last_of_routes(route, n_routes):
+    """(each route present in `route`, the index of its last frame), the latest first."""
+    seen = np.zeros(n_routes, np.bool_)
+    present = np.empty(len(route), np.int64)
+    last = np.empty(len(route), np.int64)
+    k = 0
+    for i in range(len(route) - 1, -1, -1):
+        r = route[i]
+        if r >= 0 and not seen[r]:
+            seen[r] = True
+            present[k] = r
+            last[k] = i
+            k += 1
+    return present[:k], last[:k]
+
+
 @njit(cache=True, nogil=True)
 def _insert(slots, names, name_starts, name_ends, n):
     mask = len(slots) - 1

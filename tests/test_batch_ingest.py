@@ -56,16 +56,22 @@ def traffic(seed: int) -> list[tuple]:
 
 
 def feed(items: list[tuple], out: Path, *, batched: bool, seed: int = 0, journal: jr.Journal | None = None,
-         flush_every: int = 150, t0: int = T0, pending: list | None = None) -> Pipeline:
+         flush_every: int = 150, t0: int = T0, pending: list | None = None, seen: dict | None = None) -> Pipeline:
     """Feed `items` (1 ms apart from `t0`), flushing every `flush_every`; `pending` gets the buffered
-    message count per day before each flush."""
+    message count per day before each flush, `seen` the latest receive time per (message type, symbol) as
+    the recorder's stream watchdog learns it."""
     pipeline = Pipeline(get_market("usdm"), journal=journal)
     rng = random.Random(seed)
     batch_ts, batch = [], []
+    seen = {} if seen is None else seen
 
     def hand_over():
         if batch:
-            pipeline.frames(list(batch_ts), list(batch))
+            decoded, latest = pipeline.frames(list(batch_ts), list(batch))
+            for ts, message in decoded:
+                seen[(type(message), getattr(message, "symbol", None))] = ts
+            for key, ts in latest.items():
+                seen[key] = max(ts, seen.get(key, ts))
             batch_ts.clear()
             batch.clear()
 
@@ -80,7 +86,8 @@ def feed(items: list[tuple], out: Path, *, batched: bool, seed: int = 0, journal
             if rng.random() < 0.05:
                 hand_over()
         else:
-            pipeline.frame(ts, payload)
+            message = pipeline.frame(ts, payload)
+            seen[(type(message), getattr(message, "symbol", None))] = ts
         if n % flush_every == flush_every - 1:
             hand_over()
             if pending is not None:
@@ -101,16 +108,18 @@ def test_batches_give_what_frame_by_frame_gives(seed, tmp_path, monkeypatch):
     items = traffic(seed)
     journals = {}
     pipelines = {}
+    seen = {"reference": {}, "batched": {}}
     for name, batched in (("reference", False), ("batched", True)):
         journal = jr.Journal(tmp_path / f"journal-{name}")
         journal.open("seg")
-        pipelines[name] = feed(items, tmp_path / name, batched=batched, seed=seed, journal=journal)
+        pipelines[name] = feed(items, tmp_path / name, batched=batched, seed=seed, journal=journal, seen=seen[name])
         journal.close()
         journals[name] = journal_records(tmp_path / f"journal-{name}" / "seg.jnl")
     reference, batched = pipelines["reference"], pipelines["batched"]
     assert_same_dataset(tmp_path / "reference", tmp_path / "batched")
-    assert (batched.seq, batched.counts, batched.gaps, batched.depth_counts) == (
-        reference.seq, reference.counts, reference.gaps, reference.depth_counts)
+    assert (batched.seq, batched.counts, batched.gaps, batched.depth_counts, batched.last_feed_latency_ns) == (
+        reference.seq, reference.counts, reference.gaps, reference.depth_counts, reference.last_feed_latency_ns)
+    assert seen["batched"] == seen["reference"]
     assert journals["batched"] == journals["reference"]
     events = [e["kind"] for p in (tmp_path / "batched").rglob("events/**/*.parquet") for e in pq.read_table(p).to_pylist()]
     assert {"synced", "gap"} <= set(events)  # the engine decided inside batches
