@@ -49,7 +49,7 @@ RUN --mount=type=secret,id=pip_ca,required=false \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
  && /opt/venv/bin/python -c 'import recorder, replay, schemas' \
  && NUMBA_CACHE_DIR=/opt/numba-cache /opt/venv/bin/python -c \
-        'from recorder.columnar import warm_decoders; warm_decoders()'
+        'from recorder.pipeline import warm_kernels; warm_kernels()'
 
 # ---------------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime

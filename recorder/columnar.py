@@ -152,7 +152,7 @@ def scanned_table(table: str, symbol: str, rows: FrameArrays) -> pa.Table | None
                               pa.array(lv_qty[:n_levels], _INT, mask=no_level), recv_ts, seq, *columns)
 
 
-_WARM_FRAMES = {  # one compact frame per table: what `warm_decoders` compiles the kernel on
+EXAMPLE_FRAMES = {  # one compact frame per table: what the kernels are compiled on before a recording
     "depth": b'{"stream":"x@depth","data":{"e":"depthUpdate","E":1,"s":"X","U":1,"u":1,"b":[["1","1"]],"a":[]}}',
     "trades": b'{"stream":"x@trade","data":{"e":"trade","E":1,"s":"X","t":1,"p":"1","q":"1","T":1,"m":true,"X":"x"}}',
     "agg_trades": b'{"stream":"x@aggTrade","data":{"e":"aggTrade","E":1,"s":"X","a":1,"p":"1","q":"1","f":1,"l":1,'
@@ -164,7 +164,7 @@ _WARM_FRAMES = {  # one compact frame per table: what `warm_decoders` compiles t
 def warm_decoders() -> None:
     """Compile (or load from numba's cache) the kernel as the flush calls it. A first compile takes seconds
     and holds the GIL: the recorder does it before it connects, not in its first flush."""
-    for table, frame in _WARM_FRAMES.items():
+    for table, frame in EXAMPLE_FRAMES.items():
         rows = FrameColumns()
         rows.add(0, 0, frame)
         if scanned_table(table, "X", rows.arrays()) is None:
@@ -285,7 +285,9 @@ class FrameArrays:
         """Both sets of frames in seq order (one buffer)."""
         offset = len(self.buf)
         order = np.argsort(np.concatenate([self.seq, other.seq]), kind="stable")
-        return FrameArrays(np.concatenate([self.buf, other.buf]),
+        buf = np.concatenate([self.buf, other.buf])
+        buf.setflags(write=False)  # as every other buffer of frames: the kernels are compiled for that type
+        return FrameArrays(buf,
                            np.concatenate([self.starts, other.starts + offset])[order],
                            np.concatenate([self.ends, other.ends + offset])[order],
                            np.concatenate([self.recv_ts, other.recv_ts])[order],

@@ -25,8 +25,8 @@ import orjson
 
 from recorder import framescan
 from recorder import journal as jr
-from recorder.columnar import STREAM_TABLES, FrameBatch, FrameBuffers
-from recorder.markets import Market
+from recorder.columnar import EXAMPLE_FRAMES, STREAM_TABLES, FrameBatch, FrameBuffers, warm_decoders
+from recorder.markets import Market, get_market
 from recorder.narrow import decode_frame
 from recorder.protocol import (
     AggTrade,
@@ -384,3 +384,12 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
+
+
+def warm_kernels() -> None:
+    """Compile (or load from numba's cache) every kernel a recording runs: the flush's decoder and the
+    routing of a batch. A first compile takes seconds and holds the GIL: the recorder does it before it
+    connects, not on its first frames."""
+    warm_decoders()
+    frames = list(EXAMPLE_FRAMES.values())
+    Pipeline(get_market("spot")).frames(list(range(len(frames))), frames)

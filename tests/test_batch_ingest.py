@@ -257,3 +257,19 @@ def test_journal_writes_in_order_across_a_failed_and_an_abandoned_write(tmp_path
     batch(3)
     journal.close()
     assert [(r.seq, r.payload) for r in jr.read_journal(tmp_path / "seg.jnl")] == list(zip(range(1, 13), frames))
+
+
+def test_warm_kernels_compiles_what_a_recording_runs(tmp_path, monkeypatch):
+    """After `warm_kernels` (called before the recorder connects, and in the Docker build) nothing a batch
+    or a flush runs is compiled again: a compile holds the GIL for seconds."""
+    from recorder import framescan, streamroutes
+    from recorder.pipeline import warm_kernels
+
+    kernels = [framescan.scan, framescan.gather_strings, framescan.depth_ids, streamroutes.route_batch,
+               streamroutes.last_of_routes, streamroutes._insert, streamroutes._find]
+    monkeypatch.setattr(FrameBuffers, "column_min_frames", 1)  # every group through the kernel at flush
+    warm_kernels()
+    compiled = [len(kernel.signatures) for kernel in kernels]
+    assert all(compiled)
+    feed(traffic(3), tmp_path / "out", batched=True, seed=3)
+    assert [len(kernel.signatures) for kernel in kernels] == compiled
