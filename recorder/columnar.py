@@ -323,6 +323,7 @@ class FrameBuffers(TableBuffers):
     def __init__(self) -> None:
         super().__init__()
         self.batches: list[FrameBatch] = []
+        self.singles: dict[tuple[str, str], FrameColumns] = {}  # frames added one by one
 
     def add_batch(self, batch: FrameBatch, routed: int) -> None:
         """A batch whose `routed` frames with a route are rows of this buffer (the others were added alone)."""
@@ -334,9 +335,10 @@ class FrameBuffers(TableBuffers):
         return super().write(root, exchange, date, file_stem)
 
     def gather(self) -> None:
-        """The frames of every (table, symbol) as `FrameArrays` over one buffer: the batches' frames split by
-        route, merged in seq order with those added one by one."""
-        groups: dict[tuple[str, str], FrameArrays] = {}
+        """`rows` of every (table, symbol) as `FrameArrays`: the batches' frames split by route, merged in seq
+        order with those added one by one and with what an earlier `gather` put there."""
+        groups = {key: columns.arrays() for key, columns in self.singles.items()}
+        self.singles = {}
         if self.batches:
             batches, self.batches = self.batches, []
             offsets = np.cumsum([0] + [len(b.buf) for b in batches[:-1]])
@@ -353,18 +355,16 @@ class FrameBuffers(TableBuffers):
             names = batches[-1].routes
             for lo, hi in zip(bounds, bounds[1:]):
                 if hi > lo:
-                    groups[names[sorted_routes[lo]]] = FrameArrays(buf, starts[lo:hi], ends[lo:hi], recv_ts[lo:hi],
-                                                                   seq[lo:hi])
-        for key, rows in list(self.rows.items()):
-            if isinstance(rows, FrameColumns):
-                arrays = rows.arrays()
-                self.rows[key] = arrays.merged(groups.pop(key)) if key in groups else arrays
-        self.rows.update(groups)
+                    key = names[sorted_routes[lo]]
+                    arrays = FrameArrays(buf, starts[lo:hi], ends[lo:hi], recv_ts[lo:hi], seq[lo:hi])
+                    groups[key] = groups[key].merged(arrays) if key in groups else arrays
+        for key, arrays in groups.items():
+            self.rows[key] = self.rows[key].merged(arrays) if key in self.rows else arrays
 
     def frame_columns(self, table: str, symbol: str) -> FrameColumns:
-        columns = self.rows.get((table, symbol))
+        columns = self.singles.get((table, symbol))
         if columns is None:
-            columns = self.rows[(table, symbol)] = FrameColumns()
+            columns = self.singles[(table, symbol)] = FrameColumns()
         return columns
 
     def depth(self, seq: int, recv_ts: int, m: DepthUpdate, raw: bytes) -> None:

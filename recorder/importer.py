@@ -217,6 +217,7 @@ class _Importer:
         """Count what the buffers hold before they are written."""
         messages = self.result.messages
         for day, buffers in self.pipeline.buffers.items():
+            buffers.gather()
             for (table, symbol), rows in buffers.rows.items():
                 if not rows:
                     continue
@@ -321,6 +322,7 @@ class _Importer:
         """Symbols with data rows, and symbols with a `synced` event, in the buffers not yet written."""
         data, synced = set(), set()
         for buffers in self.pipeline.buffers.values():
+            buffers.gather()
             for (table, symbol), rows in buffers.rows.items():
                 if table != "events":
                     if symbol and rows:

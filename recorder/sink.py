@@ -278,6 +278,9 @@ class TableBuffers:
         self.rows[("instruments", instrument.symbol)].append((recv_ts, seq, instrument))
         self.count += 1
 
+    def gather(self) -> None:
+        """Make `rows` hold every pending row (`FrameBuffers` keeps frames aside until then; here they are)."""
+
     def write(self, root: Path, exchange: str, date: dt.date, file_stem: str) -> tuple[list[Path], list[Rejected]]:
         """Write every buffer as <table>/date=/symbol=/<file_stem>.parquet (atomically) and clear.
 
