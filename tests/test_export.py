@@ -197,8 +197,12 @@ def test_trade_sides_follow_buyer_is_maker(synthetic: Day, tmp_path_factory):
         assert bool(ev & ex.SELL_EVENT) != bool(ev & ex.BUY_EVENT)
         exported.setdefault(ts, []).append(bool(ev & ex.SELL_EVENT))
     assert len(trades) > 10
+    # the seller is the taker exactly when the buyer made; a gap inside a group of one receive time ends the
+    # valid span there, so the export may hold fewer of that group's trades, never others
     for ts, sells in exported.items():
-        assert sorted(sells) == sorted(makers[ts]), ts  # the seller is the taker exactly when the buyer made
+        assert not Counter(sells) - Counter(makers[ts]), ts
+    whole = sum(Counter(sells) == Counter(makers[ts]) for ts, sells in exported.items())
+    assert whole >= 0.9 * len(exported), (whole, len(exported))
 
 
 def test_resync_writes_a_clear_and_a_new_snapshot(synthetic: Day, tmp_path_factory):
