@@ -120,6 +120,25 @@ _NULL = np.frombuffer(b"null", np.uint8)
 
 
 @njit(cache=True, nogil=True)
+def _event_start(buf, i, end):
+    """The index of the event's first key in the frame buf[i:end] (after `{"stream":"<name>","data":{`), or
+    -1 without that envelope (or with an empty event)."""
+    if end - i < len(_ENVELOPE) + len(_DATA) + 2:
+        return -1
+    for k in range(len(_ENVELOPE)):
+        if buf[i + k] != _ENVELOPE[k]:
+            return -1
+    close = _string_end(buf, i + len(_ENVELOPE), end)
+    if close < 0 or close + len(_DATA) + 1 >= end:
+        return -1
+    i = close + 1
+    for k in range(len(_DATA)):
+        if buf[i + k] != _DATA[k]:
+            return -1
+    return i + len(_DATA)
+
+
+@njit(cache=True, nogil=True)
 def _skip_scalar(buf, i, end, scratch):
     """The index after an unknown field's scalar value (string, integer, true, false, null), or -1."""
     c = buf[i]
@@ -184,20 +203,9 @@ def scan(buf, starts, ends, keys, kinds, required, event, event_optional, symbol
     with_levels = _has_levels(kinds)
     for r in range(len(starts)):
         i, end = starts[r], ends[r]
-        # the envelope: {"stream":"<name>","data":{
-        if end - i < len(_ENVELOPE) + len(_DATA) + 2:
+        i = _event_start(buf, i, end)
+        if i < 0:
             return r, n_levels
-        for k in range(len(_ENVELOPE)):
-            if buf[i + k] != _ENVELOPE[k]:
-                return r, n_levels
-        close = _string_end(buf, i + len(_ENVELOPE), end)
-        if close < 0 or close + len(_DATA) + 1 >= end:
-            return r, n_levels
-        i = close + 1
-        for k in range(len(_DATA)):
-            if buf[i + k] != _DATA[k]:
-                return r, n_levels
-        i += len(_DATA)
         for k in range(n_keys):
             present[k, r] = False
         n_unknown = 0
@@ -394,27 +402,11 @@ def depth_ids(buf, starts, ends, frames, symbol_of, symbols, symbol_starts, symb
     scratch = np.zeros((1, 1), np.int64)
     for j in range(m):
         f = frames[j]
-        i, end = starts[f], ends[f]
-        if end - i < len(_ENVELOPE) + len(_DATA) + 2:
+        end = ends[f]
+        i = _event_start(buf, starts[f], end)
+        if i < 0:
             continue
         good = True
-        for k in range(len(_ENVELOPE)):
-            if buf[i + k] != _ENVELOPE[k]:
-                good = False
-                break
-        if not good:
-            continue
-        close = _string_end(buf, i + len(_ENVELOPE), end)
-        if close < 0 or close + len(_DATA) + 1 >= end:
-            continue
-        i = close + 1
-        for k in range(len(_DATA)):
-            if buf[i + k] != _DATA[k]:
-                good = False
-                break
-        if not good:
-            continue
-        i += len(_DATA)
         for k in range(5):
             present[j, k] = False
         seen_e = seen_s = seen_b = seen_a = False
