@@ -7,9 +7,10 @@ Usage: python benchmarks/bench_recorder.py [--realdata DIR] [--repeat N] [--seco
 1. In-process ingest of the real BTCUSDT spot capture (../shared/realdata/hftbacktest/spot_btcusdt_2024080{8,9}.gz,
    99,574 frames) once per symbol of six liquid ones (INGEST_SYMBOLS), renamed and interleaved as figure 2's
    sender sends them (597,444 frames, held in memory; one copy alone is a row of its own): `Pipeline` with a real
-   `Journal` (append per batch, fsync every 200 ms in a thread as the recorder does), batches of 256
-   frames (`Pipeline.frames`) and frame by frame (`frame()`), `snapshot()` per REST record, `flush()` to
-   Parquet in a writer thread every 200k frames (the recorder's `segment_rows`) and at the end; msg/s
+   `Journal` (append per batch, written and fsynced every 200 ms in a thread as the recorder does), batches
+   of 256 frames (`Pipeline.frames`, grouped before the clock starts, as the connection hands them over) and
+   frame by frame (`frame()`), `snapshot()` per REST record, `flush()` to Parquet in a writer thread every
+   200k frames (the recorder's `segment_rows`) and at the end; msg/s
    and the ratio to bare `orjson.loads` of the same frames (best of N each). Target: >= 50 % of bare.
    Breakdown: parse only, parse+append (journal on, no flush), flush and fsync time; `--profile` prints
    the top of a cProfile of one full run. CPU seconds per million messages (process time of the full run,

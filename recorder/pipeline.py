@@ -4,10 +4,12 @@ One `Pipeline` serves the live recorder, journal recovery and `recorder import`,
 and a day imported from a capture are written by the same code. The hot path per frame is: a narrow
 decode of ids and times (`recorder.narrow`), one seq increment, one append of the frame's bytes, and for
 depth one sync-engine call; levels and prices are decoded column-wise at flush (`recorder.columnar`).
-`frames()` takes a batch: trades, aggTrades and bookTickers in combined-stream envelopes are routed by
-their stream name alone (no decode at all until the flush) and the batch is journaled as one record;
-everything else in it goes through `frame()` in order, so seqs, rows and events are those of `frame()`
-called frame by frame (the reference it is tested against).
+`frames()` takes a batch as one buffer: frames in combined-stream envelopes are routed by their stream
+name by a compiled lookup (`recorder.streamroutes`), trades, aggTrades and bookTickers with no decode at
+all until the flush, depth diffs with a compiled read of their ids for the sync engine
+(`framescan.depth_ids`); the batch is kept whole until the flush and journaled as one record. Everything
+else in it goes through `frame()` in order, so seqs, rows and events are those of `frame()` called frame
+by frame (the reference it is tested against).
 `Pipeline(market, columnar=False)` is the row path (full parse per frame, rows of Python values): the
 reference the column path is tested against, and the path a group of frames takes when the column
 reader refuses one of them.
@@ -48,9 +50,9 @@ from recorder.sync import DEFAULT_MAX_BUFFER, Action, State, SyncEngine
 from schemas import berlin_date, berlin_day_bounds
 
 class Batch(NamedTuple):
-    """What `Pipeline.frames` tells its caller: the messages of the frames it decoded on arrival (depth
-    diffs, acks, errors, notices), each with its receive time, and the latest receive time per
-    (message type, symbol) of the frames it kept undecoded (for the stream watchdog)."""
+    """What `Pipeline.frames` tells its caller: the messages of the frames it decoded on arrival (acks,
+    errors, notices, frames of another layout), each with its receive time, and the latest receive time
+    per (message type, symbol) of the frames it routed by stream name (for the stream watchdog)."""
 
     decoded: list[tuple[int, object]]
     latest: dict[tuple[type, str], int]
@@ -183,7 +185,7 @@ class Pipeline:
         outside = np.flatnonzero((stamps < self._day_start) | (stamps >= self._day_end))
         if len(outside):  # the batch spans Berlin midnight: each day's run of frames is a batch of its own
             split = int(outside[0])
-            first = self.frames(recv_ts[:split], raws[:split]) if split else Batch([], {})
+            first = self.frames(recv_ts[:split], raws[:split])  # split > 0: the day is the first frame's
             rest = self.frames(recv_ts[split:], raws[split:])
             return Batch(first.decoded + rest.decoded, {**first.latest, **rest.latest})
         lengths = np.fromiter(map(len, raws), np.int64, n)
@@ -193,25 +195,16 @@ class Pipeline:
         buf = np.frombuffer(joined, np.uint8)
         routes = self._routes
         route = routes.route(buf, starts, ends)
-        diffs = np.flatnonzero(routes.is_depth[route] & (route >= 0))  # route -1 reads the last entry: masked
-        ids = np.empty((len(diffs), 5), np.int64)
-        present = np.empty((len(diffs), 5), np.bool_)
-        if len(diffs):
-            read = framescan.depth_ids(buf, starts, ends, diffs, route[diffs], routes.symbols, routes.symbol_starts,
-                                       routes.symbol_ends, ids, present)
-            route[diffs[~read]] = FRAME_PATH  # not in the layout the kernel reads: the full decode takes them
-            diffs = diffs[read]
-            pu = np.where(present[read, framescan.ID_pu], ids[read, framescan.ID_pu], -1).tolist()
-            depth_ids = dict(zip(diffs.tolist(), zip(ids[read].tolist(), pu)))
-        else:
-            depth_ids = {}
+        depth_ids = self._depth_ids(buf, starts, ends, route)
         first = self.seq
         seqs = np.arange(first + 1, first + n + 1, dtype=np.int64)
         decoded: list[tuple[int, object]] = []
         taken = 0  # seqs taken by events in between frames
         names, engines = routes.routes, self.engines
-        for i in np.flatnonzero(route < 0).tolist() if not depth_ids else sorted(
-                [*np.flatnonzero(route < 0).tolist(), *depth_ids]):
+        visit = np.flatnonzero(route < 0).tolist()  # in order: the frames decided on one by one
+        if depth_ids:
+            visit = sorted(visit + list(depth_ids))
+        for i in visit:
             seq = first + 1 + i + taken
             ts = recv_ts[i]
             diff = depth_ids.get(i)
@@ -238,14 +231,28 @@ class Pipeline:
         self.counts["frames"] += routed  # `frame()` counted the others
         latest = {}
         if routed:
-            rows.add_batch(FrameBatch(joined, starts, ends, stamps, seqs, route, self._routes.routes), routed)
-            names = self._routes.routes
+            rows.add_batch(FrameBatch(joined, starts, ends, stamps, seqs, route, names), routed)
             present, last = last_of_routes(route, len(names))
             latest = {(STREAM_TABLES[names[r][0]].message, names[r][1]): recv_ts[i]
                       for r, i in zip(present.tolist(), last.tolist())}
         if self.journal is not None:
             self.journal.append_frames(seqs, stamps, lengths, joined)
         return Batch(decoded, latest)
+
+    def _depth_ids(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, route: np.ndarray) -> dict:
+        """Frame index -> ((E, T, U, u, pu), pu or -1) of the batch's depth diffs the kernel reads; the
+        others get route FRAME_PATH (the full decode takes them)."""
+        routes = self._routes
+        diffs = np.flatnonzero(routes.is_depth[route] & (route >= 0))  # route -1 reads the last entry: masked
+        if not len(diffs):
+            return {}
+        ids = np.empty((len(diffs), 5), np.int64)
+        present = np.empty((len(diffs), 5), np.bool_)
+        read = framescan.depth_ids(buf, starts, ends, diffs, route[diffs], routes.symbols, routes.symbol_starts,
+                                   routes.symbol_ends, ids, present)
+        route[diffs[~read]] = FRAME_PATH
+        pu = np.where(present[read, framescan.ID_pu], ids[read, framescan.ID_pu], -1).tolist()
+        return dict(zip(diffs[read].tolist(), zip(ids[read].tolist(), pu)))
 
     def set_aside(self, bad: Rejected, ts: int) -> None:
         """A message a flush could not convert (its rows are not written): a `parse_error` event naming its
