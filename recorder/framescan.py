@@ -28,7 +28,7 @@ OK = -1
 UNIT_DIGITS = 8  # 1e-8: the dataset's decimal scale (schemas.tables.DECIMAL)
 _MAX_WHOLE_DIGITS = 10  # 9,999,999,999.99999999 in 1e-8 units fits int64
 _MAX_UNKNOWN = 8  # keys outside the table remembered per frame, to refuse duplicates among them
-_ENVELOPE = np.frombuffer(b'{"stream":"', np.uint8)
+ENVELOPE = np.frombuffer(b'{"stream":"', np.uint8)
 _DATA = np.frombuffer(b',"data":{', np.uint8)
 _QUOTE, _COMMA, _COLON, _LBRACKET, _RBRACKET, _LBRACE, _RBRACE = 34, 44, 58, 91, 93, 123, 125
 _MINUS, _DOT, _ZERO, _NINE, _BACKSLASH = 45, 46, 48, 57, 92
@@ -123,12 +123,12 @@ _NULL = np.frombuffer(b"null", np.uint8)
 def _event_start(buf, i, end):
     """The index of the event's first key in the frame buf[i:end] (after `{"stream":"<name>","data":{`), or
     -1 without that envelope (or with an empty event)."""
-    if end - i < len(_ENVELOPE) + len(_DATA) + 2:
+    if end - i < len(ENVELOPE) + len(_DATA) + 2:
         return -1
-    for k in range(len(_ENVELOPE)):
-        if buf[i + k] != _ENVELOPE[k]:
+    for k in range(len(ENVELOPE)):
+        if buf[i + k] != ENVELOPE[k]:
             return -1
-    close = _string_end(buf, i + len(_ENVELOPE), end)
+    close = _string_end(buf, i + len(ENVELOPE), end)
     if close < 0 or close + len(_DATA) + 1 >= end:
         return -1
     i = close + 1

@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 
 HEADER = struct.Struct("<qqBiHII")
-_PAYLOAD_LENGTH = struct.Struct("<I")  # the header's payload length and crc: its last two fields
-_CRC = struct.Struct("<I")
+_UINT32 = struct.Struct("<I")  # the header's last two fields: payload length, crc
 
 FRAME = 1  # a WebSocket frame, raw
 SNAPSHOT = 2  # a REST depth response body, with symbol and requested limit
@@ -173,8 +172,8 @@ def run(job: PendingWrite) -> None:
             view = memoryview(data)
             for offset in job.unsealed:
                 start = offset + HEADER.size
-                payload_length = _PAYLOAD_LENGTH.unpack_from(data, start - 8)[0]
-                _CRC.pack_into(data, start - 4, zlib.crc32(view[start:start + payload_length]))
+                payload_length = _UINT32.unpack_from(data, start - 8)[0]
+                _UINT32.pack_into(data, start - 4, zlib.crc32(view[start:start + payload_length]))
             job.unsealed = []
             while job.written < len(data):
                 job.written += os.write(job.fd, view[job.written:])

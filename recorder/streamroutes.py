@@ -16,17 +16,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from recorder.framescan import ENVELOPE
+from recorder.markets import MARKETS
+
 FRAME_PATH = -1  # the frame goes through `Pipeline.frame`
 _UNKNOWN = -2  # a name the table does not hold yet (kernel output only)
-_PREFIX = np.frombuffer(b'{"stream":"', np.uint8)
 _QUOTE = 34
 _FNV_OFFSET = np.uint64(14695981039346656037)
 _FNV_PRIME = np.uint64(1099511628211)
 
-# stream channel -> table of its frames, for the channels `frames()` routes by name (docs 2026-12-02: spot
-# `@depth@100ms`, `@depth`; futures also `@depth@0ms`, `@depth@500ms`; recorder.markets)
-ROUTED_CHANNELS = {"trade": "trades", "aggTrade": "agg_trades", "bookTicker": "book_ticker", "depth": "depth",
-                   "depth@100ms": "depth", "depth@0ms": "depth", "depth@500ms": "depth"}
+# stream channel -> table of its frames, for the channels `frames()` routes by name; the diff depth streams
+# are those the markets offer (`recorder.markets`)
+ROUTED_CHANNELS = {"trade": "trades", "aggTrade": "agg_trades", "bookTicker": "book_ticker",
+                   **{suffix: "depth" for market in MARKETS.values() for suffix in market.depth_streams}}
 
 
 def stream_route(stream: bytes) -> tuple[str, str] | None:
@@ -50,12 +52,12 @@ def _hash(buf, start, end):
 @njit(cache=True, nogil=True)
 def _name_span(buf, start, end):
     """(first, end) of the stream name of the frame buf[start:end], or (-1, -1) without the envelope."""
-    if end - start <= len(_PREFIX):
+    if end - start <= len(ENVELOPE):
         return -1, -1
-    for k in range(len(_PREFIX)):
-        if buf[start + k] != _PREFIX[k]:
+    for k in range(len(ENVELOPE)):
+        if buf[start + k] != ENVELOPE[k]:
             return -1, -1
-    first = start + len(_PREFIX)
+    first = start + len(ENVELOPE)
     i = first
     while i < end:
         if buf[i] == _QUOTE:
