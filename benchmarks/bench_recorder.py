@@ -78,7 +78,7 @@ from recorder.config import WriterConfig
 from recorder.journal import Journal
 from recorder.journal import run as run_journal_write
 from recorder.markets import get_market
-from recorder.pipeline import Pipeline, write_buffers
+from recorder.pipeline import Pipeline, tune_malloc, write_buffers
 from recorder.protocol import parse_frame
 
 DEFAULT_REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
@@ -301,6 +301,7 @@ def cryptofeed_peer(records: list[Record], peer_python: str, repeat: int, realda
 
 def figure_ingest(capture: list[Record], repeat: int, profile: bool, peer_python: str = PEER_PYTHON,
                   realdata: Path = DEFAULT_REALDATA) -> dict:
+    tune_malloc()  # as `recorder run` and `recorder import` start
     records = market_copies(capture, INGEST_SYMBOLS)
     n = len(records)
     ws = sum(1 for r in records if r[1] == "ws")

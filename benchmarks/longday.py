@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recorder.compaction import compact_day
 from recorder.config import SnapshotConfig, WriterConfig
 from recorder.markets import get_market
-from recorder.pipeline import Pipeline, tune_gc
+from recorder.pipeline import Pipeline, tune_gc, tune_malloc
 from recorder.protocol import parse_exchange_info
 from recorder.routing import plan_connections, symbol_streams
 from replay.venue.server import DiffBatcher, Payloads
@@ -143,6 +143,7 @@ def generate(root: Path, hours: float, market_name: str, symbol: str, seed: int,
     day = LongDay(root, market, start_ns)
     pipeline = day.pipeline
     tune_gc()
+    tune_malloc()
 
     # as `recorder run` starts: window_start, exchangeInfo, the engine's need_snapshot, the connections
     channels = [DEPTH_SUFFIX if c == "depth" else c for c in CHANNELS]

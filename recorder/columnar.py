@@ -393,6 +393,9 @@ class FrameBuffers(TableBuffers):
         except (pa.ArrowException, TypeError, ValueError):
             return self._build_by_rows(table, symbol, rows, rejected)
 
+    def work(self, rows) -> int:
+        return int((rows.ends - rows.starts).sum()) if isinstance(rows, FrameArrays) else super().work(rows)
+
     def _build_by_rows(self, table: str, symbol: str | None, rows: FrameArrays,
                        rejected: list[Rejected]) -> pa.Table | None:
         """The row path for frames the column reader refused: each frame parsed in full, bad ones set aside."""

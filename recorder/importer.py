@@ -54,7 +54,7 @@ from recorder.captures import (
 )
 from recorder.compaction import compact_day
 from recorder.markets import Market, get_market
-from recorder.pipeline import Pipeline, tune_gc
+from recorder.pipeline import Pipeline, tune_gc, tune_malloc
 from recorder.protocol import Instrument, parse_exchange_info
 from schemas import CONNECTION_WIDE_SYMBOL, berlin_date
 
@@ -208,6 +208,7 @@ class _Importer:
         self.seq_start = _max_seq(out, market.exchange)
         self.pipeline = Pipeline(market, use_engine=True, seq_start=self.seq_start)
         tune_gc()
+        tune_malloc()
         self.segments = 0
         self.info: list[tuple[int, int, dict[str, Instrument]]] = []  # (seq, recv_ts, instruments)
 

@@ -31,7 +31,7 @@ from recorder.config import RecorderConfig
 from recorder.health import SYNC_GRACE_S, publish, recording_health, waiting
 from recorder.iofaults import IoFaults
 from recorder.observability import Health, Metrics, MetricsServer, StatusRow, StatusView
-from recorder.pipeline import Pipeline, tune_gc, warm_kernels, write_buffers
+from recorder.pipeline import Pipeline, tune_gc, tune_malloc, warm_kernels, write_buffers
 from recorder.problems import ProblemLog
 from recorder.protocol import DepthUpdate, Instrument, ServerShutdown, parse_exchange_info, parse_frame
 from recorder.resync import SnapshotRetries
@@ -400,6 +400,7 @@ class Recorder:
                                  seq_start=seq_start, bridge_max_diffs=self.config.snapshot.bridge_max_diffs,
                                  bridge_max_ns=int(self.config.snapshot.bridge_timeout_s * 1e9))
         tune_gc()
+        tune_malloc()
         warm_kernels()  # before connecting: a first compile would stall the receiving loop for seconds
         self.started = time.monotonic()
         # also stop after the planned span of monotonic time: an injected clock that does not move on its

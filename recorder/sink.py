@@ -207,11 +207,13 @@ TABLE_BUILDERS = {
 
 _WRITERS: ThreadPoolExecutor | None = None
 WRITE_THREADS = min(4, os.cpu_count() or 1)
-# A file of this many rows or more is built and written in a pool thread, beside the other large ones
-# (Arrow's JSON reader, casts, zstd and fsync release the GIL); smaller ones are written in turn by the
-# caller: for the thousands of small files of a whole-market segment, threads only add GIL contention
-# (measured 2026-12-02: +50 % CPU, same wall time, 1,200 files of ~60 rows).
-PARALLEL_MIN_ROWS = 5_000
+# A file of this much work or more (`TableBuffers.work`: about the bytes Binance sent for its rows) is built
+# and written in a pool thread, beside the other large ones, largest first (the kernel, casts, zstd and
+# fsync release the GIL); smaller ones are written in turn by the caller: for the thousands of small files
+# of a whole-market segment, threads only add GIL contention (measured 2026-12-02: +50 % CPU, same wall
+# time, 1,200 files of ~60 rows). Work, not rows: a depth diff carries ~50 levels, a trade one row.
+PARALLEL_MIN_WORK = 750_000
+ROW_WORK = 150  # a row buffered as a tuple counts as a frame of this many bytes
 # A segment file of fewer rows is written without zstd and dictionaries: their set-up per file costs more
 # CPU than such a file's rows (measured 2026-12-02: 617 -> 313 µs for 30 trades), and a whole-market segment
 # is thousands of them. Segments are temporary: compaction writes the day files with zstd as ever.
@@ -298,7 +300,8 @@ class TableBuffers:
 
         jobs = [(table, symbol, rows) for (table, symbol), rows in
                 sorted(self.rows.items(), key=lambda item: (item[0][0], item[0][1] or "")) if rows]
-        large = [i for i, (_, _, rows) in enumerate(jobs) if len(rows) >= PARALLEL_MIN_ROWS]
+        work = [self.work(rows) for _, _, rows in jobs]
+        large = sorted((i for i in range(len(jobs)) if work[i] >= PARALLEL_MIN_WORK), key=lambda i: -work[i])
         in_pool = {i: _writers().submit(write_one, *jobs[i]) for i in large} if len(large) > 1 else {}
         written_here = {i: write_one(*job) for i, job in enumerate(jobs) if i not in in_pool}  # meanwhile
         results = [in_pool[i].result() if i in in_pool else written_here[i] for i in range(len(jobs))]
@@ -308,6 +311,10 @@ class TableBuffers:
 
     def build(self, table: str, symbol: str | None, rows: list[tuple], rejected: list[Rejected]) -> pa.Table | None:
         return build_isolated(table, symbol, rows, rejected)
+
+    def work(self, rows) -> int:
+        """What building and writing `rows` costs, in bytes of frames: it orders and places the writes."""
+        return len(rows) * ROW_WORK
 
 
 def build_isolated(table: str, symbol: str | None, rows: list[tuple], rejected: list[Rejected]) -> pa.Table | None:
