@@ -73,6 +73,27 @@ def test_decimal_strings_ints_and_overflowing_ints_agree():
     assert schemas.to_decimal_array(pa.array(units[:3])).equals(schemas.to_decimal_array(texts[:3]))
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_units_widen_to_the_decimals_arrows_cast_gives(seed):
+    """The numpy widening of 1e-8 units (the flush's path) against Arrow's cast (the reference): signs,
+    int64's ends, nulls, slices, other integer widths."""
+    import numpy as np
+
+    from schemas.write import _units_to_decimal, _units_to_decimal_by_cast
+
+    rng = np.random.default_rng(seed)
+    values = np.concatenate([rng.integers(-2**63, 2**63 - 1, 5_000, dtype=np.int64, endpoint=True),
+                             rng.integers(-10**9, 10**16, 5_000), [0, -1, 1, -2**63, 2**63 - 1]])
+    mask = rng.random(len(values)) < 0.1
+    arrays = [pa.array(values), pa.array(values, mask=mask), pa.array(values, mask=mask).slice(7, 3_000),
+              pa.array(values.astype(np.int32), pa.int32()), pa.array([], pa.int64())]
+    for units in arrays:
+        fast, reference = _units_to_decimal(units), _units_to_decimal_by_cast(units)
+        assert fast.type == reference.type == schemas.DECIMAL
+        assert fast.equals(reference)
+        assert fast.to_pylist() == [None if u is None else decimal.Decimal(u).scaleb(-8) for u in units.to_pylist()]
+
+
 def test_inexact_prices_are_refused():
     with pytest.raises(TypeError):
         schemas.to_decimal_array([61737.63])
