@@ -274,10 +274,28 @@ def ingest(items: list[tuple], out: Path | None = None, keep: bool = False) -> d
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def taking_turns(repeat: int, **runs) -> dict[str, tuple[float, object]]:
+    """The best (seconds, result) of each of `runs` (each returns both), the runs taking turns `repeat`
+    times: this machine's speed drifts by tens of percent over a minute (a shared VM), so the ratio of
+    two bests is taken over the same stretch of time, not one before the other."""
+    best = dict.fromkeys(runs, (float("inf"), None))
+    for _ in range(repeat):
+        for name, run in runs.items():
+            seconds, result = run()
+            if seconds < best[name][0]:
+                best[name] = (seconds, result)
+    return best
+
+
+def timed_ingest(items: list[tuple]) -> tuple[float, dict]:
+    """(seconds, timings) of one `ingest`."""
+    parts = ingest(items)
+    return parts["seconds"], parts
+
+
 def best_ingest(repeat: int, items: list[tuple]) -> tuple[float, dict]:
     """(best seconds, timings of the best run) of `ingest`."""
-    return min(((parts["seconds"], parts) for parts in (ingest(items) for _ in range(repeat))),
-               key=lambda run: run[0])
+    return min((timed_ingest(items) for _ in range(repeat)), key=lambda run: run[0])
 
 
 def cryptofeed_peer(records: list[Record], peer_python: str, repeat: int, realdata: Path) -> dict | None:
@@ -307,15 +325,17 @@ def figure_ingest(capture: list[Record], repeat: int, profile: bool, peer_python
     records = market_copies(capture, INGEST_SYMBOLS)
     n = len(records)
     ws = sum(1 for r in records if r[1] == "ws")
-    bare_s, _ = best_of(repeat, bare_parse, records)
     parse_s, _ = best_of(repeat, parse_only, records)
     batches, one_by_one, one_symbol = handovers(records, BATCH), handovers(records, 1), handovers(capture, BATCH)
     with gc_thresholds(RECORDER_GC):  # as `recorder run` and `recorder import` run (tune_gc)
-        full_s, parts = best_ingest(repeat, batches)
+        best = taking_turns(repeat, bare=lambda: (best_of(1, bare_parse, records)[0], None),
+                            full=lambda: timed_ingest(batches))
+        (bare_s, _), (full_s, parts) = best["bare"], best["full"]
         single_s, _ = best_ingest(repeat, one_by_one)
         cpu_s = min(ingest(batches)["cpu_s"] for _ in range(repeat))  # all threads
-        one_bare_s, _ = best_of(repeat, bare_parse, capture)
-        one_s, _ = best_ingest(repeat, one_symbol)
+        best = taking_turns(repeat, bare=lambda: (best_of(1, bare_parse, capture)[0], None),
+                            full=lambda: timed_ingest(one_symbol))
+        one_bare_s, one_s = best["bare"][0], best["full"][0]
     default_gc_s, _ = best_ingest(repeat, batches)
     peer = cryptofeed_peer(records, peer_python, repeat, realdata)
     hot_s = full_s - parts["flush_wait_s"] - parts["sync_s"]
