@@ -18,13 +18,22 @@ generated frames.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 # value kinds of a field
 INT, DEC, BOOL, STR, LEVELS = 0, 1, 2, 3, 4
 EVENT_SLOT, SYMBOL_SLOT = 0, 1  # `keys` start with e and s, checked against the group's event and symbol
 # frame outcomes
 OK = -1
+# The frames of one (table, symbol) lie scattered through a segment's batches, between the other streams'
+# frames: reading them in turn waits on memory at every frame. Asking for the frame this many ahead
+# (its first bytes: a whole ticker or trade) halves the time of a bookTicker group (measured 2026-12-03:
+# 27 -> 15 ms for 73k frames; depth, whose frames are long runs the hardware prefetches, -5 %).
+PREFETCH_AHEAD = 8
+PREFETCH_BYTES = 256
+_CACHE_LINE = 64
 UNIT_DIGITS = 8  # 1e-8: the dataset's decimal scale (schemas.tables.DECIMAL)
 _MAX_WHOLE_DIGITS = 10  # 9,999,999,999.99999999 in 1e-8 units fits int64
 _MAX_UNKNOWN = 8  # keys outside the table remembered per frame, to refuse duplicates among them
@@ -32,6 +41,22 @@ ENVELOPE = np.frombuffer(b'{"stream":"', np.uint8)
 _DATA = np.frombuffer(b',"data":{', np.uint8)
 _QUOTE, _COMMA, _COLON, _LBRACKET, _RBRACKET, _LBRACE, _RBRACE = 34, 44, 58, 91, 93, 123, 125
 _MINUS, _DOT, _ZERO, _NINE, _BACKSLASH = 45, 46, 48, 57, 92
+
+
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """A hint that `array[index]` will be read soon (llvm.prefetch: read, low locality, data cache).
+    Never faults and changes no result."""
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        byte_pointer = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        prefetch = builder.module.declare_intrinsic(
+            "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]))
+        address = builder.bitcast(builder.gep(data, [args[1]]), byte_pointer)
+        builder.call(prefetch, [address, ir.Constant(i32, 0), ir.Constant(i32, 1), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+    return types.void(array, index), codegen
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -201,7 +226,12 @@ def scan(buf, starts, ends, keys, kinds, required, event, event_optional, symbol
     n_keys = len(kinds)
     n_levels = 0
     with_levels = _has_levels(kinds)
-    for r in range(len(starts)):
+    n_frames = len(starts)
+    for r in range(n_frames):
+        ahead = r + PREFETCH_AHEAD
+        if ahead < n_frames:
+            for address in range(starts[ahead], min(ends[ahead], starts[ahead] + PREFETCH_BYTES), _CACHE_LINE):
+                _prefetch(buf, address)
         i, end = starts[r], ends[r]
         i = _event_start(buf, i, end)
         if i < 0:
