@@ -80,6 +80,7 @@ from recorder.journal import run as run_journal_write
 from recorder.markets import get_market
 from recorder.pipeline import Pipeline, tune_malloc, write_buffers
 from recorder.protocol import parse_frame
+from recorder.runtime import JOURNAL_WAKE_BYTES
 
 DEFAULT_REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 SPOT_FILES = ["hftbacktest/spot_btcusdt_20240808.gz", "hftbacktest/spot_btcusdt_20240809.gz"]
@@ -180,65 +181,76 @@ def ingest(items: list[tuple], out: Path | None = None, keep: bool = False) -> d
     """The recorder's whole in-process path; returns timings of its parts and the pipeline's counters.
 
     As `recorder run` does it: `items` handed over as a connection reads them (`handovers`, made before
-    the clock starts: that is the socket's part), the journal fsynced every 200 ms, and every FLUSH_EVERY
-    frames the buffers detached and written by a writer thread (Arrow, zstd and the kernel release the GIL)
-    while frames keep coming; a flush waits for the previous one. Batches of one frame go to `frame()`, as
-    the live loop hands them over during a rollover."""
+    the clock starts: that is the socket's part), and between handovers the writer loop's moves
+    (`Recorder._writer_loop`), each step in a thread while frames keep coming: every 200 ms the journal
+    written and fsynced; after that, once FLUSH_EVERY rows are buffered and no segment is being written,
+    a segment: the journal rotated (the bytes since the last write written inline, as `Journal.rotate`
+    does), the buffers detached and written beside the journal's next writes (Arrow, zstd and the kernels
+    release the GIL), the closed journal deleted. Frames never wait for the writer: while it works, rows
+    keep buffering. At the end, as the recorder stops, the segment in progress finishes and the rest is
+    written. Batches of one frame go to `frame()`, as the live loop hands them over during a rollover."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-rec-")) if out is None else out
     timings = {"flush_s": 0.0, "flush_wait_s": 0.0, "sync_s": 0.0, "flushes": 0, "syncs": 0}
     started, cpu_started = time.perf_counter(), time.process_time()
     dates = set()
-    writer = ThreadPoolExecutor(1)
-    syncer = ThreadPoolExecutor(1)
-    durable = None
+    journal_thread, segment_thread = ThreadPoolExecutor(1), ThreadPoolExecutor(1)  # asyncio.to_thread's
     try:
         journal = Journal(tmp / ".journal")
-        journal.open("bench")
+        journal.open("seg-0")
         pipeline = Pipeline(get_market("spot"), journal=journal)
         frame, frames, snapshot = pipeline.frame, pipeline.frames, pipeline.snapshot
         clock = time.perf_counter
-        last_sync = clock()
-        segment = 0
-        pending = None
-
-        def written() -> None:
-            nonlocal pending
-            if pending is not None:
-                start = clock()
-                _, rejected, seconds = pending.result()
-                timings["flush_wait_s"] += clock() - start
-                timings["flush_s"] += seconds
-                assert not rejected, rejected[:3]
-                pending = None
+        segment_number = 0
+        journal_write = None  # the journal write in progress
+        segment = None  # (future, closed journal) of the segment write in progress
+        wake = clock() + JOURNAL_SYNC_S
 
         def write(buffers, stem):
-            start = clock()
-            files, rejected = write_buffers(buffers, tmp, pipeline.market.exchange, stem)
-            return files, rejected, clock() - start
+            begin = clock()
+            _, rejected = write_buffers(buffers, tmp, pipeline.market.exchange, stem)
+            return rejected, clock() - begin
 
-        def flush() -> None:
-            nonlocal segment, pending
-            written()
+        def segment_written() -> None:
+            nonlocal segment
+            future, closed = segment
+            rejected, seconds = future.result()
+            assert not rejected, rejected[:3]
+            timings["flush_s"] += seconds
+            closed.unlink()
+            segment = None
+
+        def start_segment() -> None:
+            """`Recorder._flush`: rotate the journal, detach the buffers, write them in a thread."""
+            nonlocal segment_number, segment
+            begin = clock()
+            closed = journal.rotate(f"seg-{segment_number + 1}")
+            timings["sync_s"] += clock() - begin
             dates.update(d for d, rows in pipeline.buffers.items() if rows.count)
-            pending = writer.submit(write, pipeline.detach(), f"seg-{segment:020d}-{SHARD_TAG}")
+            stem = f"seg-{segment_number:020d}-{SHARD_TAG}"
+            segment = (segment_thread.submit(write, pipeline.detach(), stem), closed)
             timings["flushes"] += 1
-            segment += 1
+            segment_number += 1
 
-        def sync(last: bool = False) -> None:
-            """As the recorder's writer loop: write and fsync in a thread while frames keep coming."""
-            nonlocal last_sync, durable
-            start = clock()
-            if durable is not None:
-                durable.result()
-            durable = syncer.submit(run_journal_write, journal.take())
-            if last:
-                durable.result()
-            last_sync = clock()
-            timings["sync_s"] += last_sync - start
-            timings["syncs"] += 1
+        def writer_loop() -> None:
+            """The writer loop's next move, if it has one: a journal write every 200 ms; after one, a
+            segment if it is due and the previous one is written."""
+            nonlocal journal_write, wake
+            if journal_write is None:
+                if clock() >= wake or journal.backlog >= JOURNAL_WAKE_BYTES:
+                    journal_write = journal_thread.submit(run_journal_write, journal.take())
+                    timings["syncs"] += 1
+                return
+            if not journal_write.done():
+                return
+            journal_write.result()
+            journal_write, wake = None, clock() + JOURNAL_SYNC_S
+            if segment is not None and segment[0].done():
+                segment_written()
+            if segment is None and pipeline.pending_rows >= FLUSH_EVERY:
+                start_segment()
 
         n = 0
-        next_check, next_flush = 1024, FLUSH_EVERY
+        next_check = 1024
         for item in items:
             if item[0] == "ws":
                 if len(item[2]) == 1:
@@ -250,26 +262,26 @@ def ingest(items: list[tuple], out: Path | None = None, keep: bool = False) -> d
             else:
                 snapshot(*item[1:])
                 n += 1
-            if n < next_check:
-                continue
-            next_check = n + 1024
-            if clock() - last_sync >= JOURNAL_SYNC_S:
-                sync()
-            if n >= next_flush:
-                next_flush += FLUSH_EVERY
-                flush()
-        sync(last=True)
-        flush()
-        written()
-        journal.close()
+            if n >= next_check:
+                next_check = n + 1024
+                writer_loop()
+        begin = clock()  # the recorder stops: the writes in progress finish, then the last segment
+        if journal_write is not None:
+            journal_write.result()
+        if segment is not None:
+            segment_written()
+        start_segment()
+        segment_written()
+        journal.close().unlink()
+        timings["flush_wait_s"] = clock() - begin
         # not the removal of what it wrote, which follows
         timings.update(seconds=clock() - started, cpu_s=time.process_time() - cpu_started)
         timings.update(gaps=sum(pipeline.gaps.values()), synced=all(e.synced for e in pipeline.engines.values()),
                        dates=sorted(dates), counts=dict(pipeline.counts))
         return timings
     finally:
-        writer.shutdown()
-        syncer.shutdown()
+        journal_thread.shutdown()
+        segment_thread.shutdown()
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -366,9 +378,10 @@ def figure_ingest(capture: list[Record], repeat: int, profile: bool, peer_python
         ("parse_frame only", ws / parse_s, parse_s, ""),
         (f"full, batches of {BATCH} (Pipeline.frames)", n / full_s, full_s, f"ratio to bare {bare_s / full_s:.3f}"),
         ("  of which ingest (main thread)", None, hot_s, f"{hot_s / full_s:4.0%}"),
-        ("  of which waiting for the writer", None, parts["flush_wait_s"],
-         f"{parts['flush_wait_s'] / full_s:4.0%} (writer busy {parts['flush_s']:.3f} s, {parts['flushes']} flushes)"),
-        ("  of which waiting for the journal fsync", None, parts["sync_s"], f"{parts['sync_s'] / full_s:4.0%} ({parts['syncs']} syncs)"),
+        ("  of which the last segment, after the frames", None, parts["flush_wait_s"],
+         f"{parts['flush_wait_s'] / full_s:4.0%} (writer busy {parts['flush_s']:.3f} s, {parts['flushes']} segments)"),
+        ("  of which journal rotations (inline)", None, parts["sync_s"],
+         f"{parts['sync_s'] / full_s:4.0%} ({parts['syncs']} journal writes in the thread)"),
         ("full, frame by frame (live loop: frame())", n / single_s, single_s, f"ratio to bare {bare_s / single_s:.3f}"),
         (f"full, batches of {BATCH}, default GC", n / default_gc_s, default_gc_s,
          f"ratio to bare {bare_s / default_gc_s:.3f}"),
@@ -1121,7 +1134,7 @@ def main() -> None:
     only = {int(x) for x in args.only.split(",") if x.strip()}
     realdata = args.realdata if (args.realdata / SPOT_FILES[0]).is_file() else None
     results: dict = {"python": sys.version.split()[0], "cpus": mp.cpu_count()}
-    started, cpu_started = time.perf_counter(), time.process_time()
+    started = time.perf_counter()
     records = load(realdata) if realdata is not None else None
     if realdata is None:
         print(f"bench_recorder: {args.realdata} not found (the real captures live in ../shared/realdata): "

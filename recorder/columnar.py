@@ -17,6 +17,7 @@ exactly as the row buffers do.
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -353,7 +354,7 @@ class FrameBuffers(TableBuffers):
             sorted_routes = route[order]
             bounds = [0, *(np.flatnonzero(np.diff(sorted_routes)) + 1).tolist(), len(order)]
             names = batches[-1].routes
-            for lo, hi in zip(bounds, bounds[1:]):
+            for lo, hi in itertools.pairwise(bounds):
                 if hi > lo:
                     key = names[sorted_routes[lo]]
                     arrays = FrameArrays(buf, starts[lo:hi], ends[lo:hi], recv_ts[lo:hi], seq[lo:hi])

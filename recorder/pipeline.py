@@ -50,6 +50,7 @@ from recorder.streamroutes import FRAME_PATH, StreamRoutes, last_of_routes
 from recorder.sync import DEFAULT_MAX_BUFFER, Action, State, SyncEngine
 from schemas import berlin_date, berlin_day_bounds
 
+
 class Batch(NamedTuple):
     """What `Pipeline.frames` tells its caller: the messages of the frames it decoded on arrival (acks,
     errors, notices, frames of another layout), each with its receive time, and the latest receive time

@@ -104,6 +104,11 @@ class Connection:
 
 
 MAX_BATCH = 512  # frames handed to Pipeline.frames at once by a connection
+# The writer loop runs every journal_flush_ms, and sooner once this much is waiting to be journaled: a
+# burst (a reconnect's backlog, a whole market's open) is journaled and its segment started while it
+# still arrives, not all after it (measured 2026-12-03: 597k frames at 1.5M msg/s ingested in 0.4 s,
+# then written in 0.8 s, with only the 200 ms timer).
+JOURNAL_WAKE_BYTES = 4 << 20
 
 
 def trade_id(message: object) -> int | None:
@@ -313,6 +318,7 @@ class Recorder:
         self._rates: dict[str, tuple[float, int]] = {}
         self._dates: set = set()  # Berlin dates this run wrote, compacted at the end
         self._stopping = False  # tells the writer loop to finish its current segment and return
+        self._writer_wake = asyncio.Event()  # set by the receiving loop when the journal backlog is large
         self.waiting_until_ns: int | None = None  # while waiting for the window to open
         self.sync_grace_s = SYNC_GRACE_S
         self.metrics_server = metrics_server  # a server of the caller's (schedule), else one of our own
@@ -635,6 +641,8 @@ class Recorder:
             if len(conn.owned) == len(conn.symbols) and conn.plan.carries_depth:
                 decoded, latest = pipeline.frames(stamps, batch)
                 self.watchdog.seen_latest(latest)
+                if self.journal.backlog >= JOURNAL_WAKE_BYTES and self.io_error is None:  # not while it fails
+                    self._writer_wake.set()
             else:
                 decoded = []
                 for recv_ts, raw in zip(stamps, batch):
@@ -855,18 +863,32 @@ class Recorder:
     # ---- writing ----------------------------------------------------------------------------------
 
     async def _writer_loop(self) -> None:
+        """Every journal_flush_ms (or sooner: JOURNAL_WAKE_BYTES) the journal is written and fsynced; a
+        segment, when due, is started right after and written while the journal keeps that cadence: a
+        crash loses at most that long of frames, however long a segment write takes (a whole market's:
+        seconds). One segment at a time."""
         flush_every = self.config.writer.journal_flush_ms / 1000
         last_segment = time.monotonic()
+        segment: asyncio.Task | None = None
         try:
-            while not self._stopping:
-                await asyncio.sleep(flush_every)
-                if not await self._sync_journal():
-                    continue
-                now = time.monotonic()
-                if now - last_segment >= self.config.writer.segment_seconds or \
-                        self.pipeline.pending_rows >= self.config.writer.segment_rows:
-                    last_segment = now
-                    await self._flush()
+            try:
+                while not self._stopping:
+                    with suppress(TimeoutError):
+                        await asyncio.wait_for(self._writer_wake.wait(), flush_every)
+                    self._writer_wake.clear()
+                    if segment is not None and segment.done():
+                        segment, written = None, segment
+                        await written  # raises what the write raised
+                    if not await self._sync_journal():
+                        continue
+                    now = time.monotonic()
+                    if segment is None and (now - last_segment >= self.config.writer.segment_seconds or
+                                            self.pipeline.pending_rows >= self.config.writer.segment_rows):
+                        last_segment = now
+                        segment = asyncio.create_task(self._flush())
+            finally:
+                if segment is not None:
+                    await segment  # the run stops: a segment write in progress finishes first
         except Exception as exc:  # noqa: BLE001 - the writer never dies silently: it stops the run, exit 3
             self._fail(f"the writer stopped: {type(exc).__name__}: {exc}")
 

@@ -22,8 +22,8 @@ from recorder import framescan
 from recorder.captures import iter_capture
 from recorder.columnar import (
     STREAM_TABLES,
-    FrameBuffers,
     FrameArrays,
+    FrameBuffers,
     FrameColumns,
     arrow_frames_table,
     frames_table,
@@ -31,8 +31,8 @@ from recorder.columnar import (
 )
 from recorder.markets import get_market
 from recorder.narrow import decode_frame
-from recorder.protocol import DepthUpdate
 from recorder.pipeline import Pipeline
+from recorder.protocol import DepthUpdate
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 CAPTURES = sorted((REALDATA / "hftbacktest").glob("*.gz")) if REALDATA.is_dir() else []

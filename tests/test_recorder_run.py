@@ -1124,3 +1124,45 @@ def test_frames_keep_arriving_while_the_journal_is_fsynced(tmp_path, monkeypatch
     assert_seq_unique_per_partition(out)
     stats = check_against_truth(out, venue, "BTCUSDT")
     assert stats["mismatches"] == 0 and stats["books"] > 5, stats
+
+
+def test_the_journal_keeps_its_cadence_while_a_segment_is_written(tmp_path, monkeypatch):
+    """A segment write (seconds for a whole market) does not pause the journal: it is still written and
+    fsynced every journal_flush_ms meanwhile, so a crash then loses no more than that, and the data of
+    the run is all there. Here the first segment's write takes 1.5 s."""
+    from recorder.pipeline import warm_kernels
+
+    warm_kernels()  # as the Docker image is built: a first compile would take the run's 3.5 s
+    out = tmp_path / "data"
+    real_write, real_run = runtime.write_buffers, jr.run
+    journal_writes: list[float] = []
+    slow_write: list[tuple[float, float]] = []
+
+    def counted_run(job):
+        real_run(job)
+        journal_writes.append(time.monotonic())
+
+    def slow_write_buffers(*args, **kwargs):
+        if not slow_write:
+            start = time.monotonic()
+            time.sleep(1.5)
+            slow_write.append((start, time.monotonic()))
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(jr, "run", counted_run)
+    monkeypatch.setattr(runtime, "write_buffers", slow_write_buffers)
+
+    async def main():
+        async with VenueServer("spot", ["BTCUSDT"], host="127.0.0.1", port=0, speed=5.0, seed=8,
+                               events_per_second=400) as venue:
+            config = in_process_config(venue, out, ("BTCUSDT",), 3.5, segment_seconds=0.5, journal_flush_ms=100)
+            return venue, await Recorder(config).run()
+
+    venue, code = asyncio.run(main())
+    assert code == 0
+    (start, end), = slow_write
+    during = [t for t in journal_writes if start < t < end]
+    assert len(during) >= 5, (len(during), len(journal_writes))  # 1.5 s at 100 ms: ~14
+    assert_seq_unique_per_partition(out)
+    stats = check_against_truth(out, venue, "BTCUSDT")
+    assert stats["mismatches"] == 0 and stats["books"] > 5, stats
