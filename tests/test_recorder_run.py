@@ -1166,3 +1166,33 @@ def test_the_journal_keeps_its_cadence_while_a_segment_is_written(tmp_path, monk
     assert_seq_unique_per_partition(out)
     stats = check_against_truth(out, venue, "BTCUSDT")
     assert stats["mismatches"] == 0 and stats["books"] > 5, stats
+
+
+def test_a_large_journal_backlog_wakes_the_writer_before_its_timer(tmp_path, monkeypatch):
+    """Frames arriving faster than the writer loop's timer expects (a burst) are journaled as they pile
+    up, not only when the timer fires: here the timer is 10 s, the run 3 s, the wake threshold 32 kB."""
+    from recorder.pipeline import warm_kernels
+
+    warm_kernels()
+    out = tmp_path / "data"
+    real_run = jr.run
+    journal_writes: list[float] = []
+
+    def counted_run(job):
+        real_run(job)
+        journal_writes.append(time.monotonic())
+
+    monkeypatch.setattr(jr, "run", counted_run)
+    monkeypatch.setattr(runtime, "JOURNAL_WAKE_BYTES", 32 << 10)
+
+    async def main():
+        async with VenueServer("spot", ["BTCUSDT"], host="127.0.0.1", port=0, speed=5.0, seed=9,
+                               events_per_second=2000) as venue:
+            config = in_process_config(venue, out, ("BTCUSDT",), 3.0, journal_flush_ms=10_000)
+            return venue, await Recorder(config).run()
+
+    venue, code = asyncio.run(main())
+    assert code == 0
+    assert len(journal_writes) >= 20, len(journal_writes)  # the timer alone: 4, all at the end
+    stats = check_against_truth(out, venue, "BTCUSDT")
+    assert stats["mismatches"] == 0 and stats["books"] > 5, stats
