@@ -47,15 +47,19 @@ class JournalRecord:
 
 
 class Journal:
-    """Append-only file per segment; `sync()` makes everything appended so far durable."""
+    """Append-only file per segment; `sync()` makes everything appended so far durable.
+
+    What is appended is kept as the parts it came in (a batch's frames stay the buffer `Pipeline.frames`
+    joined them into), written with one writev per 1,024 parts: the receiving thread copies nothing."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        self._pending = bytearray()
+        self._pending: list = []  # bytes-like parts, in order
+        self._pending_size = 0
         self._fd: int | None = None
         self._in_flight: PendingWrite | None = None
-        self._unsealed: list[int] = []  # offsets in `_pending` of batch records without their crc yet
+        self._unsealed: list[tuple[bytearray, tuple]] = []  # batch records' headers without their crc yet
         self.path: Path | None = None
 
     def open(self, segment_id: str) -> None:
@@ -66,30 +70,31 @@ class Journal:
     def append(self, seq: int, recv_ts: int, kind: int, payload: bytes, symbol: str | None = None,
                limit: int = 0) -> None:
         sym = symbol.encode() if symbol else b""
-        self._pending += HEADER.pack(seq, recv_ts, kind, limit, len(sym), len(payload), zlib.crc32(payload))
-        self._pending += sym
-        self._pending += payload
+        record = HEADER.pack(seq, recv_ts, kind, limit, len(sym), len(payload), zlib.crc32(payload)) + sym + payload
+        self._pending.append(record)
+        self._pending_size += len(record)
 
     def append_frames(self, seqs: np.ndarray, recv_ts: np.ndarray, lengths: np.ndarray, joined: bytes) -> None:
         """A batch of frames as one record: one header, no per-frame packing. `joined`: the frames back to
-        back, `lengths` their sizes; seqs and receive times as int64 arrays. Its crc is computed by `run`,
-        in the writing thread."""
+        back (kept, not copied: bytes never change), `lengths` their sizes; seqs and receive times as
+        int64 arrays. Its crc is computed by `run`, in the writing thread."""
         n = len(lengths)
         if not n:
             return
-        parts = (seqs.astype(np.int64, copy=False).tobytes(), recv_ts.astype(np.int64, copy=False).tobytes(),
-                 lengths.astype(np.uint32).tobytes(), joined)
-        pending = self._pending
-        self._unsealed.append(len(pending))
-        pending += HEADER.pack(int(seqs[0]), int(recv_ts[0]), FRAMES, n, 0, sum(map(len, parts)), 0)
-        for part in parts:
-            pending += part
+        payload = (seqs.astype(np.int64, copy=False).tobytes(), recv_ts.astype(np.int64, copy=False).tobytes(),
+                   lengths.astype(np.uint32).tobytes(), joined)
+        size = sum(map(len, payload))
+        header = bytearray(HEADER.pack(int(seqs[0]), int(recv_ts[0]), FRAMES, n, 0, size, 0))
+        self._unsealed.append((header, payload))
+        self._pending.append(header)
+        self._pending.extend(payload)
+        self._pending_size += HEADER.size + size
 
     @property
     def backlog(self) -> int:
         """Bytes appended but not yet written: grows only while writing fails (a full disk)."""
         job = self._in_flight
-        return len(self._pending) + (len(job.data) - job.written if job is not None else 0)
+        return self._pending_size + (job.size - job.written if job is not None else 0)
 
     def sync(self) -> None:
         """Write what was appended and fsync it: after this returns, a crash loses none of it."""
@@ -112,13 +117,14 @@ class Journal:
                 if not job.closed:
                     os.close(job.fd)
                     job.closed = True
-            rest = job.data[job.written:]
+            rest = job.unwritten()
             if rest:  # still unsealed if it never ran (then nothing of it was written)
                 self._pending[:0] = rest
-                self._unsealed = job.unsealed + [offset + len(rest) for offset in self._unsealed]
-        data, self._pending = self._pending, bytearray()
+                self._pending_size += job.size - job.written
+                self._unsealed[:0] = job.unsealed
+        parts, self._pending, size, self._pending_size = self._pending, [], self._pending_size, 0
         unsealed, self._unsealed = self._unsealed, []
-        self._in_flight = PendingWrite(os.dup(self._fd), data, unsealed)
+        self._in_flight = PendingWrite(os.dup(self._fd), parts, size, unsealed)
         return self._in_flight
 
     def rotate(self, segment_id: str) -> Path | None:
@@ -146,19 +152,32 @@ class Journal:
         return old
 
 
+IOV_MAX = 1024  # parts per writev (Linux's limit)
+
+
 @dataclass
 class PendingWrite:
     """Bytes of a journal on their way to the disk (`Journal.take`, `run`), through a descriptor of their
-    own, so the journal may be rotated or closed meanwhile. `unsealed`: offsets of the batch records whose
-    crc is still to be computed."""
+    own, so the journal may be rotated or closed meanwhile. `unsealed`: the batch records whose crc is
+    still to be computed (header, payload parts)."""
 
     fd: int
-    data: bytearray
-    unsealed: list[int]
+    parts: list
+    size: int
+    unsealed: list[tuple[bytearray, tuple]]
     written: int = 0
     closed: bool = False
     abandoned: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def unwritten(self) -> list:
+        """The parts from the first byte not written on (the first one cut there)."""
+        skip = self.written
+        for index, part in enumerate(self.parts):
+            if skip < len(part):
+                return ([memoryview(part)[skip:]] if skip else [part]) + self.parts[index + 1:]
+            skip -= len(part)
+        return []
 
 
 def run(job: PendingWrite) -> None:
@@ -168,15 +187,14 @@ def run(job: PendingWrite) -> None:
         if job.abandoned:
             return
         try:
-            data = job.data
-            view = memoryview(data)
-            for offset in job.unsealed:
-                start = offset + HEADER.size
-                payload_length = _UINT32.unpack_from(data, start - 8)[0]
-                _UINT32.pack_into(data, start - 4, zlib.crc32(view[start:start + payload_length]))
+            for header, payload in job.unsealed:
+                crc = 0
+                for part in payload:
+                    crc = zlib.crc32(part, crc)
+                _UINT32.pack_into(header, HEADER.size - 4, crc)
             job.unsealed = []
-            while job.written < len(data):
-                job.written += os.write(job.fd, view[job.written:])
+            while job.written < job.size:
+                job.written += os.writev(job.fd, job.unwritten()[:IOV_MAX])
             os.fsync(job.fd)
         finally:
             os.close(job.fd)

@@ -234,19 +234,20 @@ def test_journal_writes_in_order_across_a_failed_and_an_abandoned_write(tmp_path
         journal.append_frames(np.arange(3 * k + 1, 3 * k + 4), T0 + np.arange(3 * k, 3 * k + 3),
                               np.array([len(f) for f in chunk]), b"".join(chunk))
 
-    real_write = os.write
+    real_writev = os.writev
     calls = []
 
-    def half_then_full(fd, data):  # as a filling disk: a short write, then ENOSPC, then room again
-        calls.append(len(data))
+    def half_then_full(fd, buffers):  # as a filling disk: a short write, then ENOSPC, then room again
+        calls.append(len(buffers))
         if len(calls) == 1:
-            return real_write(fd, data[:len(data) // 2])
+            data = b"".join(buffers)
+            return os.write(fd, data[:len(data) // 2 + 3])  # cut inside a part
         if len(calls) == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
+        return real_writev(fd, buffers)
 
     batch(0)
-    monkeypatch.setattr(jr.os, "write", half_then_full)
+    monkeypatch.setattr(jr.os, "writev", half_then_full)
     with pytest.raises(OSError):
         jr.run(journal.take())
     assert journal.backlog > 0
