@@ -346,14 +346,15 @@ class FrameBuffers(TableBuffers):
             buf = np.frombuffer(b"".join(b.buf for b in batches), np.uint8)
             route = np.concatenate([b.route for b in batches])
             routed = np.flatnonzero(route >= 0)
-            order = routed[np.argsort(route[routed], kind="stable")]
+            names = batches[-1].routes
+            narrow = np.uint16 if len(names) <= 1 << 16 else np.int32  # numpy radix-sorts 16-bit keys: 3x faster
+            order = routed[np.argsort(route[routed].astype(narrow), kind="stable")]
             starts = np.concatenate([b.starts + offset for b, offset in zip(batches, offsets)])[order]
             ends = np.concatenate([b.ends + offset for b, offset in zip(batches, offsets)])[order]
             recv_ts = np.concatenate([b.recv_ts for b in batches])[order]
             seq = np.concatenate([b.seq for b in batches])[order]
             sorted_routes = route[order]
             bounds = [0, *(np.flatnonzero(np.diff(sorted_routes)) + 1).tolist(), len(order)]
-            names = batches[-1].routes
             for lo, hi in itertools.pairwise(bounds):
                 if hi > lo:
                     key = names[sorted_routes[lo]]

@@ -184,9 +184,9 @@ class Pipeline:
             return Batch([], {})
         stamps = np.array(recv_ts, np.int64)
         rows = self._buffers_for(recv_ts[0])
-        outside = np.flatnonzero((stamps < self._day_start) | (stamps >= self._day_end))
-        if len(outside):  # the batch spans Berlin midnight: each day's run of frames is a batch of its own
-            split = int(outside[0])
+        if stamps.min() < self._day_start or stamps.max() >= self._day_end:
+            # the batch spans Berlin midnight: each day's run of frames is a batch of its own
+            split = int(np.flatnonzero((stamps < self._day_start) | (stamps >= self._day_end))[0])
             first = self.frames(recv_ts[:split], raws[:split])  # split > 0: the day is the first frame's
             rest = self.frames(recv_ts[split:], raws[split:])
             return Batch(first.decoded + rest.decoded, {**first.latest, **rest.latest})
