@@ -57,6 +57,7 @@ class Journal:
         directory.mkdir(parents=True, exist_ok=True)
         self._pending: list = []  # bytes-like parts, in order
         self._pending_size = 0
+        self._small: bytearray | None = None  # the last part, where single records are copied together
         self._fd: int | None = None
         self._in_flight: PendingWrite | None = None
         self._unsealed: list[tuple[bytearray, tuple]] = []  # batch records' headers without their crc yet
@@ -70,9 +71,14 @@ class Journal:
     def append(self, seq: int, recv_ts: int, kind: int, payload: bytes, symbol: str | None = None,
                limit: int = 0) -> None:
         sym = symbol.encode() if symbol else b""
-        record = HEADER.pack(seq, recv_ts, kind, limit, len(sym), len(payload), zlib.crc32(payload)) + sym + payload
-        self._pending.append(record)
-        self._pending_size += len(record)
+        small = self._small
+        if small is None:
+            small = self._small = bytearray()
+            self._pending.append(small)
+        small += HEADER.pack(seq, recv_ts, kind, limit, len(sym), len(payload), zlib.crc32(payload))
+        small += sym
+        small += payload
+        self._pending_size += HEADER.size + len(sym) + len(payload)
 
     def append_frames(self, seqs: np.ndarray, recv_ts: np.ndarray, lengths: np.ndarray, joined: bytes) -> None:
         """A batch of frames as one record: one header, no per-frame packing. `joined`: the frames back to
@@ -86,6 +92,7 @@ class Journal:
         size = sum(map(len, payload))
         header = bytearray(HEADER.pack(int(seqs[0]), int(recv_ts[0]), FRAMES, n, 0, size, 0))
         self._unsealed.append((header, payload))
+        self._small = None
         self._pending.append(header)
         self._pending.extend(payload)
         self._pending_size += HEADER.size + size
@@ -123,6 +130,7 @@ class Journal:
                 self._pending_size += job.size - job.written
                 self._unsealed[:0] = job.unsealed
         parts, self._pending, size, self._pending_size = self._pending, [], self._pending_size, 0
+        self._small = None
         unsealed, self._unsealed = self._unsealed, []
         self._in_flight = PendingWrite(os.dup(self._fd), parts, size, unsealed)
         return self._in_flight
@@ -193,8 +201,17 @@ def run(job: PendingWrite) -> None:
                     crc = zlib.crc32(part, crc)
                 _UINT32.pack_into(header, HEADER.size - 4, crc)
             job.unsealed = []
-            while job.written < job.size:
-                job.written += os.writev(job.fd, job.unwritten()[:IOV_MAX])
+            parts, index, cut = job.unwritten(), 0, 0  # parts[index][cut:] is the next byte to write
+            while index < len(parts):
+                chunk = parts[index:index + IOV_MAX]
+                if cut:
+                    chunk[0] = memoryview(chunk[0])[cut:]
+                written = os.writev(job.fd, chunk)
+                job.written += written
+                cut += written
+                while index < len(parts) and cut >= len(parts[index]):
+                    cut -= len(parts[index])
+                    index += 1
             os.fsync(job.fd)
         finally:
             os.close(job.fd)
