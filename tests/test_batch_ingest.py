@@ -304,3 +304,33 @@ def test_tuned_malloc_keeps_a_flush_buffer_for_the_next_flush():
     if tuned == "not glibc":
         pytest.skip("mallopt is glibc's")
     assert int(tuned) < 50
+
+
+def test_journal_writes_thousands_of_parts_through_short_writes(tmp_path, monkeypatch):
+    """More parts than one writev takes (1,024), and a disk that writes at most 1,000 bytes a call: every
+    record comes back in order, single records and batches alike."""
+    journal = jr.Journal(tmp_path)
+    journal.open("seg")
+    expected, seq = [], 0
+    for k in range(1_500):
+        seq += 1
+        single = b'{"single":%d}' % k
+        journal.append(seq, T0 + seq, jr.FRAME, single)
+        expected.append((seq, single))
+        if k % 3 == 0:
+            chunk = [b'{"batch":%d,"i":%d}' % (k, i) for i in range(2)]
+            journal.append_frames(np.arange(seq + 1, seq + 3), T0 + np.arange(seq + 1, seq + 3),
+                                  np.array([len(f) for f in chunk]), b"".join(chunk))
+            expected += [(seq + 1, chunk[0]), (seq + 2, chunk[1])]
+            seq += 2
+    real_writev = os.writev
+    calls = []
+
+    def short_writev(fd, buffers):
+        calls.append(len(buffers))
+        return os.write(fd, b"".join(buffers)[:1_000]) if len(calls) % 2 else real_writev(fd, buffers)
+
+    monkeypatch.setattr(jr.os, "writev", short_writev)
+    journal.close()
+    assert max(calls) == jr.IOV_MAX
+    assert [(r.seq, r.payload) for r in jr.read_journal(tmp_path / "seg.jnl")] == expected
