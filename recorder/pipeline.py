@@ -153,17 +153,8 @@ class Pipeline:
         if kind is DepthUpdate:
             rows = self._buffers_for(recv_ts)
             rows.depth(seq, recv_ts, message, raw)
-            symbol = message.symbol
-            self.last_feed_latency_ns[symbol] = recv_ts - message.event_ts * 1_000_000
-            self.depth_counts[symbol] = self.depth_counts.get(symbol, 0) + 1
-            if self.use_engine:
-                engine = self.engine(symbol, recv_ts)
-                action = engine.on_diff(message.first_update_id, message.final_update_id,
-                                        message.prev_final_update_id)
-                if action is Action.APPLY:
-                    return message
-                if engine.events:
-                    self._drain(engine, message.symbol, recv_ts)
+            self._decide_diff(message.symbol, recv_ts, message.event_ts, message.first_update_id,
+                              message.final_update_id, message.prev_final_update_id)
         elif kind is Trade:
             self._buffers_for(recv_ts).trade(seq, recv_ts, message, raw)
         elif kind is BookTicker:
@@ -202,7 +193,7 @@ class Pipeline:
         seqs = np.arange(first + 1, first + n + 1, dtype=np.int64)
         decoded: list[tuple[int, object]] = []
         taken = 0  # seqs taken by events in between frames
-        names, engines = routes.routes, self.engines
+        names = routes.routes
         visit = np.flatnonzero(route < 0).tolist()  # in order: the frames decided on one by one
         if depth_ids:
             visit = sorted(visit + list(depth_ids))
@@ -213,18 +204,11 @@ class Pipeline:
             if diff is None:  # anything unusual: the frame-by-frame path
                 self.seq = seq - 1
                 decoded.append((ts, self.frame(ts, raws[i], seq)))
-            else:  # a depth diff: as `frame()` does it, from the ids the kernel read
+            else:  # a depth diff: as `frame()` decides it, from the ids the kernel read
                 self.seq = seq
                 (event_ts, _, first_id, final_id, _), prev_id = diff
-                symbol = names[route[i]][1]
-                self.last_feed_latency_ns[symbol] = ts - event_ts * 1_000_000
-                self.depth_counts[symbol] = self.depth_counts.get(symbol, 0) + 1
-                engine = engines.get(symbol)
-                if engine is None:
-                    engine = self.engine(symbol, ts)
-                action = engine.on_diff(first_id, final_id, None if prev_id < 0 else prev_id)
-                if action is not Action.APPLY and engine.events:
-                    self._drain(engine, symbol, ts)
+                self._decide_diff(names[route[i]][1], ts, event_ts, first_id, final_id,
+                                  None if prev_id < 0 else prev_id)
             if self.seq != seq:
                 seqs[i + 1:] += self.seq - seq
                 taken += self.seq - seq
@@ -240,6 +224,16 @@ class Pipeline:
         if self.journal is not None:
             self.journal.append_frames(seqs, stamps, lengths, joined)
         return Batch(decoded, latest)
+
+    def _decide_diff(self, symbol: str, recv_ts: int, event_ts: int, first_id: int, final_id: int,
+                     prev_id: int | None) -> None:
+        """A depth diff's sync decision from its ids, whoever read them (`frame()` or `frames()`)."""
+        self.last_feed_latency_ns[symbol] = recv_ts - event_ts * 1_000_000
+        self.depth_counts[symbol] = self.depth_counts.get(symbol, 0) + 1
+        if self.use_engine:
+            engine = self.engine(symbol, recv_ts)
+            if engine.on_diff(first_id, final_id, prev_id) is not Action.APPLY and engine.events:
+                self._drain(engine, symbol, recv_ts)
 
     def _depth_ids(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, route: np.ndarray) -> dict:
         """Frame index -> ((E, T, U, u, pu), pu or -1) of the batch's depth diffs the kernel reads; the
