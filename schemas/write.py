@@ -249,8 +249,14 @@ def write_parquet(
         options["write_statistics"] = [f.name for f in tagged.schema if f.name not in decimals]
     if not dictionary:
         options["use_dictionary"] = False
-    return _write_atomically(path, lambda sink: pq.write_table(
-        tagged, sink, compression=compression, row_group_size=row_group_size, **options))
+    # Encoded into Arrow's own buffer, then written in one call: a Python file as the sink takes the GIL for
+    # each of the writer's ~100 writes per file, and a thread writing segments beside a busy receiving
+    # thread waits up to a switch interval (5 ms) for each (measured 2026-12-03: 18 segment files, 0.12 s
+    # alone; beside a thread running Python, 5.2 s through the file, 0.75 s through the buffer).
+    encoded = pa.BufferOutputStream()
+    pq.write_table(tagged, encoded, compression=compression, row_group_size=row_group_size, **options)
+    data = encoded.getvalue()
+    return _write_atomically(path, lambda sink: sink.write(data))
 
 
 def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> Path:
