@@ -59,10 +59,71 @@ def _prefetch(typingctx, array, index):
     return types.void(array, index), codegen
 
 
+@intrinsic
+def _load8(typingctx, array, index):
+    """The 8 bytes array[index:index + 8] as one little-endian integer (an unaligned load; the caller
+    keeps index + 8 within the array)."""
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        word = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(64).as_pointer())
+        return builder.load(word, align=1)
+    return types.uint64(array, index), codegen
+
+
+@intrinsic
+def _trailing_zeros(typingctx, word):
+    """Count of trailing zero bits of a uint64 (64 for 0): llvm.cttz."""
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        flag = ir.IntType(1)
+        cttz = builder.module.declare_intrinsic("llvm.cttz", [i64], ir.FunctionType(i64, [i64, flag]))
+        return builder.call(cttz, [args[0], ir.Constant(flag, 0)])
+    return types.uint64(word), codegen
+
+
+_ASCII_ZEROS = np.uint64(0x3030303030303030)
+_ABOVE_NINE = np.uint64(0x4646464646464646)  # added to a byte: its top bit is set iff the byte is above '9'
+_TOP_BITS = np.uint64(0x8080808080808080)
+_ONES = np.uint64(0x0101010101010101)
+_QUOTES = np.uint64(0x2222222222222222)
+_BACKSLASHES = np.uint64(0x5C5C5C5C5C5C5C5C)
+_SPACES = np.uint64(0x2020202020202020)
+_LOW_BYTES = np.uint64(0x000000FF000000FF)
+_MUL_HUNDRED_MILLION = np.uint64(100 + (1000000 << 32))
+_MUL_TEN_THOUSAND = np.uint64(1 + (10000 << 32))
+_POW10 = np.array([10 ** k for k in range(UNIT_DIGITS + 1)], np.int64)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _digit_run(buf, i):
+    """(count, value) of the decimal digits that start buf[i:i + 8] (count 8: there may be more). Eight bytes
+    at once (SWAR): a byte is a digit iff neither its + 0x46 nor its - 0x30 sets its top bit; a borrow
+    only reaches bytes after the first non-digit, which are not used."""
+    word = _load8(buf, i)
+    digits = word - _ASCII_ZEROS
+    count = _trailing_zeros(((word + _ABOVE_NINE) | digits) & _TOP_BITS) >> np.uint64(3)
+    if count == 0:
+        return 0, 0
+    digits = digits << (np.uint64(8) * (np.uint64(8) - count))  # the run as the low digits of 8
+    digits = digits * np.uint64(10) + (digits >> np.uint64(8))
+    digits = (((digits & _LOW_BYTES) * _MUL_HUNDRED_MILLION)
+              + (((digits >> np.uint64(16)) & _LOW_BYTES) * _MUL_TEN_THOUSAND)) >> np.uint64(32)
+    return np.int64(count), np.int64(digits)
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _string_end(buf, i, end):
     """Index of the closing quote of the string whose first byte is at i; -1 if escaped, control or
     non-ASCII bytes (or the end) come first."""
+    while i + 8 <= end:  # eight bytes at a time: the first byte that is a quote, backslash, control or not ASCII
+        word = _load8(buf, i)
+        quotes, backslashes = word ^ _QUOTES, word ^ _BACKSLASHES
+        special = (((quotes - _ONES) & ~quotes) | ((backslashes - _ONES) & ~backslashes)
+                   | ((word - _SPACES) & ~word) | word) & _TOP_BITS
+        if special:
+            i += np.int64(_trailing_zeros(special) >> np.uint64(3))
+            return i if buf[i] == _QUOTE else -1
+        i += 8
     while i < end:
         c = buf[i]
         if c == _QUOTE:
@@ -75,8 +136,15 @@ def _string_end(buf, i, end):
 
 @njit(cache=True, nogil=True, inline="always")
 def _digits(buf, i, end, value):
-    """value extended by the decimal digits from i on: (value, index after them). Callers bound the digit
-    count, so a wrap-around of a too-long run is refused before its value is used."""
+    """value extended by the decimal digits from i on: (value, index after them). Eight at a time while eight
+    bytes of the frame remain, then byte by byte. Callers bound the digit count, so a wrap-around of a
+    too-long run is refused before its value is used."""
+    while i + 8 <= end:
+        count, part = _digit_run(buf, i)
+        value = value * _POW10[count] + part
+        i += count
+        if count < 8 or i == end or not _ZERO <= buf[i] <= _NINE:
+            return value, i
     while i < end and _ZERO <= buf[i] <= _NINE:
         value = value * 10 + (buf[i] - _ZERO)
         i += 1
@@ -123,9 +191,7 @@ def _decimal(buf, i, end):
             return 0, -1
     if i >= end or buf[i] != _QUOTE:
         return 0, -1
-    for _ in range(UNIT_DIGITS - fraction):
-        units *= 10
-    return units, i + 1
+    return units * _POW10[UNIT_DIGITS - fraction], i + 1
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -224,6 +290,13 @@ def scan(buf, starts, ends, keys, kinds, required, event, event_optional, symbol
     scratch = np.zeros((1, 1), np.int64)
     unknown = np.zeros((_MAX_UNKNOWN, 2), np.int64)
     n_keys = len(kinds)
+    one_letter = np.full(256, -1, np.int64)  # the slot of each one-letter key, by its byte
+    required_mask = 0
+    for k in range(n_keys):
+        if keys[k, 1] == 0:
+            one_letter[keys[k, 0]] = k
+        if required[k]:
+            required_mask |= 1 << k
     n_levels = 0
     with_levels = _has_levels(kinds)
     n_frames = len(starts)
@@ -236,8 +309,7 @@ def scan(buf, starts, ends, keys, kinds, required, event, event_optional, symbol
         i = _event_start(buf, i, end)
         if i < 0:
             return r, n_levels
-        for k in range(n_keys):
-            present[k, r] = False
+        seen = 0  # bit k: key k read in this frame
         n_unknown = 0
         first_level = n_levels
         asks_seen = False
@@ -252,9 +324,10 @@ def scan(buf, starts, ends, keys, kinds, required, event, event_optional, symbol
                 return r, n_levels
             length = key_end - i - 1
             slot = -1
-            if length == 1 or length == 2:
-                b0 = buf[i + 1]
-                b1 = buf[i + 2] if length == 2 else 0
+            if length == 1:
+                slot = one_letter[buf[i + 1]]
+            elif length == 2:
+                b0, b1 = buf[i + 1], buf[i + 2]
                 for k in range(n_keys):
                     if keys[k, 0] == b0 and keys[k, 1] == b1:
                         slot = k
@@ -278,9 +351,9 @@ def scan(buf, starts, ends, keys, kinds, required, event, event_optional, symbol
                 n_unknown += 1
                 i = _skip_scalar(buf, value_start, end, scratch)
             else:
-                if present[slot, r]:
+                if seen & (1 << slot):
                     return r, n_levels
-                present[slot, r] = True
+                seen |= 1 << slot
                 kind = kinds[slot]
                 i = value_start
                 if kind == INT:
@@ -321,8 +394,9 @@ def scan(buf, starts, ends, keys, kinds, required, event, event_optional, symbol
         if i + 2 != end or buf[i + 1] != _RBRACE:
             return r, n_levels
         for k in range(n_keys):
-            if required[k] and not present[k, r]:
-                return r, n_levels
+            present[k, r] = (seen >> k) & 1
+        if seen & required_mask != required_mask:
+            return r, n_levels
         if not _string_is(buf, values, present, r, EVENT_SLOT, event, event_optional):
             return r, n_levels
         if not _string_is(buf, values, present, r, SYMBOL_SLOT, symbol, False):

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from numba import njit
 
 from recorder import framescan
 from recorder.captures import iter_capture
@@ -195,6 +196,38 @@ def test_other_layouts_read_identically_or_are_declined(data, table, mutation):
     frames = [compact(table, event) for event in events]
     frames[mutated] = MUTATIONS[mutation](table, events[mutated])
     assert_same_or_declined(table, frames)
+
+
+# The kernel reads eight bytes at a time (SWAR) where eight remain in the frame. These check those reads
+# against plain Python on every byte mix that matters: digits, the bytes around '0' and '9', quotes,
+# backslashes, control and non-ASCII bytes, with arbitrary bytes beyond the frame's end that must not count.
+_BYTES = st.binary(max_size=40) | st.lists(st.sampled_from(b'0123456789./:"\\\x00\x1f -e\x7f\x80\xff'),
+                                           max_size=40).map(bytes)
+
+
+@njit
+def _kernel_digits(buf, end, value):
+    return framescan._digits(buf, 0, end, value)
+
+
+@njit
+def _kernel_string_end(buf, end):
+    return framescan._string_end(buf, 0, end)
+
+
+@settings(max_examples=400, deadline=None)
+@given(frame=_BYTES, beyond=st.binary(max_size=9), value=st.integers(0, 10 ** 10))
+def test_digit_runs_and_string_ends_read_eight_bytes_at_a_time_as_byte_by_byte(frame, beyond, value):
+    buf = np.frombuffer(frame + beyond, np.uint8)
+    end = len(frame)
+    run = len(frame) - len(frame.lstrip(b"0123456789"))
+    got_value, got_end = _kernel_digits(buf, end, value)
+    assert got_end == run
+    exact = value * 10 ** run + int(frame[:run] or b"0")
+    assert got_value == (exact + 2 ** 63) % 2 ** 64 - 2 ** 63  # int64, wrapped as the kernel wraps (callers refuse that)
+    special = next((k for k, c in enumerate(frame) if c in b'"\\' or c < 32 or c >= 128), None)
+    expected = special if special is not None and frame[special] == ord('"') else -1
+    assert _kernel_string_end(buf, end) == expected
 
 
 def test_a_depth_diff_without_levels_is_one_null_row_and_asks_first_are_declined():
