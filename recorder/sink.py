@@ -219,9 +219,12 @@ ROW_WORK = 150  # a row buffered as a tuple counts as a frame of this many bytes
 # is thousands of them. Segments are temporary: compaction writes the day files with zstd as ever.
 SMALL_FILE_ROWS = 1_000
 SMALL_FILE_OPTIONS = {"compression": "none", "dictionary": False, "decimal_extras": False}
-# Larger ones keep zstd and their integer statistics (seq and recv_ts prune reads), not the price and
-# quantity statistics and dictionaries nothing reads from a segment (`schemas.write.write_parquet`).
-SEGMENT_OPTIONS = {"decimal_extras": False}
+# Larger ones are LZ4-compressed and keep their integer statistics (seq and recv_ts prune reads), not the
+# price and quantity statistics and dictionaries nothing reads from a segment (`schemas.write.write_parquet`).
+# LZ4, not zstd: a segment is read once, by compaction, which writes the day files with zstd; LZ4 writes it
+# with ~22 % less CPU for ~1.5x its bytes (measured 2026-12-03, a 196k-frame segment of 6 symbols: depth
+# 74 -> 58 ms, bookTicker 17 -> 13 ms; 4.6 -> 7.0 MB), and the writer's CPU is what a busy recorder lacks.
+SEGMENT_OPTIONS = {"compression": "lz4", "decimal_extras": False}
 
 
 def _writers() -> ThreadPoolExecutor:
