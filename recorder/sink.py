@@ -214,8 +214,8 @@ WRITE_THREADS = min(4, os.cpu_count() or 1)
 # time, 1,200 files of ~60 rows). Work, not rows: a depth diff carries ~50 levels, a trade one row.
 PARALLEL_MIN_WORK = 750_000
 ROW_WORK = 150  # a row buffered as a tuple counts as a frame of this many bytes
-# A segment file of fewer rows is written without zstd and dictionaries: their set-up per file costs more
-# CPU than such a file's rows (measured 2026-12-02: 617 -> 313 µs for 30 trades), and a whole-market segment
+# A segment file of fewer rows is written without compression and dictionaries: their set-up per file costs
+# more CPU than such a file's rows (measured 2026-12-02: 617 -> 313 µs for 30 trades), and a whole-market segment
 # is thousands of them. Segments are temporary: compaction writes the day files with zstd as ever.
 SMALL_FILE_ROWS = 1_000
 SMALL_FILE_OPTIONS = {"compression": "none", "dictionary": False, "decimal_extras": False}
