@@ -201,17 +201,8 @@ def run(job: PendingWrite) -> None:
                     crc = zlib.crc32(part, crc)
                 _UINT32.pack_into(header, HEADER.size - 4, crc)
             job.unsealed = []
-            parts, index, cut = job.unwritten(), 0, 0  # parts[index][cut:] is the next byte to write
-            while index < len(parts):
-                chunk = parts[index:index + IOV_MAX]
-                if cut:
-                    chunk[0] = memoryview(chunk[0])[cut:]
-                written = os.writev(job.fd, chunk)
-                job.written += written
-                cut += written
-                while index < len(parts) and cut >= len(parts[index]):
-                    cut -= len(parts[index])
-                    index += 1
+            while parts := job.unwritten():
+                job.written += os.writev(job.fd, parts[:IOV_MAX])
             os.fsync(job.fd)
         finally:
             os.close(job.fd)
